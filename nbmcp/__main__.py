@@ -1,0 +1,5 @@
+"""`python -m nbmcp`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""Settings: one object built from CLI flags and environment variables, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernel import DEFAULT_TIMEOUT
+from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
+
+__all__ = ["LOG_LEVELS", "TRANSPORTS", "Settings"]
+
+TRANSPORTS = ("stdio",)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _default_log_level() -> str:
+    return os.environ.get("NBMCP_LOG_LEVEL", "INFO").upper()
+
+
+def _default_timeout() -> float:
+    return float(os.environ.get("NBMCP_TIMEOUT", DEFAULT_TIMEOUT))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run of nbmcp is configured with."""
+
+    path: Path
+    transport: str = "stdio"
+    kernel: str | None = None
+    python: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    log_level: str = "INFO"
+    max_output_chars: int = MAX_OUTPUT_CHARS
+    max_image_bytes: int = MAX_IMAGE_BYTES

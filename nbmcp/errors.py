@@ -1,0 +1,110 @@
+"""The exceptions nbmcp raises.
+
+Every error a user can act on is one of these; the tool layer turns them into MCP error results in
+one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `except` clauses work::
+
+    NbmcpError(Exception)
+    ├── NotebookError
+    │   ├── NotebookFormatError(ValueError)   the file is not a readable notebook
+    │   ├── CellIndexError(IndexError)        index out of range; carries the valid range
+    │   ├── CellNotFoundError(LookupError)    a cell id that is not (or no longer) in the notebook
+    │   ├── LockTimeoutError(TimeoutError)    another process held the notebook's lock too long
+    │   └── NotebookWriteError(OSError)       the notebook could not be written
+    ├── KernelError(RuntimeError)
+    │   ├── KernelStartError                  the kernel could not be started
+    │   └── DeadKernelError                   the kernel died while running code
+    └── UsageError(ValueError)                bad arguments or configuration
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "CellIndexError",
+    "CellNotFoundError",
+    "DeadKernelError",
+    "KernelError",
+    "KernelStartError",
+    "LockTimeoutError",
+    "NbmcpError",
+    "NotebookError",
+    "NotebookFormatError",
+    "NotebookWriteError",
+    "UsageError",
+]
+
+
+class NbmcpError(Exception):
+    """Base class of every nbmcp error."""
+
+
+class NotebookError(NbmcpError):
+    """A problem with the notebook file or its cells."""
+
+
+class NotebookFormatError(NotebookError, ValueError):
+    """The file exists but is not a notebook nbformat can read; it is left untouched."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"{self.path} is not a valid Jupyter notebook ({reason}). "
+            "The file was left untouched; fix it or point nbmcp at another file."
+        )
+
+
+class CellIndexError(NotebookError, IndexError):
+    """A cell index outside the notebook; the message names the valid range."""
+
+    def __init__(self, index: int, n_cells: int, *, allow_end: bool = False) -> None:
+        self.index = index
+        self.n_cells = n_cells
+        top = n_cells if allow_end else n_cells - 1
+        if top < 0:
+            valid = "the notebook has no cells"
+        elif allow_end:
+            valid = f"valid: 0 to {top} (or -1 to append)" if top > 0 else "valid: 0 (or -1 to append)"
+        else:
+            valid = f"valid: 0 to {top}, or negative indices counting from the end"
+        super().__init__(f"cell index {index} is out of range; the notebook has {n_cells} cells ({valid})")
+
+
+class CellNotFoundError(NotebookError, LookupError):
+    """A cell id that is not in the notebook (any more)."""
+
+    def __init__(self, cell_id: str) -> None:
+        self.cell_id = cell_id
+        super().__init__(f"cell {cell_id!r} not found; the notebook may have changed, read it again")
+
+
+class LockTimeoutError(NotebookError, TimeoutError):
+    """Another process kept the notebook's lock for longer than nbmcp waits."""
+
+    def __init__(self, path: Path | str, waited: float) -> None:
+        self.path = str(path)
+        self.waited = waited
+        super().__init__(
+            f"could not lock {self.path} within {waited:g} s: another nbmcp process is writing it; try again"
+        )
+
+
+class NotebookWriteError(NotebookError, OSError):
+    """The notebook could not be saved; the file on disk is unchanged."""
+
+
+class KernelError(NbmcpError, RuntimeError):
+    """A problem with the kernel that runs the notebook's code."""
+
+
+class KernelStartError(KernelError):
+    """The kernel could not be started."""
+
+
+class DeadKernelError(KernelError):
+    """The kernel died; it is restarted on the next execution."""
+
+
+class UsageError(NbmcpError, ValueError):
+    """Arguments or configuration that cannot work; the message says what is valid."""

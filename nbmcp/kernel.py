@@ -1,0 +1,444 @@
+"""The local kernel: one ipykernel (or any installed kernel) per notebook, via jupyter_client.
+
+The kernel is started in the background when the notebook is opened, so editing tools never wait for
+it and the first execution rarely does. Executions run one at a time; each returns an
+`ExecutionResult` whatever happens: a timeout interrupts the kernel and returns the partial outputs,
+a dead kernel is noticed while waiting (never a hang) and restarted on the next execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import glob
+import logging
+import os
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+from nbformat import NotebookNode
+
+from .errors import KernelStartError, UsageError
+from .outputs import OutputCollector
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "INTERRUPT_GRACE",
+    "KERNEL_START_TIMEOUT",
+    "ExecutionResult",
+    "KernelChoice",
+    "KernelState",
+    "LocalKernel",
+    "choose_kernel",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default seconds an execution may run before it is interrupted (the seed tools' default).
+DEFAULT_TIMEOUT = 300.0
+#: Seconds to wait for the kernel to become ready after it is launched.
+KERNEL_START_TIMEOUT = 60.0
+#: Seconds an interrupted execution gets to wind down before the kernel is restarted instead.
+INTERRUPT_GRACE = 5.0
+#: How often (seconds) the wait for output also checks that the kernel process is still alive.
+POLL_INTERVAL = 0.25
+
+
+class KernelState(str, enum.Enum):
+    """Where the kernel is in its life, as reported by `get_notebook_info` and `/api/healthz`."""
+
+    NOT_STARTED = "not started"
+    """No start has been requested yet."""
+    STARTING = "starting"
+    """The process is launching or the kernel is not yet answering."""
+    IDLE = "idle"
+    """Ready for code."""
+    BUSY = "busy"
+    """Running code for a tool call."""
+    DEAD = "dead"
+    """The process died; the next execution restarts it."""
+    FAILED = "failed"
+    """It could not be started; the error says why."""
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """Which kernel runs the notebook's code, and why that one."""
+
+    name: str
+    """The kernelspec name, or ``python`` for an interpreter given by path."""
+    argv0: str
+    """The program the kernel runs (an interpreter path, usually)."""
+    reason: str
+    """How it was chosen: ``--kernel``, ``--python``, ``notebook metadata``, ``.venv``, ``default``."""
+    spec: KernelSpec | None = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.argv0}; chosen by {self.reason})"
+
+
+def _python_spec(python: str, display: str) -> KernelSpec:
+    return KernelSpec(
+        argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name=display,
+        language="python",
+        # ipykernel's fd-level capture sends even C-level prints through iopub, not our stdout.
+        env={"PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+    )
+
+
+def _argv0(spec: KernelSpec) -> str:
+    argv0 = spec.argv[0] if spec.argv else "?"
+    # jupyter_client runs a spec whose program is plain "python" with its own interpreter.
+    if argv0 in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+        return sys.executable
+    return argv0
+
+
+def _venv_python(folder: Path) -> str | None:
+    """The interpreter of a `.venv` beside the notebook, if that environment has ipykernel."""
+    venv = folder / ".venv"
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        return None
+    patterns = [
+        str(venv / "lib" / "python*" / "site-packages" / "ipykernel"),
+        str(venv / "Lib/site-packages/ipykernel"),
+    ]
+    if any(glob.glob(p) for p in patterns):
+        return str(python)
+    logger.info("%s exists but has no ipykernel; not using it (pip install ipykernel there to use it)", venv)
+    return None
+
+
+def choose_kernel(
+    *,
+    kernel_name: str | None = None,
+    python: str | None = None,
+    notebook_kernel: str | None = None,
+    notebook_dir: Path | None = None,
+    spec_manager: KernelSpecManager | None = None,
+) -> KernelChoice:
+    """Pick the kernel in the order of DESIGN.md: --kernel, --python, metadata, .venv, python3."""
+    ksm = spec_manager or KernelSpecManager()
+    if kernel_name:
+        try:
+            spec = ksm.get_kernel_spec(kernel_name)
+        except NoSuchKernel:
+            installed = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
+            raise UsageError(
+                f"no kernel named {kernel_name!r} is installed (installed: {installed}); "
+                "see `jupyter kernelspec list`, or use --python PATH"
+            ) from None
+        return KernelChoice(kernel_name, _argv0(spec), "--kernel", spec)
+    if python:
+        path = Path(python).expanduser()
+        if not path.exists():
+            raise UsageError(f"--python {python}: no such interpreter")
+        return KernelChoice("python", str(path), "--python", _python_spec(str(path), f"Python ({path})"))
+    if notebook_kernel:
+        try:
+            spec = ksm.get_kernel_spec(notebook_kernel)
+            return KernelChoice(notebook_kernel, _argv0(spec), "notebook metadata", spec)
+        except NoSuchKernel:
+            logger.info("the notebook asks for kernel %r, which is not installed here", notebook_kernel)
+    if notebook_dir is not None:
+        venv_python = _venv_python(notebook_dir)
+        if venv_python:
+            return KernelChoice("python", venv_python, ".venv", _python_spec(venv_python, "Python (.venv)"))
+    # The interpreter nbmcp runs on always has ipykernel: it is one of our dependencies.
+    return KernelChoice("python3", sys.executable, "default", _python_spec(sys.executable, "Python 3"))
+
+
+class _OneSpecManager(KernelSpecManager):
+    """Hands AsyncKernelManager the spec we already chose, whatever name it asks for."""
+
+    def __init__(self, spec: KernelSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._spec = spec
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return self._spec
+
+
+@dataclass
+class ExecutionResult:
+    """What one execution produced, whether it finished, failed, timed out or killed the kernel."""
+
+    outputs: list[NotebookNode]
+    execution_count: int | None
+    status: str
+    """``ok``, ``error`` (the code raised), ``timeout``, ``dead`` (the kernel died) or ``cancelled``."""
+    elapsed: float
+    note: str = ""
+
+
+ProgressHook = Callable[[OutputCollector, float], Awaitable[None]]
+
+
+class LocalKernel:
+    """A kernel process on this machine, managed by jupyter_client."""
+
+    def __init__(self, choice: KernelChoice, cwd: Path, *, start_timeout: float = KERNEL_START_TIMEOUT) -> None:
+        self.choice = choice
+        self.cwd = cwd
+        self.start_timeout = start_timeout
+        self.state = KernelState.NOT_STARTED
+        self.error: str | None = None
+        self._km: AsyncKernelManager | None = None
+        self._kc: Any = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._exec_lock = asyncio.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        """Begin starting the kernel without waiting for it (called when the notebook is opened)."""
+        if self._start_task is None or (self._start_task.done() and self.state in (KernelState.DEAD,)):
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+            self._start_task.add_done_callback(_swallow)
+
+    async def ensure_started(self) -> None:
+        """Wait until the kernel is ready, starting (or restarting) it if needed."""
+        if self.state in (KernelState.DEAD, KernelState.FAILED) and (
+            self._start_task is None or self._start_task.done()
+        ):
+            await self._shutdown_quietly()
+            self._start_task = None
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+            self._start_task.add_done_callback(_swallow)
+        await asyncio.shield(self._start_task)
+
+    async def _start(self) -> None:
+        self.state = KernelState.STARTING
+        self.error = None
+        started = time.monotonic()
+        spec = self.choice.spec
+        km = AsyncKernelManager(kernel_name=self.choice.name)
+        if spec is not None:
+            km.kernel_spec_manager = _OneSpecManager(spec)
+        self._km = km
+        try:
+            # The kernel's stdout goes to our stderr: in stdio mode our stdout carries only MCP.
+            await km.start_kernel(cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL)
+            self._kc = km.client()
+            self._kc.start_channels()
+            await self._kc.wait_for_ready(timeout=self.start_timeout)
+        except Exception as exc:
+            self.state = KernelState.FAILED
+            self.error = f"could not start kernel {self.choice.describe()}: {type(exc).__name__}: {exc}"
+            logger.error("%s", self.error)
+            await self._shutdown_quietly()
+            raise KernelStartError(self.error) from exc
+        except BaseException:
+            # Cancelled mid-start (the server is closing): leave no process or socket behind.
+            with anyio.CancelScope(shield=True):
+                await self._shutdown_quietly()
+            self.state = KernelState.NOT_STARTED
+            raise
+        self.state = KernelState.IDLE
+        logger.info("kernel %s ready in %.2f s", self.choice.describe(), time.monotonic() - started)
+
+    async def restart(self) -> None:
+        """Restart the kernel (all variables are lost) and wait until it is ready."""
+        async with self._exec_lock:
+            await self._shutdown_quietly()
+            self._start_task = None
+            self.state = KernelState.NOT_STARTED
+        await self.ensure_started()
+
+    async def interrupt(self) -> None:
+        """Interrupt whatever the kernel is running."""
+        if self._km is not None and self.state in (KernelState.BUSY, KernelState.IDLE):
+            await self._km.interrupt_kernel()
+
+    async def shutdown(self) -> None:
+        """Stop the kernel process."""
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._start_task
+        await self._shutdown_quietly()
+        self.state = KernelState.NOT_STARTED
+
+    async def _shutdown_quietly(self) -> None:
+        kc, km = self._kc, self._km
+        self._kc = None
+        self._km = None
+        if kc is not None:
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
+        if km is not None:
+            with contextlib.suppress(Exception):
+                if km.has_kernel:
+                    await km.shutdown_kernel(now=True)
+            with contextlib.suppress(Exception):
+                await km.cleanup_resources()
+
+    async def is_alive(self) -> bool:
+        return self._km is not None and await self._km.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel process id, when one is running."""
+        provisioner = getattr(self._km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        return getattr(process, "pid", None)
+
+    # -- execution --------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_progress: ProgressHook | None = None,
+        progress_every: float = 1.0,
+        store_history: bool = True,
+    ) -> ExecutionResult:
+        """Run `code` and return its outputs; never raises for code errors, timeouts or kernel death."""
+        async with self._exec_lock:
+            await self.ensure_started()
+            return await self._execute(code, timeout, on_progress, progress_every, store_history)
+
+    async def _execute(
+        self,
+        code: str,
+        timeout: float,
+        on_progress: ProgressHook | None,
+        progress_every: float,
+        store_history: bool,
+    ) -> ExecutionResult:
+        kc, km = self._kc, self._km
+        assert kc is not None and km is not None
+        collector = OutputCollector()
+        started = time.monotonic()
+        deadline = started + timeout
+        next_progress = started + progress_every
+        self.state = KernelState.BUSY
+        # allow_stdin=False: input() raises in the cell instead of waiting forever for a reply.
+        msg_id = kc.execute(code, store_history=store_history, allow_stdin=False)
+        status, note = "ok", ""
+        try:
+            while not collector.idle:
+                now = time.monotonic()
+                if now >= deadline:
+                    status, note = await self._on_timeout(collector, msg_id, timeout)
+                    break
+                if on_progress is not None and now >= next_progress:
+                    next_progress = now + progress_every
+                    await on_progress(collector, now - started)
+                wait = min(POLL_INTERVAL, deadline - now, max(next_progress - now, 0.01))
+                if not await self._pump(collector, msg_id, wait):
+                    status, note = "dead", self._death_note()
+                    break
+        except BaseException:
+            # MCP cancellation of the tool call (or shutdown): stop the code, then let go.
+            with anyio.CancelScope(shield=True):
+                await self._interrupt_and_drain(collector, msg_id)
+            raise
+        if status == "ok":
+            status = await self._reply_status(msg_id, collector)
+        if self.state == KernelState.BUSY:
+            self.state = KernelState.IDLE
+        return ExecutionResult(collector.finish(), collector.execution_count, status, time.monotonic() - started, note)
+
+    async def _pump(self, collector: OutputCollector, msg_id: str, wait: float) -> bool:
+        """Feed iopub messages for `msg_id` to the collector for up to `wait` seconds.
+
+        Returns False if the kernel died. Checks liveness whenever no message arrives in time, so a
+        dead kernel is noticed within POLL_INTERVAL plus the time of `is_alive`.
+        """
+        kc, km = self._kc, self._km
+        try:
+            msg = await kc.get_iopub_msg(timeout=max(wait, 0.001))
+        except queue.Empty:
+            if km is None or not await km.is_alive():
+                self.state = KernelState.DEAD
+                return False
+            return True
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            collector.process(msg)
+        # Drain whatever else is already queued without waiting, so bursts are cheap.
+        while not collector.idle:
+            try:
+                msg = await kc.get_iopub_msg(timeout=0)
+            except queue.Empty:
+                break
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                collector.process(msg)
+        return True
+
+    async def _on_timeout(self, collector: OutputCollector, msg_id: str, timeout: float) -> tuple[str, str]:
+        logger.info("execution timed out after %g s; interrupting the kernel", timeout)
+        finished = await self._interrupt_and_drain(collector, msg_id)
+        if finished:
+            return "timeout", f"timed out after {timeout:g} s; the kernel was interrupted and is ready for more code"
+        return "timeout", (
+            f"timed out after {timeout:g} s and did not stop when interrupted; the kernel was restarted "
+            "(its variables are lost)"
+        )
+
+    async def _interrupt_and_drain(self, collector: OutputCollector, msg_id: str) -> bool:
+        """Interrupt, then collect output until the kernel is idle; restart it if it will not stop."""
+        km = self._km
+        if km is None:
+            return False
+        with contextlib.suppress(Exception):
+            await km.interrupt_kernel()
+        grace_end = time.monotonic() + INTERRUPT_GRACE
+        while not collector.idle and time.monotonic() < grace_end:
+            if not await self._pump(collector, msg_id, POLL_INTERVAL):
+                return False
+        if collector.idle:
+            # Consume the execute_reply so it is not mistaken for the next execution's.
+            await self._reply_status(msg_id, collector)
+            self.state = KernelState.IDLE
+            return True
+        logger.warning("kernel did not stop after an interrupt; restarting it")
+        await self._shutdown_quietly()
+        self._start_task = None
+        self.state = KernelState.NOT_STARTED
+        self.start_background()
+        return False
+
+    async def _reply_status(self, msg_id: str, collector: OutputCollector) -> str:
+        kc = self._kc
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                reply = await kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                break
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                content = reply.get("content", {})
+                if collector.execution_count is None and content.get("execution_count") is not None:
+                    collector.execution_count = content["execution_count"]
+                return "error" if content.get("status") == "error" else "ok"
+        return "error" if any(o.get("output_type") == "error" for o in collector.outputs) else "ok"
+
+    def _death_note(self) -> str:
+        logger.warning("the kernel died while running code")
+        return "the kernel died while running this code (it will be restarted on the next execution)"
+
+
+def _stderr_fd() -> int:
+    stream = sys.__stderr__
+    return stream.fileno() if stream is not None else subprocess.DEVNULL
+
+
+def _swallow(task: asyncio.Task[None]) -> None:
+    # A failed background start is reported by the next call that needs the kernel.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,140 @@
+"""Kernel iopub messages -> nbformat outputs, following nbclient's rules.
+
+`OutputCollector` is fed the iopub messages of one execution and keeps the cell's outputs the way
+nbclient (`NotebookClient.process_message`) builds them: streams, display_data, execute_result,
+error, `clear_output(wait=...)`, `update_display_data` by display_id, and the execution count.
+Consecutive stream outputs of the same name are merged and carriage returns resolved, as nbclient's
+`coalesce_streams` and JupyterLab's saved files do, so a progress bar is one output, not thousands.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import output_from_msg
+
+__all__ = ["OutputCollector", "normalize_stream_text"]
+
+# nbclient's coalesce_streams rules (nbclient/client.py), with the backspace written as \x08: in a
+# raw string "\b" is a regex word boundary, which would eat the last letter of every word.
+_RGX_CARRIAGERETURN = re.compile(r".*\r(?=[^\n])")
+_RGX_BACKSPACE = re.compile(r"[^\n]\x08")
+
+_OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
+
+
+def normalize_stream_text(text: str) -> str:
+    """Resolve backspaces and carriage returns the way a terminal would show the text."""
+    old = None
+    while old is None or len(text) < len(old):
+        old = text
+        text = _RGX_BACKSPACE.sub("", text)
+    return _RGX_CARRIAGERETURN.sub("", text)
+
+
+class OutputCollector:
+    """Builds one cell's outputs from the iopub messages of its execution."""
+
+    def __init__(self) -> None:
+        self.outputs: list[NotebookNode] = []
+        self.execution_count: int | None = None
+        self.idle = False
+        #: Bumped on every change, so a caller can tell whether there is anything new to save.
+        self.version = 0
+        self._clear_before_next_output = False
+        self._display_positions: dict[str, list[int]] = {}
+
+    @property
+    def last_line(self) -> str:
+        """The last non-empty line of text output, for progress messages."""
+        for out in reversed(self.outputs):
+            if out.get("output_type") == "stream":
+                text = out.get("text", "")
+            elif out.get("output_type") == "error":
+                text = f"{out.get('ename')}: {out.get('evalue')}"
+            else:
+                text = out.get("data", {}).get("text/plain", "")
+            if isinstance(text, list):
+                text = "".join(text)
+            for line in reversed(text.splitlines()):
+                if line.strip():
+                    return line.strip()
+        return ""
+
+    def process(self, msg: dict[str, Any]) -> None:
+        """Apply one iopub message that belongs to this execution."""
+        msg_type = msg["msg_type"]
+        content = msg.get("content", {})
+        transient = content.get("transient")
+        display_id = transient.get("display_id") if transient else None
+
+        if display_id and msg_type in {"execute_result", "display_data", "update_display_data"}:
+            self._update_display(display_id, msg)
+        if "execution_count" in content and content["execution_count"] is not None:
+            self.execution_count = content["execution_count"]
+            self.version += 1
+
+        if msg_type == "status":
+            if content.get("execution_state") == "idle":
+                self.idle = True
+        elif msg_type == "clear_output":
+            if content.get("wait"):
+                self._clear_before_next_output = True
+            else:
+                self._clear()
+        elif msg_type in _OUTPUT_TYPES:
+            self._append(msg, display_id)
+
+    def finish(self) -> list[NotebookNode]:
+        """The final outputs, with stream text normalized."""
+        for out in self.outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = normalize_stream_text(out["text"])
+        return self.outputs
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _clear(self) -> None:
+        self.outputs = []
+        self._display_positions = {}
+        self._clear_before_next_output = False
+        self.version += 1
+
+    def _append(self, msg: dict[str, Any], display_id: str | None) -> None:
+        try:
+            out = output_from_msg(msg)
+        except ValueError:
+            return
+        if self._clear_before_next_output:
+            self._clear()
+        last = self.outputs[-1] if self.outputs else None
+        if (
+            out.output_type == "stream"
+            and last is not None
+            and last.get("output_type") == "stream"
+            and last.get("name") == out.name
+        ):
+            last["text"] += out.text
+        else:
+            if display_id:
+                self._display_positions.setdefault(display_id, []).append(len(self.outputs))
+            self.outputs.append(out)
+        self.version += 1
+
+    def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
+        positions = self._display_positions.get(display_id)
+        if not positions:
+            return
+        # output_from_msg only knows display_data; an update carries the same content.
+        msg = {**msg, "msg_type": "display_data", "header": {**msg.get("header", {}), "msg_type": "display_data"}}
+        try:
+            out = output_from_msg(msg)
+        except ValueError:
+            return
+        for pos in positions:
+            if pos < len(self.outputs):
+                self.outputs[pos]["data"] = out["data"]
+                self.outputs[pos]["metadata"] = out["metadata"]
+        self.version += 1

@@ -1,0 +1,76 @@
+"""Shared fixtures: a temporary notebook folder, a lock folder of its own, an in-memory MCP client."""
+
+from __future__ import annotations
+
+import shutil
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from mcp import Client
+
+from nbmcp.config import Settings
+from nbmcp.server import build_server
+
+FILES = Path(__file__).parent / "files"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # jupyter_client's async API is asyncio-based.
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keep lock files out of the user's runtime folder.
+    monkeypatch.setenv("NBMCP_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+
+
+@pytest.fixture
+def nb_path(tmp_path: Path) -> Path:
+    """Path of a notebook that does not exist yet, in an empty folder."""
+    return tmp_path / "work" / "notebook.ipynb"
+
+
+@pytest.fixture(autouse=True)
+def _work_dir(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+
+
+def copy_golden(name: str, dest: Path) -> Path:
+    """Copy a committed notebook from tests/files so a test never modifies it."""
+    shutil.copy(FILES / name, dest)
+    return dest
+
+
+def read_nb(path: Path) -> nbformat.NotebookNode:
+    """Read a notebook back from disk and validate it (every mutating test does this)."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    return nb
+
+
+def text_of(result: Any) -> str:
+    """All text content of a tool result, joined."""
+    return "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+@pytest.fixture
+async def client(nb_path: Path) -> AsyncIterator[Client]:
+    server = build_server(Settings(path=nb_path, timeout=60))
+    async with Client(server) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # cli() configures the root logger for a real run; keep that from leaking into later tests.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

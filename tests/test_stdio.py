@@ -1,0 +1,182 @@
+"""nbmcp as a real subprocess: the stdio transport and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from nbmcp import __version__
+from nbmcp.cli import cli
+
+from .conftest import read_nb, text_of
+
+# Code that tries every way of reaching stdout from inside the kernel.
+NOISY_CELL = """\
+import logging, os, sys
+print('printed by the cell')
+sys.__stdout__.write('written to the real stdout\\n'); sys.__stdout__.flush()
+os.write(1, b'written to fd 1\\n')
+logging.getLogger('cell').warning('a log line from the kernel')
+print('to stderr', file=sys.stderr)
+21 * 2
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class RawStdio:
+    """A JSON-RPC conversation with `nbmcp PATH` over pipes, keeping every byte of stdout."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nbmcp", str(path), "--log-level", "DEBUG"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        self.lines: list[bytes] = []
+        self._id = 0
+
+    def send(self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False) -> int:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+        if not notify:
+            self._id += 1
+            msg["id"] = self._id
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._id
+
+    def response(self, request_id: int, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            self.lines.append(line)
+            msg = json.loads(line)
+            if msg.get("id") == request_id:
+                return msg  # type: ignore[no-any-return]
+        raise AssertionError("no response in time")
+
+    def close(self) -> str:
+        try:
+            out, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError("server did not exit when stdin closed") from None
+        self.lines += out.splitlines(keepends=True)
+        return err.decode()
+
+
+@pytest.mark.timeout(120)
+def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Path) -> None:
+    server = RawStdio(nb_path)
+    try:
+        rid = server.send(
+            "initialize",
+            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+        )
+        assert server.response(rid)["result"]["serverInfo"]["name"] == "nbmcp"
+        server.send("notifications/initialized", notify=True)
+        rid = server.send("tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": NOISY_CELL}})
+        result = server.response(rid)["result"]
+        text = "\n".join(c.get("text", "") for c in result["content"])
+        assert "printed by the cell" in text and "42" in text
+    finally:
+        stderr = server.close()
+    assert server.lines, "no output at all"
+    for line in server.lines:
+        msg = json.loads(line)  # every byte of stdout is a JSON-RPC message
+        assert msg.get("jsonrpc") == "2.0", line
+    assert "kernel" in stderr  # the logs went to stderr instead
+    cell = read_nb(nb_path).cells[0]
+    assert cell.outputs[-1].data["text/plain"] == "42"
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+async def test_official_client_over_a_real_stdio_subprocess(nb_path: Path) -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(nb_path)], env=_env())
+    async with Client(params) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert "append_execute_code_cell" in tools
+        r = await client.call_tool("append_execute_code_cell", {"cell_source": "import os; os.getcwd()"})
+        assert not r.is_error
+        assert str(nb_path.parent) in text_of(r)  # the kernel runs in the notebook's folder
+    assert read_nb(nb_path).cells[0].execution_count == 1
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli("--version")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nbmcp {__version__}"
+    with pytest.raises(SystemExit):
+        cli("--help")
+    help_text = capsys.readouterr().out
+    for words in ("MCP client", "--kernel", "--timeout", "--log-level", "--transport", "created"):
+        assert words in help_text
+
+
+def test_a_file_that_is_not_a_notebook_is_refused_and_untouched(
+    nb_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.1)
+    nb_path.write_text("this is not json")
+    assert cli(str(nb_path)) == 1
+    err = capsys.readouterr().err
+    assert "not a valid Jupyter notebook" in err and "not JSON" in err
+    assert nb_path.read_text() == "this is not json"
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("folder", "is a folder"), ("notes.txt", "does not end in .ipynb"), ("missing/x.ipynb", "does not exist")],
+)
+def test_unusable_paths_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    assert cli(str(tmp_path / name)) == 1
+    assert problem in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbmcp", str(nb_path)], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    os.close(terminal)
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"Ctrl+C" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert b"waiting for an MCP client" in seen, seen
+        assert b"README" in seen
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+        os.close(controller)

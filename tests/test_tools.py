@@ -1,0 +1,275 @@
+"""Every seed tool through the official MCP client, in memory, on a real ipykernel."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from .conftest import read_nb, text_of
+
+pytestmark = pytest.mark.anyio
+
+# A 1x1 red PNG, displayed by the kernel through IPython.display.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+async def call(client: Client, tool: str, **args: object):  # type: ignore[no-untyped-def]
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, text_of(result)
+    return result
+
+
+async def test_seed_tools_are_all_listed_with_their_parameters(client: Client) -> None:
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    expected = {
+        "append_markdown_cell": {"cell_source"},
+        "insert_markdown_cell": {"cell_index", "cell_source"},
+        "append_execute_code_cell": {"cell_source"},
+        "insert_execute_code_cell": {"cell_index", "cell_source"},
+        "overwrite_cell_source": {"cell_index", "cell_source"},
+        "delete_cell": {"cell_index"},
+        "execute_cell_simple_timeout": {"cell_index", "timeout_seconds"},
+        "execute_cell_streaming": {"cell_index", "timeout_seconds", "progress_interval"},
+        "execute_cell_with_progress": {"cell_index", "timeout_seconds"},
+        "read_cell": {"cell_index"},
+        "read_all_cells": set(),
+        "get_notebook_info": set(),
+    }
+    for name, params in expected.items():
+        assert name in tools, name
+        assert set(tools[name].input_schema.get("properties", {})) == params, name
+        assert tools[name].description and len(tools[name].description) > 40
+        assert tools[name].annotations is not None
+    props = tools["execute_cell_streaming"].input_schema["properties"]
+    assert props["timeout_seconds"]["default"] == 300 and props["progress_interval"]["default"] == 5
+    assert tools["execute_cell_simple_timeout"].input_schema["properties"]["timeout_seconds"]["default"] == 300
+    assert tools["read_cell"].annotations.read_only_hint is True
+    assert tools["delete_cell"].annotations.destructive_hint is True
+
+
+async def test_markdown_cells_are_added_and_saved(client: Client, nb_path: Path) -> None:
+    r = await call(client, "append_markdown_cell", cell_source="# Title")
+    assert r.structured_content["cell_index"] == 0
+    r = await call(client, "append_markdown_cell", cell_source="end")
+    r = await call(client, "insert_markdown_cell", cell_index=1, cell_source="middle")
+    cell_id = r.structured_content["cell_id"]
+    assert "cell 1" in text_of(r) and cell_id in text_of(r)
+    nb = read_nb(nb_path)
+    assert [(c.cell_type, c.source) for c in nb.cells] == [
+        ("markdown", "# Title"),
+        ("markdown", "middle"),
+        ("markdown", "end"),
+    ]
+    assert nb.cells[1].id == cell_id
+
+
+async def test_print_and_expression_result(client: Client, nb_path: Path) -> None:
+    r = await call(client, "append_execute_code_cell", cell_source="print('hello')\n6 * 7")
+    text = text_of(r)
+    assert "hello" in text and "42" in text and "execution_count 1" in text
+    cell = read_nb(nb_path).cells[0]
+    assert cell.execution_count == 1
+    assert [o.output_type for o in cell.outputs] == ["stream", "execute_result"]
+    assert cell.outputs[1].data["text/plain"] == "42"
+
+
+async def test_state_persists_between_cells(client: Client) -> None:
+    await call(client, "append_execute_code_cell", cell_source="x = 20")
+    r = await call(client, "append_execute_code_cell", cell_source="x + 1")
+    assert "21" in text_of(r)
+
+
+async def test_png_output_is_returned_as_image_content(client: Client, nb_path: Path) -> None:
+    code = (
+        f"import base64\nfrom IPython.display import Image, display\ndisplay(Image(data=base64.b64decode('{PNG_B64}')))"
+    )
+    r = await call(client, "append_execute_code_cell", cell_source=code)
+    images = [c for c in r.content if c.type == "image"]
+    assert len(images) == 1 and images[0].mime_type == "image/png"
+    assert base64.b64decode(images[0].data) == base64.b64decode(PNG_B64)
+    assert "image/png" in read_nb(nb_path).cells[0].outputs[0].data
+
+
+async def test_error_is_a_normal_result_with_the_traceback_saved(client: Client, nb_path: Path) -> None:
+    r = await call(client, "append_execute_code_cell", cell_source="def f():\n    raise ValueError('bad value')\nf()")
+    text = text_of(r)
+    assert "ValueError" in text and "bad value" in text and "\x1b[" not in text
+    assert r.structured_content["status"] == "error"
+    cell = read_nb(nb_path).cells[0]
+    assert cell.execution_count == 1 and cell.outputs[0].output_type == "error"
+
+
+async def test_clear_output_wait_keeps_only_the_last_output(client: Client, nb_path: Path) -> None:
+    code = (
+        "from IPython.display import clear_output\n"
+        "for i in range(3):\n    clear_output(wait=True)\n    print(f'step {i}')"
+    )
+    r = await call(client, "append_execute_code_cell", cell_source=code)
+    assert "step 2" in text_of(r) and "step 0" not in text_of(r)
+    outputs = read_nb(nb_path).cells[0].outputs
+    assert [o.text for o in outputs] == ["step 2\n"]
+
+
+async def test_update_display_by_display_id(client: Client, nb_path: Path) -> None:
+    code = (
+        "from IPython.display import display, update_display\n"
+        "display('first', display_id='d')\nprint('between')\nupdate_display('final', display_id='d')"
+    )
+    r = await call(client, "append_execute_code_cell", cell_source=code)
+    assert "final" in text_of(r) and "first" not in text_of(r)
+    outputs = read_nb(nb_path).cells[0].outputs
+    assert outputs[0].data["text/plain"] == "'final'"
+    assert outputs[1].text == "between\n"
+
+
+async def test_timeout_interrupts_and_the_kernel_stays_usable(client: Client, nb_path: Path) -> None:
+    await call(client, "append_markdown_cell", cell_source="placeholder")
+    await call(client, "append_execute_code_cell", cell_source="print('started')")
+    await call(client, "overwrite_cell_source", cell_index=1, cell_source="x = 5\nwhile True: pass")
+    t0 = time.monotonic()
+    r = await call(client, "execute_cell_simple_timeout", cell_index=1, timeout_seconds=2)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2 + 5, elapsed
+    assert r.structured_content["status"] == "timeout"
+    assert "timed out after 2 s" in text_of(r) and "KeyboardInterrupt" in text_of(r)
+    r = await call(client, "append_execute_code_cell", cell_source="x * 2")
+    assert "10" in text_of(r)  # same kernel, its state intact
+
+
+async def test_a_dead_kernel_is_reported_and_restarted_for_the_next_call(client: Client) -> None:
+    await call(client, "append_execute_code_cell", cell_source="before = 1")
+    t0 = time.monotonic()
+    r = await call(client, "append_execute_code_cell", cell_source="import os; os._exit(1)")
+    assert time.monotonic() - t0 < 10
+    assert r.structured_content["status"] == "dead"
+    assert "kernel died" in text_of(r)
+    info = await call(client, "get_notebook_info")
+    assert info.structured_content["kernel"]["state"] == "dead"
+    r = await call(client, "append_execute_code_cell", cell_source="'before' in globals(), 3 + 4")
+    assert "(False, 7)" in text_of(r)
+
+
+async def test_progress_notifications_arrive_during_a_3_second_cell(client: Client) -> None:
+    await call(client, "append_markdown_cell", cell_source="x")
+    await call(client, "insert_execute_code_cell", cell_index=0, cell_source="pass")
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(1)"
+    await call(client, "overwrite_cell_source", cell_index=0, cell_source=code)
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    r = await client.call_tool("execute_cell_with_progress", {"cell_index": 0}, progress_callback=on_progress)
+    assert not r.is_error
+    assert len(seen) >= 2, seen
+    assert [p for p, _, _ in seen] == sorted(p for p, _, _ in seen)
+    assert any("tick" in (m or "") for _, _, m in seen)
+    assert "tick 2" in text_of(r)
+
+
+async def test_streaming_progress_follows_the_interval(client: Client) -> None:
+    await call(client, "append_execute_code_cell", cell_source="import time")
+    await call(client, "overwrite_cell_source", cell_index=0, cell_source="import time; time.sleep(3.2)")
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    r = await client.call_tool(
+        "execute_cell_streaming", {"cell_index": 0, "progress_interval": 2}, progress_callback=on_progress
+    )
+    assert not r.is_error
+    assert 1 <= len(seen) <= 2, seen
+    assert seen[0] >= 1.9
+
+
+async def test_overwrite_returns_a_diff_and_keeps_outputs(client: Client, nb_path: Path) -> None:
+    await call(client, "append_execute_code_cell", cell_source="a = 1\nprint(a)")
+    r = await call(client, "overwrite_cell_source", cell_index=0, cell_source="a = 2\nprint(a)")
+    text = text_of(r)
+    assert "-a = 1" in text and "+a = 2" in text
+    cell = read_nb(nb_path).cells[0]
+    assert cell.source == "a = 2\nprint(a)" and cell.outputs[0].text == "1\n"
+
+
+async def test_delete_names_what_was_deleted(client: Client, nb_path: Path) -> None:
+    await call(client, "append_markdown_cell", cell_source="keep")
+    await call(client, "append_markdown_cell", cell_source="# Doomed heading\nmore")
+    r = await call(client, "delete_cell", cell_index=1)
+    assert "markdown" in text_of(r) and "# Doomed heading" in text_of(r)
+    assert [c.source for c in read_nb(nb_path).cells] == ["keep"]
+
+
+async def test_read_cell_and_read_all_cells(client: Client) -> None:
+    await call(client, "append_markdown_cell", cell_source="# Intro")
+    await call(client, "append_execute_code_cell", cell_source="print('out'); 1")
+    r = await call(client, "read_cell", cell_index=1)
+    sc = r.structured_content
+    assert sc["index"] == 1 and sc["cell_type"] == "code" and sc["execution_count"] == 1
+    assert sc["source"] == "print('out'); 1" and sc["id"]
+    assert "out" in text_of(r)
+    r = await call(client, "read_all_cells")
+    cells = r.structured_content["cells"]
+    assert [c["cell_type"] for c in cells] == ["markdown", "code"]
+    assert "# Intro" in text_of(r) and "out" in text_of(r)
+
+
+async def test_get_notebook_info(client: Client, nb_path: Path) -> None:
+    await call(client, "append_markdown_cell", cell_source="m")
+    await call(client, "append_execute_code_cell", cell_source="1")
+    info = (await call(client, "get_notebook_info")).structured_content
+    assert info["path"] == str(nb_path)
+    assert info["total_cells"] == 2
+    assert info["cell_types"] == {"code": 1, "markdown": 1, "raw": 0}
+    assert info["kernel"]["name"] and info["kernel"]["state"] == "idle"
+
+
+@pytest.mark.parametrize(
+    "tool, args, valid",
+    [
+        ("read_cell", {"cell_index": 5}, "valid: 0 to 1"),
+        ("delete_cell", {"cell_index": 2}, "valid: 0 to 1"),
+        ("overwrite_cell_source", {"cell_index": 9, "cell_source": "x"}, "valid: 0 to 1"),
+        ("execute_cell_simple_timeout", {"cell_index": 3}, "valid: 0 to 1"),
+        ("insert_markdown_cell", {"cell_index": 7, "cell_source": "x"}, "valid: 0 to 2 (or -1 to append)"),
+    ],
+)
+async def test_out_of_range_index_names_the_valid_range_and_changes_nothing(
+    client: Client, nb_path: Path, tool: str, args: dict[str, object], valid: str
+) -> None:
+    await call(client, "append_markdown_cell", cell_source="a")
+    await call(client, "append_markdown_cell", cell_source="b")
+    before = nb_path.read_bytes()
+    r = await client.call_tool(tool, args)
+    assert r.is_error
+    assert "out of range" in text_of(r) and valid in text_of(r)
+    assert nb_path.read_bytes() == before
+
+
+async def test_executing_a_markdown_cell_is_a_clear_error(client: Client) -> None:
+    await call(client, "append_markdown_cell", cell_source="# not code")
+    r = await client.call_tool("execute_cell_simple_timeout", {"cell_index": 0})
+    assert r.is_error and "markdown cell" in text_of(r)
+
+
+async def test_a_4_4_notebook_works_and_is_upgraded_on_first_change(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from nbmcp.config import Settings
+    from nbmcp.server import build_server
+
+    from .conftest import copy_golden
+
+    path = copy_golden("v44_no_ids.ipynb", tmp_path / "work" / "old.ipynb")
+    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+        r = await call(client, "read_cell", cell_index=0)
+        assert r.structured_content["id"] is None
+        r = await call(client, "execute_cell_simple_timeout", cell_index=0)
+        assert "42" in text_of(r)
+    nb = read_nb(path)
+    assert nb.nbformat_minor == 5 and all(c.id for c in nb.cells)
+    assert nb.cells[0].outputs[0].data["text/plain"] == "42"
