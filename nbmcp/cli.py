@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import LOG_LEVELS, TRANSPORTS, Settings, _default_log_level, _default_timeout
+from .config import (
+    LOG_LEVELS,
+    TRANSPORTS,
+    Settings,
+    _default_log_level,
+    _default_timeout,
+)
 from .errors import NbmcpError
 from .store import LocalStore
 

@@ -23,7 +23,13 @@ import nbformat
 from nbformat import NotebookNode
 
 from .errors import CellIndexError, CellNotFoundError, UsageError
-from .kernel import DEFAULT_TIMEOUT, ExecutionResult, KernelChoice, LocalKernel, choose_kernel
+from .kernel import (
+    DEFAULT_TIMEOUT,
+    ExecutionResult,
+    KernelChoice,
+    LocalKernel,
+    choose_kernel,
+)
 from .outputs import OutputCollector
 from .store import LocalStore
 
