@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         default=_default_log_level(),
         help=f"stderr logging: {', '.join(LOG_LEVELS)} (default: %(default)s)",
     )
+    p.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_false",
+        help="do not watch the file for changes by others (each tool call still checks it before use)",
+    )
     p.add_argument("--version", action="version", version=f"nbmcp {__version__}")
     return p
 
@@ -111,6 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         python=args.python,
         timeout=args.timeout,
         log_level=args.log_level,
+        watch=args.watch,
     )
 
 

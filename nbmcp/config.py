@@ -35,3 +35,6 @@ class Settings:
     log_level: str = "INFO"
     max_output_chars: int = MAX_OUTPUT_CHARS
     max_image_bytes: int = MAX_IMAGE_BYTES
+    watch: bool = True
+    """Watch the file for changes made by others and tell clients (off: changes are still seen at
+    the next tool call, because every call checks the file)."""

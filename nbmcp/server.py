@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+import warnings
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from . import __version__
 from .config import Settings
 from .session import NotebookSession
+from .store import dumps_notebook
 from .tools import register_tools
+from .watcher import NotebookWatcher
 
-__all__ = ["INSTRUCTIONS", "build_server", "run"]
+__all__ = ["INSTRUCTIONS", "NotebookHost", "build_server", "create_server", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,49 +31,145 @@ immediately, so a person who has the notebook open in VS Code or JupyterLab sees
 addressed by index (0 = first cell); read_all_cells or get_notebook_info tell you how many there are.
 Code runs in a kernel that keeps its state between calls, like a notebook a person runs cell by cell.
 A person may edit the notebook at the same time: read it again before relying on indices from long ago.
+The notebook is also a resource (its nbformat JSON) that a client can subscribe to.
 """
 
+#: MCP log message sent to clients when the file changed on disk and was reloaded.
+RELOADED_MESSAGE = "notebook changed on disk, reloaded"
 
-def build_server(settings: Settings, session: NotebookSession | None = None) -> MCPServer:
-    """An MCPServer serving the notebook of `settings` (or the given session)."""
+
+class NotebookHost:
+    """The server-side state of one notebook: its session, its watcher and who to tell of changes."""
+
+    def __init__(self, session: NotebookSession, *, watch: bool = True) -> None:
+        self.session = session
+        self.watch = watch
+        self.uri = session.path.as_uri()
+        #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
+        self.bus = InMemorySubscriptionBus()
+        #: Handshake-era client sessions, to which change notices are pushed directly.
+        self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.watcher_ready = anyio.Event()
+        self.external_changes = 0
+
+    @asynccontextmanager
+    async def lifespan(self, app: MCPServer) -> AsyncIterator[None]:
+        try:
+            await self.session.open()
+        except Exception as exc:
+            # The server still answers, so the client can show the user why tools fail.
+            logger.error("could not open %s: %s", self.session.path, exc)
+        async with anyio.create_task_group() as tg:
+            if self.watch:
+                watcher = NotebookWatcher(self.session.store, self.on_external_change)
+                tg.start_soon(lambda: watcher.run(ready=self.watcher_ready))
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self.session.close()
+
+    async def get_session(self, ctx: Context) -> NotebookSession:
+        self._remember_client(ctx)
+        if self.session.kernel is None:
+            await self.session.open()
+        return self.session
+
+    def _remember_client(self, ctx: Context) -> None:
+        version = ctx.protocol_version
+        connection = _connection(ctx.session)
+        if connection is not None and version is not None and version < "2026-07-28":
+            self._legacy_sessions.add(connection)
+
+    async def on_external_change(self) -> None:
+        """Tell clients that the notebook changed on disk (called by the watcher after reloading)."""
+        self.external_changes += 1
+        await self.bus.publish(ResourceUpdated(uri=self.uri))
+        logger.debug("telling %d handshake-era client(s)", len(self._legacy_sessions))
+        for client in list(self._legacy_sessions):
+            try:
+                with warnings.catch_warnings():
+                    # The logging capability is deprecated from 2026-07-28 on; these clients predate it.
+                    warnings.simplefilter("ignore")
+                    await client.log("info", RELOADED_MESSAGE, logger="nbmcp")
+                    if client in self._subscribed:
+                        await client.send_resource_updated(self.uri)
+            except Exception as exc:  # a client that went away must not stop the others
+                logger.debug("could not notify a client: %r", exc)
+
+    def register(self, server: MCPServer) -> None:
+        """Expose the notebook as a resource, with subscriptions for handshake-era clients."""
+        session = self.session
+
+        @server.resource(
+            self.uri,
+            name=session.path.name,
+            description="The notebook's nbformat JSON as it is on disk (subscribe to hear of changes).",
+            mime_type="application/x-ipynb+json",
+        )
+        async def notebook_json() -> str:
+            nb = await anyio.to_thread.run_sync(session.store.read)
+            return dumps_notebook(nb).decode("utf-8")
+
+        async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+            connection = _connection(ctx.session)
+            if connection is not None:
+                self._subscribed.add(connection)
+                self._legacy_sessions.add(connection)
+            return EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+            connection = _connection(ctx.session)
+            if connection is not None:
+                self._subscribed.discard(connection)
+            return EmptyResult()
+
+        # MCPServer has no decorator for the handshake-era resources/subscribe: register it on the
+        # low-level server (2026-07-28 clients use subscriptions/listen, served from self.bus).
+        lowlevel = server._lowlevel_server
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _connection(session: Any) -> Any:
+    """The connection behind a per-request ServerSession: it lives as long as the client is connected.
+
+    The SDK offers no public accessor; notifications outside a request need the connection.
+    """
+    return getattr(session, "_connection", None)
+
+
+def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, NotebookHost]:
+    """An MCPServer serving the notebook of `settings` (or the given session), and its host."""
     if session is None:
         session = NotebookSession(
             settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout
         )
-    notebook = session
-
-    @asynccontextmanager
-    async def lifespan(app: MCPServer) -> AsyncIterator[None]:
-        try:
-            await notebook.open()
-        except Exception as exc:
-            # The server still answers, so the client can show the user why tools fail.
-            logger.error("could not open %s: %s", notebook.path, exc)
-        try:
-            yield
-        finally:
-            await notebook.close()
-
-    async def get_session(ctx: Context) -> NotebookSession:
-        if notebook.kernel is None:
-            await notebook.open()
-        return notebook
-
+    host = NotebookHost(session, watch=settings.watch)
     server: MCPServer = MCPServer(
         "nbmcp",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=lifespan,
+        lifespan=host.lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
+        subscriptions=host.bus,
     )
     register_tools(
         server,
-        get_session,
+        host.get_session,
         max_output_chars=settings.max_output_chars,
         max_image_bytes=settings.max_image_bytes,
         default_timeout=settings.timeout,
     )
-    return server
+    host.register(server)
+    return server, host
+
+
+def build_server(settings: Settings, session: NotebookSession | None = None) -> MCPServer:
+    """An MCPServer serving the notebook of `settings`."""
+    return create_server(settings, session)[0]
 
 
 def run(settings: Settings) -> None:

@@ -30,6 +30,7 @@ from nbformat import NotebookNode
 from .errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 
 __all__ = [
+    "EDIT_ATTEMPTS",
     "LOCK_TIMEOUT",
     "PARSE_RETRY_SECONDS",
     "TEMP_MARKER",
@@ -53,6 +54,8 @@ TEMP_MARKER = ".nbmcp-tmp"
 #: A file modified this close to the moment we looked at it may change again within the same mtime
 #: tick, so its bytes are hashed instead of trusting the stat (git's "racily clean" rule).
 RACY_WINDOW_NS = 100_000_000
+#: How many times an edit is re-applied when the file keeps changing under it before giving up.
+EDIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -205,18 +208,25 @@ class LocalStore:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
 
         If `apply` raises, nothing is written and the in-memory copy is dropped, so a half-applied
-        change never reaches the disk or a later read.
+        change never reaches the disk or a later read. If the file changes while the change is being
+        applied (an editor does not take our lock), the change is applied again to the new content
+        instead of overwriting it; `apply` must therefore depend only on the notebook it is given.
         """
         with self._locked():
-            nb = self._refresh()
-            try:
-                result = apply(nb)
-            except BaseException:
-                self._nb = None
-                self._seen = None
-                raise
-            self._write(nb)
-            return result
+            for _ in range(EDIT_ATTEMPTS):
+                nb = self._refresh()
+                try:
+                    result = apply(nb)
+                except BaseException:
+                    self._forget()
+                    raise
+                if self._write(nb, expected=self._seen):
+                    return result
+                logger.info("%s changed on disk while an edit was applied; applying it again", self.path)
+                self._forget()
+        raise NotebookWriteError(
+            f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
+        )
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files that a killed nbmcp process left beside the notebook.
@@ -285,20 +295,38 @@ class LocalStore:
     def _remember(self, st: os.stat_result, digest: str, seen_at_ns: int) -> None:
         self._seen = Fingerprint(st.st_mtime_ns, st.st_size, st.st_ino, digest, seen_at_ns)
 
-    def _write(self, nb: NotebookNode) -> None:
+    def _forget(self) -> None:
+        self._nb = None
+        self._seen = None
+
+    def _write(self, nb: NotebookNode, expected: Fingerprint | None = None) -> bool:
+        """Save `nb`; returns False, writing nothing, if the file no longer matches `expected`."""
         data = dumps_notebook(nb)
         target = Path(os.path.realpath(self.path))  # write through a symlink to its target
         try:
             mode = os.stat(target).st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o666 & ~_UMASK
+
+        def unchanged() -> bool:
+            # Last look just before the rename: an external save since our read must not be lost.
+            if expected is None:
+                return True
+            try:
+                return expected.same_stat(os.stat(target))
+            except FileNotFoundError:
+                return False
+
         try:
-            self._write_atomic(target, data, mode)
+            if not self._write_atomic(target, data, mode, unchanged):
+                return False
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
             # only way to save is in place (not atomic, but the user asked for it to be saved).
             if not os.access(target, os.W_OK) or os.access(target.parent, os.W_OK):
                 raise NotebookWriteError(f"cannot write {target}: permission denied") from None
+            if not unchanged():
+                return False
             with open(target, "r+b") as f:
                 f.write(data)
                 f.truncate()
@@ -309,9 +337,10 @@ class LocalStore:
         st = os.stat(self.path)
         self._nb = nb
         self._remember(st, hashlib.sha256(data).hexdigest(), time.time_ns())
+        return True
 
     @staticmethod
-    def _write_atomic(target: Path, data: bytes, mode: int) -> None:
+    def _write_atomic(target: Path, data: bytes, mode: int, still_ok: Callable[[], bool]) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -319,11 +348,15 @@ class LocalStore:
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
+            if not still_ok():
+                os.unlink(tmp)
+                return False
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        return True
 
 
 def _read_umask() -> int:

@@ -1,0 +1,311 @@
+"""Nothing lost: external edits, several writers, crashes, moved and deleted cells, the watcher.
+
+Real processes and the real file system throughout; nothing here mocks a file operation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import nbformat
+import pytest
+from mcp import Client, StdioServerParameters
+
+from nbmcp.config import Settings
+from nbmcp.server import create_server
+from nbmcp.session import NotebookSession
+from nbmcp.store import TEMP_MARKER, LocalStore, lock_dir, new_notebook
+
+from .conftest import read_nb, text_of
+
+pytestmark = pytest.mark.anyio
+
+
+def external_write(path: Path, nb: nbformat.NotebookNode, *, by_rename: bool) -> None:
+    """Save the way an editor does: in place, or to a new file renamed over the old one."""
+    if by_rename:
+        tmp = path.with_name(path.name + ".editor-save")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    else:
+        nbformat.write(nb, path)
+
+
+@pytest.mark.parametrize("by_rename", [False, True], ids=["in-place", "rename"])
+async def test_external_edit_between_calls_is_read_and_kept(client: Client, nb_path: Path, by_rename: bool) -> None:
+    await client.call_tool("append_markdown_cell", {"cell_source": "ours 1"})
+    nb = nbformat.read(nb_path, 4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("theirs"))
+    external_write(nb_path, nb, by_rename=by_rename)
+    r = await client.call_tool("read_all_cells", {})
+    assert [c["source"] for c in r.structured_content["cells"]] == ["ours 1", "theirs"]
+    await client.call_tool("append_markdown_cell", {"cell_source": "ours 2"})
+    assert [c.source for c in read_nb(nb_path).cells] == ["ours 1", "theirs", "ours 2"]
+
+
+async def test_invalid_file_gives_a_clear_error_and_stays_byte_identical(
+    client: Client, nb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.2)
+    await client.call_tool("append_markdown_cell", {"cell_source": "x"})
+    truncated = nb_path.read_bytes()[:-40]
+    nb_path.write_bytes(truncated)
+    for tool, args in [("append_markdown_cell", {"cell_source": "y"}), ("read_all_cells", {})]:
+        r = await client.call_tool(tool, args)
+        assert r.is_error
+        assert "not a valid Jupyter notebook" in text_of(r) and "left untouched" in text_of(r)
+    assert nb_path.read_bytes() == truncated
+
+
+def _two_writer_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.timeout(240)
+async def test_two_nbmcp_processes_appending_100_cells_each_lose_nothing(nb_path: Path) -> None:
+    LocalStore(nb_path).create_if_missing()
+
+    async def writer(tag: str) -> None:
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "nbmcp", str(nb_path), "--no-watch"], env=_two_writer_env()
+        )
+        async with Client(params) as client:
+            for i in range(100):
+                r = await client.call_tool("append_markdown_cell", {"cell_source": f"{tag} {i}"})
+                assert not r.is_error, text_of(r)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer, "A")
+        tg.start_soon(writer, "B")
+    sources = [c.source for c in read_nb(nb_path).cells]
+    assert len(sources) == 200
+    for tag in "AB":
+        assert [s for s in sources if s.startswith(tag)] == [f"{tag} {i}" for i in range(100)]
+
+
+EXTERNAL_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import nbformat
+    from filelock import FileLock
+    path, lock_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(n):
+        # A cooperating tool: takes nbmcp's lock, then reads, appends and saves in place.
+        with FileLock(lock_path):
+            nb = nbformat.read(path, 4)
+            nb.cells.append(nbformat.v4.new_markdown_cell(f"external {i}"))
+            nbformat.write(nb, path)
+        time.sleep(0.002)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+async def test_external_writer_and_nbmcp_appending_in_loops_keep_every_cell(nb_path: Path) -> None:
+    server, _host = create_server(Settings(path=nb_path, timeout=60))
+    async with Client(server) as client:
+        await client.call_tool("get_notebook_info", {})
+        lock_file = next(lock_dir().glob("*.lock"))
+        proc = await anyio.open_process(
+            [sys.executable, "-c", EXTERNAL_WRITER, str(nb_path), str(lock_file), "60"],
+        )
+        try:
+            for i in range(60):
+                r = await client.call_tool("append_markdown_cell", {"cell_source": f"nbmcp {i}"})
+                assert not r.is_error, text_of(r)
+            with anyio.fail_after(60):
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        assert proc.returncode == 0
+    sources = [c.source for c in read_nb(nb_path).cells]
+    assert sorted(s for s in sources if s.startswith("nbmcp")) == sorted(f"nbmcp {i}" for i in range(60))
+    assert sorted(s for s in sources if s.startswith("external")) == sorted(f"external {i}" for i in range(60))
+
+
+async def test_unlocked_external_save_during_an_edit_is_not_overwritten(nb_path: Path) -> None:
+    """An editor that does not lock saves between nbmcp's read and its rename: the edit is re-applied."""
+    store = LocalStore(nb_path)
+    store.create_if_missing()
+    calls = 0
+
+    def apply(nb: nbformat.NotebookNode) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the editor saves while nbmcp is applying its change
+            theirs = new_notebook()
+            theirs.cells.append(nbformat.v4.new_markdown_cell("saved by the editor"))
+            external_write(nb_path, theirs, by_rename=True)
+        nb.cells.append(nbformat.v4.new_markdown_cell("nbmcp"))
+
+    store.edit(apply)
+    assert calls == 2
+    assert [c.source for c in read_nb(nb_path).cells] == ["saved by the editor", "nbmcp"]
+
+
+WRITE_LOOP = textwrap.dedent(
+    """
+    import sys
+    import nbformat
+    from nbmcp.store import LocalStore
+    store = LocalStore(sys.argv[1])
+    print("ready", flush=True)
+    i = 0
+    while True:
+        # Big cells, so the process is often killed in the middle of writing one.
+        store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell(f"{i} " + "x" * 20000)))
+        i += 1
+    """
+)
+
+
+def _kill_writers_mid_write(nb_path: Path) -> int:
+    """SIGKILL a writing process five times; after each kill the file must be a valid notebook."""
+    previous = 0
+    for delay in (0.3, 0.45, 0.6, 0.75, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", WRITE_LOOP, str(nb_path)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        nb = read_nb(nb_path)  # valid: the previous or the next version, never a torn one
+        assert len(nb.cells) >= previous
+        assert [int(c.source.split()[0]) for c in nb.cells[previous:]] == list(range(len(nb.cells) - previous))
+        previous = len(nb.cells)
+    return previous
+
+
+@pytest.mark.timeout(120)
+async def test_sigkill_mid_write_leaves_a_valid_notebook_and_the_next_start_cleans_up(nb_path: Path) -> None:
+    LocalStore(nb_path).create_if_missing()
+    assert _kill_writers_mid_write(nb_path) > 0
+    session = NotebookSession(nb_path)
+    await session.open(start_kernel=False)  # the next start removes what the killed writers left
+    assert [p.name for p in nb_path.parent.iterdir()] == [nb_path.name]
+    assert not list(nb_path.parent.glob(f"*{TEMP_MARKER}"))
+
+
+LONG_CELL = "import time\nprint('start', flush=True)\ntime.sleep(2)\nprint('done')"
+
+
+async def _start_long_cell(client: Client, nb_path: Path) -> str:
+    await client.call_tool("append_markdown_cell", {"cell_source": "above"})
+    r = await client.call_tool("append_execute_code_cell", {"cell_source": "1"})
+    await client.call_tool("overwrite_cell_source", {"cell_index": 1, "cell_source": LONG_CELL})
+    return str(r.structured_content["cell_id"])
+
+
+async def test_cell_moved_during_execution_gets_its_outputs(client: Client, nb_path: Path) -> None:
+    cell_id = await _start_long_cell(client, nb_path)
+    result = {}
+
+    async def execute() -> None:
+        result["r"] = await client.call_tool("execute_cell_simple_timeout", {"cell_index": 1})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await anyio.sleep(0.7)
+        nb = nbformat.read(nb_path, 4)  # meanwhile a person inserts two cells above and one below
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell("inserted 1"))
+        nb.cells.insert(0, nbformat.v4.new_code_cell("inserted 2"))
+        nb.cells.append(nbformat.v4.new_code_cell("below"))
+        external_write(nb_path, nb, by_rename=True)
+    r = result["r"]
+    assert "moved from index 1 to 3" in text_of(r)
+    cells = read_nb(nb_path).cells
+    assert cells[3].id == cell_id
+    assert cells[3].outputs[0].text == "start\ndone\n"
+    assert all(not c.get("outputs") for i, c in enumerate(cells) if i != 3)
+
+
+async def test_cell_deleted_during_execution_is_not_resurrected(client: Client, nb_path: Path) -> None:
+    cell_id = await _start_long_cell(client, nb_path)
+    result = {}
+
+    async def execute() -> None:
+        result["r"] = await client.call_tool("execute_cell_simple_timeout", {"cell_index": 1})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await anyio.sleep(0.7)
+        nb = nbformat.read(nb_path, 4)
+        del nb.cells[1]
+        external_write(nb_path, nb, by_rename=False)
+    r = result["r"]
+    assert "deleted while it ran" in text_of(r) and "done" in text_of(r)
+    assert r.structured_content["saved"] is False
+    cells = read_nb(nb_path).cells
+    assert [c.source for c in cells] == ["above"] and cell_id not in {c.get("id") for c in cells}
+
+
+async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_own_writes(nb_path: Path) -> None:
+    server, host = create_server(Settings(path=nb_path, timeout=60))
+    async with Client(server) as client:
+        await client.call_tool("append_markdown_cell", {"cell_source": "first"})
+        with anyio.fail_after(5):
+            await host.watcher_ready.wait()
+        resources = (await client.list_resources()).resources
+        assert [str(r.uri) for r in resources] == [host.uri]
+        async with client.listen(resource_subscriptions=[host.uri]) as sub:
+            # nbmcp's own writes are not reported
+            await client.call_tool("append_markdown_cell", {"cell_source": "second"})
+            with anyio.move_on_after(1.5) as quiet:
+                await sub.__anext__()
+            assert quiet.cancelled_caught, "nbmcp's own write was reported as an external change"
+            # an external write is, within a second
+            nb = nbformat.read(nb_path, 4)
+            nb.cells.append(nbformat.v4.new_markdown_cell("external"))
+            started = time.monotonic()
+            external_write(nb_path, nb, by_rename=True)
+            with anyio.fail_after(1.0):
+                event = await sub.__anext__()
+            assert host.uri in str(event)
+            latency = time.monotonic() - started
+        assert latency < 1.0
+        contents = (await client.read_resource(host.uri)).contents
+        assert '"external"' in contents[0].text
+
+
+async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_path: Path) -> None:
+    server, host = create_server(Settings(path=nb_path, timeout=60))
+    logs: list[str] = []
+    updates: list[str] = []
+    both = anyio.Event()
+
+    async def on_log(params: object) -> None:
+        logs.append(str(getattr(params, "data", params)))
+        if updates:
+            both.set()
+
+    async def on_message(message: object) -> None:
+        root = getattr(message, "root", message)
+        if type(root).__name__ == "ResourceUpdatedNotification":
+            updates.append(str(root.params.uri))  # type: ignore[attr-defined]
+            if logs:
+                both.set()
+
+    async with Client(server, mode="legacy", logging_callback=on_log, message_handler=on_message) as client:
+        await client.call_tool("append_markdown_cell", {"cell_source": "first"})
+        with anyio.fail_after(5):
+            await host.watcher_ready.wait()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # resources/subscribe is the handshake era's API
+            await client.subscribe_resource(host.uri)
+        nb = nbformat.read(nb_path, 4)
+        nb.cells.append(nbformat.v4.new_markdown_cell("external"))
+        external_write(nb_path, nb, by_rename=False)
+        with anyio.fail_after(2):
+            await both.wait()
+    assert "notebook changed on disk, reloaded" in logs[0]
+    assert updates == [host.uri]
