@@ -323,8 +323,9 @@ class LocalStore:
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
             # only way to save is in place (not atomic, but the user asked for it to be saved).
-            if not os.access(target, os.W_OK) or os.access(target.parent, os.W_OK):
+            if not os.access(target, os.W_OK):
                 raise NotebookWriteError(f"cannot write {target}: permission denied") from None
+            logger.info("cannot create a temp file beside %s; saving it in place", target)
             if not unchanged():
                 return False
             with open(target, "r+b") as f:

@@ -163,3 +163,27 @@ def test_dumps_matches_nbformat_write(nb_path: Path) -> None:
     nb.cells.append(nbformat.v4.new_markdown_cell("héllo"))
     nbformat.write(nb, nb_path)
     assert dumps_notebook(nb) == nb_path.read_bytes()
+
+
+def test_writable_notebook_in_a_read_only_folder_is_still_saved(tmp_path: Path) -> None:
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "nb.ipynb"
+    nbformat.write(new_notebook(), path)
+    store = LocalStore(path)
+    if os.geteuid() == 0:
+        # Root may write into any folder whatever its mode; an immutable folder refuses even root
+        # a new entry while its files stay writable.
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        os.chmod(folder, 0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        store.edit(add_cell("saved in place"))
+    finally:
+        subprocess.run(undo, check=True)
+    assert [c.source for c in read_nb(path).cells] == ["saved in place"]
+    assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb"]
