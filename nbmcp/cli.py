@@ -14,6 +14,7 @@ from .config import (
     Settings,
     _default_log_level,
     _default_timeout,
+    _default_token,
 )
 from .errors import NbmcpError
 from .store import LocalStore
@@ -65,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
         default="stdio",
         help="how the MCP client talks to nbmcp (default: %(default)s)",
     )
+    http = p.add_argument_group("streamable HTTP (--transport streamable-http)")
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback)")
+    http.add_argument("--port", type=int, default=4040, help="port to listen on (default: %(default)s)")
+    http.add_argument(
+        "--token",
+        default=_default_token(),
+        help="bearer token every MCP request must carry (default: $NBMCP_TOKEN); required off loopback",
+    )
+    http.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra Host name clients may use to reach this server (repeatable); loopback names are always allowed",
+    )
     kernel = p.add_mutually_exclusive_group()
     kernel.add_argument(
         "--kernel",
@@ -105,7 +121,7 @@ def _configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter that says nothing to a user at INFO.
-    for noisy in ("mcp", "traitlets", "httpx", "asyncio"):
+    for noisy in ("mcp", "traitlets", "httpx", "httpx2", "asyncio", "filelock", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
@@ -118,6 +134,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         timeout=args.timeout,
         log_level=args.log_level,
         watch=args.watch,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        allowed_hosts=tuple(args.allowed_host),
     )
 
 
@@ -146,13 +166,25 @@ def cli(*args: str) -> int:
     ns = parser.parse_args(args)
     if ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if not 0 <= ns.port <= 65535:
+        parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
     settings = settings_from_args(ns)
     _configure_logging(settings.log_level)
+    if settings.transport == "streamable-http":
+        from .http import is_loopback
+
+        if not is_loopback(settings.host) and not settings.token:
+            print(
+                f"nbmcp: error: --host {settings.host} is reachable from other machines; refusing to start "
+                "without a bearer token (--token TOKEN or NBMCP_TOKEN). Use --host 127.0.0.1 for this machine only.",
+                file=sys.stderr,
+            )
+            return 2
     problem = _check_path(settings)
     if problem:
         print(f"nbmcp: error: {problem}", file=sys.stderr)
         return 1
-    if sys.stdin.isatty():
+    if sys.stdin.isatty() and settings.transport == "stdio":
         print(
             f"nbmcp {__version__}: serving {settings.path} over stdio.\n"
             "It is waiting for an MCP client on stdin; a person typing here will not get far.\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .kernel import DEFAULT_TIMEOUT
@@ -11,12 +11,16 @@ from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
 
 __all__ = ["LOG_LEVELS", "TRANSPORTS", "Settings"]
 
-TRANSPORTS = ("stdio",)
+TRANSPORTS = ("stdio", "streamable-http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _default_log_level() -> str:
     return os.environ.get("NBMCP_LOG_LEVEL", "INFO").upper()
+
+
+def _default_token() -> str | None:
+    return os.environ.get("NBMCP_TOKEN") or None
 
 
 def _default_timeout() -> float:
@@ -35,6 +39,11 @@ class Settings:
     log_level: str = "INFO"
     max_output_chars: int = MAX_OUTPUT_CHARS
     max_image_bytes: int = MAX_IMAGE_BYTES
+    host: str = "127.0.0.1"
+    port: int = 4040
+    token: str | None = field(default=None, repr=False)
+    """Bearer token required on every MCP request over HTTP (never logged: repr=False)."""
+    allowed_hosts: tuple[str, ...] = ()
     watch: bool = True
     """Watch the file for changes made by others and tell clients (off: changes are still seen at
     the next tool call, because every call checks the file)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from .store import dumps_notebook
 from .tools import register_tools
 from .watcher import NotebookWatcher
 
-__all__ = ["INSTRUCTIONS", "NotebookHost", "build_server", "create_server", "run"]
+__all__ = ["INSTRUCTIONS", "NotebookHost", "build_server", "create_server", "health_report", "run", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,63 @@ def build_server(settings: Settings, session: NotebookSession | None = None) -> 
     return create_server(settings, session)[0]
 
 
+async def health_report(host: NotebookHost) -> dict[str, Any]:
+    """What GET /api/healthz tells about the open notebooks (no secrets)."""
+    session = host.session
+    entry: dict[str, Any] = {"path": str(session.path), "kernel": "not configured"}
+    if session.kernel is not None:
+        entry["kernel"] = session.kernel.state.value
+    try:
+        entry["cells"] = len((await anyio.to_thread.run_sync(session.store.read)).cells)
+    except Exception as exc:  # the health check must answer even when the notebook is broken
+        entry["error"] = type(exc).__name__
+    return {"notebooks": [entry]}
+
+
+async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
+    # SIGTERM would otherwise end Python without running the lifespan's clean-up: kernels would be
+    # orphaned. Turn it (and SIGINT) into a cancellation that shuts the kernels down first.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            logger.info("received %s; shutting down", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
+async def serve(settings: Settings) -> None:
+    """Serve on the transport of `settings` until the client leaves or a signal arrives."""
+    server, host = create_server(settings)
+    if settings.transport == "stdio":
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_signals, tg.cancel_scope)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
+        return
+    import uvicorn
+
+    from .http import http_app
+
+    app = http_app(
+        server,
+        host=settings.host,
+        token=settings.token,
+        health=lambda: health_report(host),
+        extra_hosts=settings.allowed_hosts,
+    )
+    logger.info(
+        "serving %s over streamable HTTP at http://%s:%d/mcp (health: /api/healthz)%s",
+        settings.path,
+        settings.host,
+        settings.port,
+        "; bearer token required" if settings.token else "",
+    )
+    # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, then runs the lifespan's clean-up.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level.lower()
+    )
+    await uvicorn.Server(config).serve()
+
+
 def run(settings: Settings) -> None:
-    """Serve until the client disconnects (stdio)."""
-    server = build_server(settings)
-    server.run("stdio")
+    """Serve until the client disconnects (stdio) or the process is told to stop."""
+    anyio.run(serve, settings)

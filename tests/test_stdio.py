@@ -180,3 +180,27 @@ def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None
         proc.terminate()
         proc.communicate(timeout=20)
         os.close(controller)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
+    server = RawStdio(nb_path)
+    rid = server.send(
+        "initialize",
+        {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+    )
+    server.response(rid)
+    server.send("notifications/initialized", notify=True)
+    rid = server.send(
+        "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
+    )
+    text = server.response(rid)["result"]["content"][-1]["text"]
+    kernel_pid = int(text.split()[-1])
+    assert os.path.exists(f"/proc/{kernel_pid}")
+    server.proc.send_signal(15)
+    stderr = server.close()
+    assert "shutting down" in stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{kernel_pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{kernel_pid}")
