@@ -14,6 +14,7 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     │   ├── KernelStartError                  the kernel could not be started
     │   └── DeadKernelError                   the kernel died while running code
     └── UsageError(ValueError)                bad arguments or configuration
+        └── PathError                         a notebook path outside the served folder
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "NotebookFormatError",
     "NotebookWriteError",
     "UsageError",
+    "PathError",
 ]
 
 
@@ -108,3 +110,12 @@ class DeadKernelError(KernelError):
 
 class UsageError(NbmcpError, ValueError):
     """Arguments or configuration that cannot work; the message says what is valid."""
+
+
+class PathError(UsageError):
+    """A client-given notebook path that may not be served; nothing was touched."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"refused notebook path {path!r}: {reason}")
