@@ -32,8 +32,8 @@ __all__ = [
     "NotebookError",
     "NotebookFormatError",
     "NotebookWriteError",
-    "UsageError",
     "PathError",
+    "UsageError",
 ]
 
 
