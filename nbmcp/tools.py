@@ -182,9 +182,9 @@ def _ref_dict(ref: CellRef) -> dict[str, Any]:
     return {"cell_index": ref.index, "cell_id": ref.id}
 
 
-def _result_head(res: ExecutionResult, what: str) -> str:
+def _result_head(res: ExecutionResult, what: str, *, counted: bool = True) -> str:
     head = f"{what} ran in {res.elapsed:.2f} s"
-    if res.execution_count is not None:
+    if counted and res.execution_count is not None:
         head += f", execution_count {res.execution_count}"
     return head + {
         "ok": "",
@@ -695,7 +695,7 @@ def register_tools(
         timeout = timeout_seconds or default_timeout
         res = await session.execute_code(code, timeout=timeout, on_progress=progress_reporter(ctx, timeout))
         parts = render_outputs(res.outputs, max_chars=max_output_chars, max_image_bytes=max_image_bytes)
-        lines = [_result_head(res, "code")] + ([f"Note: {res.note}"] if res.note else [])
+        lines = [_result_head(res, "code", counted=False)] + ([f"Note: {res.note}"] if res.note else [])
         if not parts:
             lines.append("(no output)")
         structured = {"status": res.status, "elapsed_seconds": round(res.elapsed, 3), "saved": False}
