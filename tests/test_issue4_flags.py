@@ -71,10 +71,8 @@ async def test_tools_flag_exposes_only_the_named_tools(nb_path: Path) -> None:
 
 
 def test_cli_flags_reach_the_settings(nb_path: Path) -> None:
-    ns = _parser().parse_args(
-        [str(nb_path), "--tools", "read_cell, read_notebook", "--read-only"]
-        + ["--max-output-chars", "5000", "--max-image-bytes", "2048"]
-    )
+    flags = ["--tools", "read_cell, read_notebook", "--read-only", "--max-output-chars", "5000"]
+    ns = _parser().parse_args([str(nb_path), *flags, "--max-image-bytes", "2048"])
     settings = settings_from_args(ns)
     assert settings.tools == ("read_cell", "read_notebook") and settings.read_only
     assert (settings.max_output_chars, settings.max_image_bytes) == (5000, 2048)
