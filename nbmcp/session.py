@@ -353,9 +353,11 @@ class NotebookSession:
         self, index: int | None, cell_type: str, source: str, *, cell_id: str | None = None
     ) -> CellRef:
         """Insert a new cell before `index` (-1 or the cell count appends), or before the cell `cell_id`."""
-        cell = _new_cell(cell_type, source)
+        _new_cell(cell_type, source)  # a bad cell_type fails before the file is locked
 
         def apply(nb: NotebookNode) -> CellRef:
+            # The store may apply an edit twice (the file changed meanwhile): build the cell here.
+            cell = _new_cell(cell_type, source)
             n = len(nb.cells)
             if (index is None) == (cell_id is None):
                 raise UsageError("give either cell_index or cell_id (exactly one of the two)")
