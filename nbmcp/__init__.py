@@ -13,10 +13,12 @@ from .errors import (
     NotebookError,
     NotebookFormatError,
     NotebookWriteError,
+    SourceMatchError,
+    ToolDisabledError,
     UsageError,
 )
 from .kernel import ExecutionResult, KernelState
-from .session import CellRef, CellView, Execution, NotebookSession
+from .session import CellRef, CellView, Execution, NotebookSession, Variable
 from .store import LocalStore
 
 __all__ = [
@@ -37,6 +39,9 @@ __all__ = [
     "NotebookFormatError",
     "NotebookSession",
     "NotebookWriteError",
+    "SourceMatchError",
+    "ToolDisabledError",
     "UsageError",
+    "Variable",
     "__version__",
 ]

@@ -16,8 +16,10 @@ from .config import (
     _default_timeout,
     _default_token,
 )
-from .errors import NbmcpError
+from .errors import NbmcpError, UsageError
+from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from .store import LocalStore
+from .tools import ALL_TOOLS, exposed_tools
 
 __all__ = ["cli", "main"]
 
@@ -47,6 +49,9 @@ examples:
   nbmcp analysis.ipynb --kernel ir         run code with the installed kernel named "ir"
   nbmcp analysis.ipynb --python .venv/bin/python
                                            run code with that interpreter (it needs ipykernel)
+  nbmcp analysis.ipynb --read-only         let the assistant read the notebook, not change or run it
+  nbmcp analysis.ipynb --tools read_notebook,read_cell,edit_cell_source
+                                           expose only these tools
 
 Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmcp repository.
 """
@@ -97,6 +102,33 @@ def _parser() -> argparse.ArgumentParser:
         help="default time limit of an execution before the kernel is interrupted (default: %(default)g)",
     )
     p.add_argument(
+        "--tools",
+        metavar="A,B,C",
+        type=_tool_list,
+        help="expose only these tools (comma-separated names; see README.md for the list)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="expose only tools that change nothing (reading the notebook and the kernel's variables)",
+    )
+    p.add_argument(
+        "--max-output-chars",
+        metavar="N",
+        type=int,
+        default=MAX_OUTPUT_CHARS,
+        help="characters of output text the assistant gets per answer; longer output is cut in the middle "
+        "and read_cell_output returns the rest (default: %(default)d)",
+    )
+    p.add_argument(
+        "--max-image-bytes",
+        metavar="N",
+        type=int,
+        default=MAX_IMAGE_BYTES,
+        help="largest image (PNG/JPEG bytes) sent to the assistant; larger ones are replaced by a note "
+        "(default: %(default)d)",
+    )
+    p.add_argument(
         "--log-level",
         metavar="LEVEL",
         type=str.upper,
@@ -112,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"nbmcp {__version__}")
     return p
+
+
+def _tool_list(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in ALL_TOOLS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown tool(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(ALL_TOOLS)}"
+        )
+    return names
 
 
 def _configure_logging(level: str) -> None:
@@ -138,6 +180,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         port=args.port,
         token=args.token,
         allowed_hosts=tuple(args.allowed_host),
+        max_output_chars=args.max_output_chars,
+        max_image_bytes=args.max_image_bytes,
+        tools=args.tools,
+        read_only=args.read_only,
     )
 
 
@@ -168,6 +214,14 @@ def cli(*args: str) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
+    if ns.max_output_chars < MIN_OUTPUT_CHARS:
+        parser.error(f"--max-output-chars must be at least {MIN_OUTPUT_CHARS}")
+    if ns.max_image_bytes < 0:
+        parser.error("--max-image-bytes must be 0 (no images) or more")
+    try:
+        exposed_tools(ns.tools, read_only=ns.read_only)
+    except UsageError as exc:
+        parser.error(str(exc))
     settings = settings_from_args(ns)
     _configure_logging(settings.log_level)
     if settings.transport == "streamable-http":

@@ -38,7 +38,9 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     log_level: str = "INFO"
     max_output_chars: int = MAX_OUTPUT_CHARS
+    """Characters of output text the model gets per answer (--max-output-chars)."""
     max_image_bytes: int = MAX_IMAGE_BYTES
+    """Largest image returned as image content (--max-image-bytes); larger ones become a note."""
     host: str = "127.0.0.1"
     port: int = 4040
     token: str | None = field(default=None, repr=False)
@@ -47,3 +49,7 @@ class Settings:
     watch: bool = True
     """Watch the file for changes made by others and tell clients (off: changes are still seen at
     the next tool call, because every call checks the file)."""
+    tools: tuple[str, ...] | None = None
+    """Only these tools are listed (--tools); None lists all."""
+    read_only: bool = False
+    """List only tools that change nothing (--read-only); the others refuse when called."""

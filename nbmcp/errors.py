@@ -8,13 +8,15 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     │   ├── NotebookFormatError(ValueError)   the file is not a readable notebook
     │   ├── CellIndexError(IndexError)        index out of range; carries the valid range
     │   ├── CellNotFoundError(LookupError)    a cell id that is not (or no longer) in the notebook
+    │   ├── SourceMatchError(ValueError)      edit_cell_source's old_string is absent or ambiguous
     │   ├── LockTimeoutError(TimeoutError)    another process held the notebook's lock too long
     │   └── NotebookWriteError(OSError)       the notebook could not be written
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
     │   └── DeadKernelError                   the kernel died while running code
     └── UsageError(ValueError)                bad arguments or configuration
-        └── PathError                         a notebook path outside the served folder
+        ├── PathError                         a notebook path outside the served folder
+        └── ToolDisabledError                 a tool this server does not expose (--tools, --read-only)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = [
     "NotebookFormatError",
     "NotebookWriteError",
     "PathError",
+    "SourceMatchError",
+    "ToolDisabledError",
     "UsageError",
 ]
 
@@ -81,6 +85,26 @@ class CellNotFoundError(NotebookError, LookupError):
         super().__init__(f"cell {cell_id!r} not found; the notebook may have changed, read it again")
 
 
+class SourceMatchError(NotebookError, ValueError):
+    """The text to replace in a cell is not there, or is there more than once."""
+
+    def __init__(self, cell: str, old_string: str, count: int) -> None:
+        self.cell = cell
+        self.count = count
+        shown = old_string if len(old_string) <= 80 else old_string[:77] + "..."
+        if count == 0:
+            message = (
+                f"old_string {shown!r} does not occur in {cell}; it must match the source exactly "
+                "(whitespace and indentation included): read the cell again and copy the text"
+            )
+        else:
+            message = (
+                f"old_string {shown!r} occurs {count} times in {cell}; include more of the surrounding "
+                "text so that it occurs once, or pass replace_all=true to replace every occurrence"
+            )
+        super().__init__(message)
+
+
 class LockTimeoutError(NotebookError, TimeoutError):
     """Another process kept the notebook's lock for longer than nbmcp waits."""
 
@@ -119,3 +143,11 @@ class PathError(UsageError):
         self.path = path
         self.reason = reason
         super().__init__(f"refused notebook path {path!r}: {reason}")
+
+
+class ToolDisabledError(UsageError):
+    """A tool that exists but that this server was started without (`--tools`, `--read-only`)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"tool {name!r} is not available on this server: {reason}")

@@ -233,7 +233,10 @@ class LocalKernel:
             # The kernel's stdout goes to our stderr: in stdio mode our stdout carries only MCP.
             await km.start_kernel(cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL)
             self._kc = km.client()
-            self._kc.start_channels()
+            # No heartbeat thread: the manager's is_alive() (a process check) notices a dead kernel,
+            # and a heartbeat thread racing the context's teardown on a quick shutdown raised EMFILE.
+            # No stdin channel: executions run with allow_stdin=False.
+            self._kc.start_channels(hb=False, stdin=False)
             await self._kc.wait_for_ready(timeout=self.start_timeout)
         except Exception as exc:
             self.state = KernelState.FAILED

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
 
 from . import __version__
 from .config import Settings
@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 nbmcp edits and runs one Jupyter notebook (.ipynb) on disk. Every change is saved to the file
 immediately, so a person who has the notebook open in VS Code or JupyterLab sees it. Cells are
-addressed by index (0 = first cell); read_all_cells or get_notebook_info tell you how many there are.
+addressed by index (0 = first cell) or by id; ids stay valid when cells are inserted or moved, so prefer
+them. read_notebook gives a paged overview (index, id, first line) of a notebook of any size.
 Code runs in a kernel that keeps its state between calls, like a notebook a person runs cell by cell.
 A person may edit the notebook at the same time: read it again before relying on indices from long ago.
 The notebook is also a resource (its nbformat JSON) that a client can subscribe to.
@@ -142,6 +143,19 @@ def _connection(session: Any) -> Any:
     return getattr(session, "_connection", None)
 
 
+class _NotebookServer(MCPServer):
+    """An MCPServer that lists only the exposed tools (--tools, --read-only).
+
+    The others stay registered, so a client that calls one by name gets a clear refusal.
+    """
+
+    exposed: frozenset[str] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        tools = await super().list_tools()
+        return [t for t in tools if self.exposed is None or t.name in self.exposed]
+
+
 def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, NotebookHost]:
     """An MCPServer serving the notebook of `settings` (or the given session), and its host."""
     if session is None:
@@ -149,7 +163,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
             settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout
         )
     host = NotebookHost(session, watch=settings.watch)
-    server: MCPServer = MCPServer(
+    server = _NotebookServer(
         "nbmcp",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -157,12 +171,14 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         log_level=settings.log_level,  # type: ignore[arg-type]
         subscriptions=host.bus,
     )
-    register_tools(
+    server.exposed = register_tools(
         server,
         host.get_session,
         max_output_chars=settings.max_output_chars,
         max_image_bytes=settings.max_image_bytes,
         default_timeout=settings.timeout,
+        tools=settings.tools,
+        read_only=settings.read_only,
     )
     host.register(server)
     return server, host

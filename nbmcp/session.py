@@ -22,18 +22,29 @@ import anyio
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import CellIndexError, CellNotFoundError, UsageError
+from .errors import CellIndexError, CellNotFoundError, KernelError, SourceMatchError, UsageError
 from .kernel import (
     DEFAULT_TIMEOUT,
     ExecutionResult,
     KernelChoice,
+    KernelState,
     LocalKernel,
     choose_kernel,
 )
 from .outputs import OutputCollector
 from .store import LocalStore
 
-__all__ = ["CELL_TYPES", "WRITEBACK_INTERVAL", "CellRef", "CellView", "Execution", "NotebookSession"]
+__all__ = [
+    "CELL_TYPES",
+    "MAX_VARIABLES",
+    "VARIABLE_REPR_CHARS",
+    "WRITEBACK_INTERVAL",
+    "CellRef",
+    "CellView",
+    "Execution",
+    "NotebookSession",
+    "Variable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +52,50 @@ CELL_TYPES = ("code", "markdown", "raw")
 #: Seconds between saves of a running cell's outputs while it streams.
 WRITEBACK_INTERVAL = 2.0
 
+#: Variables listed by list_variables at most (the largest namespaces are cut, with a note).
+MAX_VARIABLES = 500
+#: Characters of each variable's repr that list_variables returns.
+VARIABLE_REPR_CHARS = 120
+
 ProgressCallback = Callable[[float, str], Awaitable[None]]
+
+# Runs in the kernel for list_variables, wrapped in `exec(..., {})` and with store_history=False: it
+# adds no cell, no history entry and no execution count, and defines nothing in the user's namespace.
+# The answer comes back as an application/json display, not through stdout, so a repr that prints
+# cannot corrupt it.
+_VARIABLES_CODE = """\
+import reprlib, types
+from IPython import get_ipython
+from IPython.display import display
+
+short = reprlib.Repr()
+short.maxstring = short.maxother = WIDTH
+short.maxlist = short.maxtuple = short.maxdict = short.maxset = 10
+
+def describe(name, value):
+    kind = type(value)
+    module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+    try:
+        text = " ".join(short.repr(value).split())
+    except Exception as exc:
+        text = f"<repr failed: {type(exc).__name__}>"
+    if len(text) > WIDTH:
+        text = text[: WIDTH - 3] + "..."
+    shape = getattr(value, "shape", None) if not isinstance(value, type) else None
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)):
+        shape = None
+    return {"name": name, "type": module + kind.__qualname__, "shape": shape, "repr": text}
+
+ip = get_ipython()
+names = sorted(
+    name for name, value in list(ip.user_ns.items())
+    if not name.startswith("_") and name not in ip.user_ns_hidden and not isinstance(value, types.ModuleType)
+)
+display(
+    {"application/json": {"total": len(names), "variables": [describe(n, ip.user_ns[n]) for n in names[:LIMIT]]}},
+    raw=True,
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -75,6 +129,16 @@ class Execution:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Variable:
+    """One variable of the kernel's user namespace, as list_variables reports it."""
+
+    name: str
+    type: str
+    repr: str
+    shape: list[int] | None = None
+
+
 def _source(cell: NotebookNode) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -104,6 +168,35 @@ def _find_id(nb: NotebookNode, cell_id: str) -> int:
         if cell.get("id") == cell_id:
             return i
     raise CellNotFoundError(cell_id)
+
+
+def _locate(nb: NotebookNode, index: int | None, cell_id: str | None, *, what: str = "cell_index") -> int:
+    """The position of the cell given by index or by id: exactly one of the two."""
+    if (index is None) == (cell_id is None):
+        raise UsageError(f"give either {what} or cell_id (exactly one of the two)")
+    if cell_id is not None:
+        return _find_id(nb, cell_id)
+    assert index is not None
+    return _check_index(index, len(nb.cells))
+
+
+def _ref(index: int, cell: NotebookNode) -> CellRef:
+    return CellRef(index, cell.get("id"), cell.get("cell_type", "?"))
+
+
+def _name(ref: CellRef) -> str:
+    return f"cell {ref.index} (id {ref.id})" if ref.id else f"cell {ref.index}"
+
+
+def _diff(old: str, new: str, index: int) -> str:
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"cell {index} (before)",
+            tofile=f"cell {index} (after)",
+        )
+    )
 
 
 def _new_cell(cell_type: str, source: str) -> NotebookNode:
@@ -184,7 +277,13 @@ class NotebookSession:
         return await anyio.to_thread.run_sync(self.store.read)
 
     async def _edit(self, apply: Callable[[NotebookNode], Any]) -> Any:
-        return await anyio.to_thread.run_sync(self.store.edit, apply)
+        def with_ids(nb: NotebookNode) -> Any:
+            # Every answer names cells by index and id, so the first change of a 4.4 notebook gives
+            # it ids (as JupyterLab does on save); reading never changes the file.
+            _ensure_ids(nb)
+            return apply(nb)
+
+        return await anyio.to_thread.run_sync(self.store.edit, with_ids)
 
     async def info(self) -> dict[str, Any]:
         """Path, cell counts by type, format version and the kernel's name, state and origin."""
@@ -209,95 +308,214 @@ class NotebookSession:
             "kernel": kernel,
         }
 
-    async def read_cell(self, index: int) -> CellView:
+    async def read_cell(self, index: int | None = None, *, cell_id: str | None = None) -> CellView:
+        """One cell, by index (negative counts from the end) or by id."""
         nb = await self._read()
-        i = _check_index(index, len(nb.cells))
+        i = _locate(nb, index, cell_id)
         return _view(i, nb.cells[i])
 
     async def read_cells(self) -> list[CellView]:
+        """Every cell."""
+        return (await self.read_page())[0]
+
+    async def read_page(self, start: int = 0, limit: int | None = None) -> tuple[list[CellView], int]:
+        """At most `limit` cells (all when None) from index `start`, and the notebook's cell count."""
         nb = await self._read()
-        return [_view(i, c) for i, c in enumerate(nb.cells)]
+        n = len(nb.cells)
+        if start < 0 or (start >= n and start != 0):
+            raise UsageError(f"start_index {start} is out of range; the notebook has {n} cells (valid: 0 to {n - 1})")
+        if limit is not None and limit < 1:
+            raise UsageError(f"limit must be at least 1, not {limit}")
+        stop = n if limit is None else min(start + limit, n)
+        return [_view(i, nb.cells[i]) for i in range(start, stop)], n
+
+    async def read_output(
+        self, index: int | None = None, output_index: int = 0, *, cell_id: str | None = None
+    ) -> tuple[CellRef, dict[str, Any]]:
+        """One output of a cell, whole, as stored in the file."""
+        nb = await self._read()
+        i = _locate(nb, index, cell_id)
+        cell = nb.cells[i]
+        ref = _ref(i, cell)
+        outputs = cell.get("outputs", [])
+        if not outputs:
+            raise UsageError(f"{_name(ref)} has no outputs")
+        if not 0 <= output_index < len(outputs):
+            raise UsageError(
+                f"output_index {output_index} is out of range; {_name(ref)} has {len(outputs)} "
+                f"output(s) (valid: 0 to {len(outputs) - 1})"
+            )
+        return ref, dict(outputs[output_index])
 
     # -- editing ----------------------------------------------------------------------------------
 
-    async def insert_cell(self, index: int, cell_type: str, source: str) -> CellRef:
-        """Insert a new cell before `index`; -1 (or the cell count) appends."""
-        cell = _new_cell(cell_type, source)
+    async def insert_cell(
+        self, index: int | None, cell_type: str, source: str, *, cell_id: str | None = None
+    ) -> CellRef:
+        """Insert a new cell before `index` (-1 or the cell count appends), or before the cell `cell_id`."""
+        _new_cell(cell_type, source)  # a bad cell_type fails before the file is locked
 
         def apply(nb: NotebookNode) -> CellRef:
+            # The store may apply an edit twice (the file changed meanwhile): build the cell here.
+            cell = _new_cell(cell_type, source)
             n = len(nb.cells)
-            if index == -1:
+            if (index is None) == (cell_id is None):
+                raise UsageError("give either cell_index or cell_id (exactly one of the two)")
+            if cell_id is not None:
+                at = _find_id(nb, cell_id)
+            elif index == -1:
                 at = n
-            elif 0 <= index <= n:
+            elif index is not None and 0 <= index <= n:
                 at = index
             else:
-                raise CellIndexError(index, n, allow_end=True)
-            _ensure_ids(nb)
+                raise CellIndexError(index or 0, n, allow_end=True)
             nb.cells.insert(at, cell)
-            return CellRef(at, cell.get("id"), cell_type)
+            return _ref(at, cell)
 
         ref: CellRef = await self._edit(apply)
         return ref
 
-    async def overwrite_source(self, index: int, source: str) -> tuple[CellRef, str]:
+    async def overwrite_source(
+        self, index: int | None, source: str, *, cell_id: str | None = None
+    ) -> tuple[CellRef, str]:
         """Replace a cell's source; returns the cell and a unified diff of the change."""
 
         def apply(nb: NotebookNode) -> tuple[CellRef, str]:
-            i = _check_index(index, len(nb.cells))
+            i = _locate(nb, index, cell_id)
             cell = nb.cells[i]
             old = _source(cell)
             cell["source"] = source
-            diff = "".join(
-                difflib.unified_diff(
-                    old.splitlines(keepends=True),
-                    source.splitlines(keepends=True),
-                    fromfile=f"cell {i} (before)",
-                    tofile=f"cell {i} (after)",
-                )
-            )
-            return CellRef(i, cell.get("id"), cell.get("cell_type", "?")), diff
+            return _ref(i, cell), _diff(old, source, i)
 
         result: tuple[CellRef, str] = await self._edit(apply)
         return result
 
-    async def delete_cell(self, index: int) -> CellView:
+    async def edit_source(
+        self,
+        index: int | None,
+        old_string: str,
+        new_string: str,
+        *,
+        replace_all: bool = False,
+        cell_id: str | None = None,
+    ) -> tuple[CellRef, str, int]:
+        """Replace `old_string` by `new_string` in a cell's source; returns the cell, a diff and the count.
+
+        `old_string` must occur exactly once unless `replace_all` is set; otherwise nothing changes and
+        SourceMatchError says whether it was absent or ambiguous.
+        """
+        if not old_string:
+            raise UsageError("old_string is empty; give the exact text to replace (overwrite_cell_source replaces all)")
+        if old_string == new_string:
+            raise UsageError("old_string and new_string are the same; there is nothing to change")
+
+        def apply(nb: NotebookNode) -> tuple[CellRef, str, int]:
+            i = _locate(nb, index, cell_id)
+            cell = nb.cells[i]
+            old = _source(cell)
+            count = old.count(old_string)
+            if count == 0 or (count > 1 and not replace_all):
+                raise SourceMatchError(_name(_ref(i, cell)), old_string, count)
+            new = old.replace(old_string, new_string)
+            cell["source"] = new
+            return _ref(i, cell), _diff(old, new, i), count
+
+        result: tuple[CellRef, str, int] = await self._edit(apply)
+        return result
+
+    async def move_cell(
+        self, index: int | None, target_index: int, *, cell_id: str | None = None
+    ) -> tuple[CellRef, CellRef]:
+        """Move a cell so that it ends up at `target_index` (-1 = last); returns where it was and is."""
+
+        def apply(nb: NotebookNode) -> tuple[CellRef, CellRef]:
+            i = _locate(nb, index, cell_id, what="source_index")
+            n = len(nb.cells)
+            try:
+                target = _check_index(target_index, n)
+            except CellIndexError:
+                raise UsageError(
+                    f"target_index {target_index} is out of range; the notebook has {n} cells "
+                    f"(valid: 0 to {n - 1}, or -1 for the end)"
+                ) from None
+            cell = nb.cells.pop(i)
+            nb.cells.insert(target, cell)
+            return _ref(i, cell), _ref(target, cell)
+
+        result: tuple[CellRef, CellRef] = await self._edit(apply)
+        return result
+
+    async def delete_cell(self, index: int | None, *, cell_id: str | None = None) -> CellView:
         """Delete a cell; returns what it held."""
 
         def apply(nb: NotebookNode) -> CellView:
-            i = _check_index(index, len(nb.cells))
+            i = _locate(nb, index, cell_id)
             return _view(i, nb.cells.pop(i))
 
         view: CellView = await self._edit(apply)
         return view
 
+    async def clear_outputs(self, index: int | None, *, cell_id: str | None = None) -> tuple[CellRef, int]:
+        """Clear one code cell's outputs and execution count; returns the cell and how many outputs went."""
+
+        def apply(nb: NotebookNode) -> tuple[CellRef, int]:
+            i = _locate(nb, index, cell_id)
+            cell = nb.cells[i]
+            if cell.get("cell_type") != "code":
+                raise UsageError(
+                    f"{_name(_ref(i, cell))} is a {cell.get('cell_type')} cell; only code cells have outputs"
+                )
+            removed = len(cell.get("outputs", []))
+            cell["outputs"] = []
+            cell["execution_count"] = None
+            return _ref(i, cell), removed
+
+        result: tuple[CellRef, int] = await self._edit(apply)
+        return result
+
+    async def clear_all_outputs(self) -> int:
+        """Clear the outputs and execution counts of every code cell; returns how many cells had outputs."""
+
+        def apply(nb: NotebookNode) -> int:
+            cleared = 0
+            for cell in nb.cells:
+                if cell.get("cell_type") == "code":
+                    cleared += bool(cell.get("outputs"))
+                    cell["outputs"] = []
+                    cell["execution_count"] = None
+            return cleared
+
+        cleared: int = await self._edit(apply)
+        return cleared
+
     # -- execution --------------------------------------------------------------------------------
+
+    def _require_kernel(self) -> LocalKernel:
+        if self.kernel is None:
+            raise UsageError("the session is not open; call open() first")
+        return self.kernel
 
     async def execute_cell(
         self,
-        index: int,
+        index: int | None = None,
         *,
+        cell_id: str | None = None,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         progress_every: float = 1.0,
     ) -> Execution:
         """Run a code cell in the kernel and save its outputs into that cell (found again by id)."""
-        if self.kernel is None:
-            raise UsageError("the session is not open; call open() first")
+        kernel = self._require_kernel()
         nb = await self._read()
-        i = _check_index(index, len(nb.cells))
+        i = _locate(nb, index, cell_id)
         cell = nb.cells[i]
         if cell.get("cell_type") != "code":
             raise UsageError(f"cell {i} is a {cell.get('cell_type')} cell; only code cells can be executed")
-        cell_id = cell.get("id")
-        if cell_id is None:
-            # Outputs are written back by id, so a notebook without ids gets them first.
-
-            def add_ids(nb: NotebookNode) -> str:
-                _ensure_ids(nb)
-                return str(nb.cells[_check_index(index, len(nb.cells))].id)
-
-            cell_id = await self._edit(add_ids)
         code = _source(cell)
+        run_id = cell.get("id")
+        if run_id is None:
+            # Outputs are written back by id, so a notebook without ids gets them first (any edit does).
+            run_id = await self._edit(lambda nb: str(nb.cells[_check_index(i, len(nb.cells))].id))
         last_save = time.monotonic()
         saved_version = -1
 
@@ -308,18 +526,18 @@ class NotebookSession:
                 saved_version, last_save = collector.version, now
                 # Partial outputs: a person watching the notebook sees progress as it happens.
                 outputs = [NotebookNode(dict(o)) for o in collector.outputs]
-                await self._write_outputs(cell_id, outputs, collector.execution_count)
+                await self._write_outputs(run_id, outputs, collector.execution_count)
             if on_progress is not None:
                 await on_progress(elapsed, collector.last_line)
 
-        result = await self.kernel.execute(
+        result = await kernel.execute(
             code,
             timeout=timeout or self.timeout,
             on_progress=hook,
             progress_every=min(progress_every, WRITEBACK_INTERVAL),
         )
-        final_index = await self._write_outputs(cell_id, result.outputs, result.execution_count)
-        execution = Execution(CellRef(final_index if final_index is not None else i, cell_id, "code"), result)
+        final_index = await self._write_outputs(run_id, result.outputs, result.execution_count)
+        execution = Execution(CellRef(final_index if final_index is not None else i, run_id, "code"), result)
         if final_index is None:
             execution.saved = False
             execution.notes.append(
@@ -328,6 +546,57 @@ class NotebookSession:
         elif final_index != i:
             execution.notes.append(f"the cell moved from index {i} to {final_index} while it ran")
         return execution
+
+    async def execute_code(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 1.0,
+    ) -> ExecutionResult:
+        """Run `code` in the notebook's kernel without a cell: nothing is saved, the file is not touched.
+
+        store_history=False keeps it out of the kernel's history and execution count, like a console
+        command that was never part of the notebook.
+        """
+        kernel = self._require_kernel()
+
+        async def hook(collector: OutputCollector, elapsed: float) -> None:
+            if on_progress is not None:
+                await on_progress(elapsed, collector.last_line)
+
+        return await kernel.execute(
+            code,
+            timeout=timeout or self.timeout,
+            on_progress=hook if on_progress else None,
+            progress_every=progress_every,
+            store_history=False,
+        )
+
+    async def list_variables(self) -> tuple[list[Variable], int]:
+        """The user's variables in the kernel (name, type, shape, short repr) and how many there are.
+
+        Modules and names starting with "_" are left out; at most MAX_VARIABLES are returned.
+        """
+        code = _VARIABLES_CODE.replace("WIDTH", str(VARIABLE_REPR_CHARS)).replace("LIMIT", str(MAX_VARIABLES))
+        result = await self.execute_code(f"exec({code!r}, {{}})", timeout=min(self.timeout, 30.0))
+        for output in result.outputs:
+            data = output.get("data", {}).get("application/json")
+            if isinstance(data, dict) and "variables" in data:
+                variables = [
+                    Variable(v["name"], v["type"], v["repr"], list(v["shape"]) if v.get("shape") else None)
+                    for v in data["variables"]
+                ]
+                return variables, int(data["total"])
+        problem = "; ".join(
+            f"{o.get('ename')}: {o.get('evalue')}" if o.get("output_type") == "error" else str(o.get("text", ""))
+            for o in result.outputs
+        )
+        raise KernelError(
+            f"could not list the kernel's variables ({result.status}{': ' + problem if problem else ''}); "
+            "list_variables needs an IPython kernel (Python)"
+        )
 
     async def _write_outputs(self, cell_id: str, outputs: list[NotebookNode], count: int | None) -> int | None:
         """Save outputs into the cell with `cell_id`; returns its index, or None if it is gone."""
@@ -344,10 +613,13 @@ class NotebookSession:
             return None
         return index
 
-    async def interrupt(self) -> None:
-        if self.kernel is not None:
-            await self.kernel.interrupt()
+    async def interrupt(self) -> bool:
+        """Interrupt the running code; returns False when the kernel was not running anything."""
+        kernel = self._require_kernel()
+        busy = kernel.state == KernelState.BUSY
+        await kernel.interrupt()
+        return busy
 
     async def restart_kernel(self) -> None:
-        if self.kernel is not None:
-            await self.kernel.restart()
+        """Restart the kernel: every variable is lost; the notebook file is not touched."""
+        await self._require_kernel().restart()

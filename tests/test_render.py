@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
+from nbmcp.errors import UsageError
 from nbmcp.render import (
     MAX_IMAGE_BYTES,
     MAX_OUTPUT_CHARS,
     ImagePart,
+    TextPage,
     TextPart,
+    page_text,
     render_outputs,
     strip_ansi,
     truncate_middle,
@@ -60,3 +65,28 @@ def test_html_is_used_only_without_plain_text() -> None:
     html_only = [{"output_type": "display_data", "data": {"text/html": "<b>html</b>"}, "metadata": {}}]
     assert render_outputs(both)[0] == TextPart("plain")
     assert render_outputs(html_only)[0] == TextPart("html")
+
+
+def test_the_budget_is_shared_between_outputs_and_each_cut_names_its_exact_offset() -> None:
+    short = {"output_type": "stream", "name": "stdout", "text": "short\n"}
+    long_a = {"output_type": "stream", "name": "stderr", "text": "a" * 5000}
+    long_b = {"output_type": "execute_result", "data": {"text/plain": "b" * 8000}, "metadata": {}}
+    parts = render_outputs([short, long_a, long_b], max_chars=1006, cell="cell_id='c1'")
+    text = parts[0].text
+    assert isinstance(parts[0], TextPart) and text.startswith("short\n" + "a" * 333 + "\n[... 4500")
+    # Each long output gets an equal share of what the short one leaves: 500 characters.
+    assert "[... 4500 characters omitted; read_cell_output(cell_id='c1', output_index=1, offset=333)" in text
+    assert "[... 7500 characters omitted; read_cell_output(cell_id='c1', output_index=2, offset=333)" in text
+    unsaved = render_outputs([long_a], max_chars=600)[0]
+    assert isinstance(unsaved, TextPart) and "this output was not saved anywhere" in unsaved.text
+
+
+def test_page_text_windows_and_ranges() -> None:
+    page = page_text("0123456789", 4, 3)
+    assert (page.text, page.offset, page.next_offset, page.total_chars) == ("456", 4, 7, 10)
+    assert page_text("0123456789", 7, 3).next_offset is None
+    assert page_text("", 0, 5) == TextPage("", 0, None, 0)
+    with pytest.raises(UsageError, match="valid: 0 to 10"):
+        page_text("0123456789", 11, 3)
+    with pytest.raises(UsageError, match="max_chars must be positive"):
+        page_text("0123456789", 0, 0)
