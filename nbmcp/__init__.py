@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .errors import (
+    CellExecutionError,
     CellIndexError,
     CellNotFoundError,
     DeadKernelError,
@@ -16,10 +17,12 @@ from .errors import (
     UsageError,
 )
 from .kernel import ExecutionResult, KernelState
-from .session import CellRef, CellView, Execution, NotebookSession
+from .notebook import Notebook
+from .session import CellRef, CellView, Execution, NotebookSession, RunAll
 from .store import LocalStore
 
 __all__ = [
+    "CellExecutionError",
     "CellIndexError",
     "CellNotFoundError",
     "CellRef",
@@ -33,10 +36,12 @@ __all__ = [
     "LocalStore",
     "LockTimeoutError",
     "NbmcpError",
+    "Notebook",
     "NotebookError",
     "NotebookFormatError",
     "NotebookSession",
     "NotebookWriteError",
+    "RunAll",
     "UsageError",
     "__version__",
 ]

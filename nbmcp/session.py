@@ -22,7 +22,7 @@ import anyio
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import CellIndexError, CellNotFoundError, UsageError
+from .errors import CellExecutionError, CellIndexError, CellNotFoundError, UsageError
 from .kernel import (
     DEFAULT_TIMEOUT,
     ExecutionResult,
@@ -31,9 +31,20 @@ from .kernel import (
     choose_kernel,
 )
 from .outputs import OutputCollector
+from .render import output_text
 from .store import LocalStore
 
-__all__ = ["CELL_TYPES", "WRITEBACK_INTERVAL", "CellRef", "CellView", "Execution", "NotebookSession"]
+__all__ = [
+    "CELL_TYPES",
+    "RAISES_TAG",
+    "SKIP_TAG",
+    "WRITEBACK_INTERVAL",
+    "CellRef",
+    "CellView",
+    "Execution",
+    "NotebookSession",
+    "RunAll",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +52,16 @@ CELL_TYPES = ("code", "markdown", "raw")
 #: Seconds between saves of a running cell's outputs while it streams.
 WRITEBACK_INTERVAL = 2.0
 
+#: run_all leaves code cells with this tag alone (nbclient's `skip_cells_with_tag` default).
+SKIP_TAG = "skip-execution"
+#: run_all goes on after an error in a code cell with this tag (nbclient's rule for it).
+RAISES_TAG = "raises-exception"
+
 ProgressCallback = Callable[[float, str], Awaitable[None]]
+#: Called by run_all before code cell k (1-based) of n runs.
+BeforeCell = Callable[[int, int, "CellRef"], Awaitable[None]]
+#: Called by run_all after code cell k (1-based) of n ran.
+AfterCell = Callable[[int, int, "Execution"], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,51 @@ class Execution:
     result: ExecutionResult
     saved: bool = True
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.status == "ok"
+
+    def error_text(self) -> str:
+        """The tracebacks of the cell's error outputs (ANSI stripped) and the note on a timeout or death."""
+        parts = [output_text(o) for o in self.result.outputs if o.get("output_type") == "error"]
+        if self.result.note:
+            parts.append(self.result.note)
+        return "\n".join(parts)
+
+    def raise_for_status(self) -> Execution:
+        """Raise CellExecutionError unless the cell ran without error; returns self, for chaining."""
+        if not self.ok:
+            raise CellExecutionError(self.cell.index, self.cell.id, self.result.status, self.error_text())
+        return self
+
+
+@dataclass
+class RunAll:
+    """The result of `NotebookSession.run_all`: what ran, and the cell that stopped the run, if any."""
+
+    executions: list[Execution]
+    total: int
+    """Code cells selected to run (blank cells and cells tagged skip-execution are not counted)."""
+    elapsed: float
+    failed: Execution | None = None
+    """The cell that stopped the run: an error not allowed, a timeout or a dead kernel."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    @property
+    def errors(self) -> list[Execution]:
+        """Every cell that did not run cleanly, including errors that were allowed."""
+        return [e for e in self.executions if not e.ok]
+
+    def raise_for_status(self) -> RunAll:
+        """Raise CellExecutionError for the cell that stopped the run; returns self otherwise."""
+        if self.failed is not None:
+            self.failed.raise_for_status()
+        return self
 
 
 def _source(cell: NotebookNode) -> str:
@@ -114,6 +179,26 @@ def _new_cell(cell_type: str, source: str) -> NotebookNode:
     if cell_type == "raw":
         return nbformat.v4.new_raw_cell(source)
     raise UsageError(f"cell_type {cell_type!r} is not one of {', '.join(CELL_TYPES)}")
+
+
+def _check_range(start: int, stop: int | None, n: int) -> range:
+    """Resolve run_all's [start, stop) like a Python slice, but refuse a range outside the notebook."""
+    lo = start + n if start < 0 else start
+    if not (0 <= lo < n or (n == 0 and start == 0)):
+        raise CellIndexError(start, n)
+    hi = n if stop is None else stop + n if stop < 0 else stop
+    if not lo < hi <= n and n > 0:
+        raise UsageError(
+            f"stop {stop} is out of range for start {start} in a notebook of {n} cells "
+            f"(valid: {lo + 1} to {n}, a negative index counting from the end, or None for the end)"
+        )
+    return range(lo, max(lo, hi))
+
+
+def _runnable(cell: NotebookNode) -> bool:
+    """Whether run_all runs the cell: code, not blank, not tagged skip-execution (as nbclient decides)."""
+    tags = cell.get("metadata", {}).get("tags", [])
+    return cell.get("cell_type") == "code" and bool(_source(cell).strip()) and SKIP_TAG not in tags
 
 
 def _ensure_ids(nb: NotebookNode) -> None:
@@ -328,6 +413,66 @@ class NotebookSession:
         elif final_index != i:
             execution.notes.append(f"the cell moved from index {i} to {final_index} while it ran")
         return execution
+
+    async def run_all(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        timeout: float | None = None,
+        stop_on_error: bool = True,
+        before_cell: BeforeCell | None = None,
+        after_cell: AfterCell | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 1.0,
+    ) -> RunAll:
+        """Run the code cells of `cells[start:stop]` in order, saving each cell's outputs as it finishes.
+
+        Cells are chosen as nbclient chooses them: blank code cells and cells tagged `skip-execution`
+        are left alone. `timeout` applies to each cell. The run stops at the first cell that raises
+        (unless `stop_on_error` is False or the cell is tagged `raises-exception`), and always at a
+        timeout or a dead kernel; `RunAll.failed` is that cell. Never raises for a cell's failure.
+        """
+        if self.kernel is None:
+            raise UsageError("the session is not open; call open() first")
+        started = time.monotonic()
+        nb = await self._read()
+        selected = _check_range(start, stop, len(nb.cells))
+        if any(_runnable(nb.cells[i]) and "id" not in nb.cells[i] for i in selected):
+            # The run follows its cells by id, so cells inserted or moved meanwhile do not shift it.
+
+            def add_ids(nb: NotebookNode) -> NotebookNode:
+                _ensure_ids(nb)
+                return nb
+
+            nb = await self._edit(add_ids)
+        plan = [
+            (str(nb.cells[i].id), RAISES_TAG in nb.cells[i].get("metadata", {}).get("tags", []))
+            for i in selected
+            if _runnable(nb.cells[i])
+        ]
+        run = RunAll([], len(plan), 0.0)
+        for k, (cell_id, may_raise) in enumerate(plan, 1):
+            try:
+                index = _find_id(await self._read(), cell_id)
+            except CellNotFoundError:
+                run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
+                continue
+            if before_cell is not None:
+                await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
+            execution = await self.execute_cell(
+                index, timeout=timeout, on_progress=on_progress, progress_every=progress_every
+            )
+            run.executions.append(execution)
+            if after_cell is not None:
+                await after_cell(k, len(plan), execution)
+            status = execution.result.status
+            if status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
+                continue
+            run.failed = execution
+            break
+        run.elapsed = time.monotonic() - started
+        return run
 
     async def _write_outputs(self, cell_id: str, outputs: list[NotebookNode], count: int | None) -> int | None:
         """Save outputs into the cell with `cell_id`; returns its index, or None if it is gone."""
