@@ -183,16 +183,20 @@ def _new_cell(cell_type: str, source: str) -> NotebookNode:
 
 def _check_range(start: int, stop: int | None, n: int) -> range:
     """Resolve run_all's [start, stop) like a Python slice, but refuse a range outside the notebook."""
+    if n == 0:
+        return range(0)  # nothing to run, whatever was asked
     lo = start + n if start < 0 else start
-    if not (0 <= lo < n or (n == 0 and start == 0)):
+    if not 0 <= lo < n:
         raise CellIndexError(start, n)
     hi = n if stop is None else stop + n if stop < 0 else stop
-    if not lo < hi <= n and n > 0:
+    if hi > n:
         raise UsageError(
-            f"stop {stop} is out of range for start {start} in a notebook of {n} cells "
-            f"(valid: {lo + 1} to {n}, a negative index counting from the end, or None for the end)"
+            f"cannot run up to cell {hi - 1}: the notebook has {n} cells "
+            f"(valid: 0 to {n - 1}, or negative indices counting from the end)"
         )
-    return range(lo, max(lo, hi))
+    if hi <= lo:
+        raise UsageError(f"the range ends (at cell {hi - 1}) before it starts (at cell {lo}); nothing to run")
+    return range(lo, hi)
 
 
 def _runnable(cell: NotebookNode) -> bool:
