@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from .kernel import DEFAULT_TIMEOUT
-from .session import AfterCell, BeforeCell, CellRef, CellView, Execution, NotebookSession, RunAll
+from .session import CellRef, CellView, Execution, NotebookSession, RunAll
 
 __all__ = ["Notebook"]
 
@@ -173,21 +173,27 @@ class Notebook:
         timeout: float | None = None,
         stop_on_error: bool = True,
         check: bool = True,
-        before_cell: BeforeCell | None = None,
-        after_cell: AfterCell | None = None,
+        before_cell: Callable[[int, int, CellRef], object] | None = None,
+        after_cell: Callable[[int, int, Execution], object] | None = None,
     ) -> RunAll:
         """Run the code cells of `cells[start:stop]` in order (see `NotebookSession.run_all`).
 
-        With `check`, the cell that stopped the run raises CellExecutionError.
+        `before_cell(k, n, cell)` and `after_cell(k, n, execution)` are called around code cell k of n
+        (from the notebook's own thread), e.g. to print progress. With `check`, the cell that stopped
+        the run raises CellExecutionError.
         """
+
+        async def before(k: int, n: int, ref: CellRef) -> None:
+            if before_cell is not None:
+                before_cell(k, n, ref)
+
+        async def after(k: int, n: int, execution: Execution) -> None:
+            if after_cell is not None:
+                after_cell(k, n, execution)
+
         result = self._call(
             self.session.run_all(
-                start,
-                stop,
-                timeout=timeout,
-                stop_on_error=stop_on_error,
-                before_cell=before_cell,
-                after_cell=after_cell,
+                start, stop, timeout=timeout, stop_on_error=stop_on_error, before_cell=before, after_cell=after
             )
         )
         return result.raise_for_status() if check else result
