@@ -50,12 +50,14 @@ def test_exec_writes_the_outputs_nbclient_writes(tmp_path: Path, capsys: pytest.
     # avoids: it merges same-name streams even across a display, it puts stdout before stderr, and its
     # backspace pass never runs (its loop condition is false on entry; its regex r"[^\n]\b" would eat
     # the last letter of every word if it did). nbmcp resolves real backspaces ("\x08").
-    NotebookClient(nb, timeout=60, coalesce_streams=True, resources={"metadata": {"path": str(theirs.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=60, coalesce_streams=True, resources={"metadata": {"path": str(theirs.parent)}}
+    ).execute()
     nbformat.validate(nb)
 
     got, expected = _normalised(read_nb(ours)), _normalised(nb)
     assert len(got) == len(expected)
-    for i, (g, e) in enumerate(zip(got, expected)):
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert g == e, f"cell {i} differs"
     # The comparison is not vacuous: every rule the golden notebook exercises produced its output.
     cells = read_nb(ours).cells
@@ -85,7 +87,10 @@ def test_a_failing_cell_stops_the_run_with_exit_1_naming_the_cell(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _notebook(
-        tmp_path / "work" / "nb.ipynb", "print('before')", "def f():\n    raise ValueError('boom')\nf()", "print('after')"
+        tmp_path / "work" / "nb.ipynb",
+        "print('before')",
+        "def f():\n    raise ValueError('boom')\nf()",
+        "print('after')",
     )
     failing_id = read_nb(path).cells[2].id
     assert cli("exec", str(path)) == ExitCode.CELL_ERROR == 1

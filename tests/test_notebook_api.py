@@ -59,7 +59,14 @@ def test_run_all_with_progress_callbacks(nb_path: Path) -> None:
         with pytest.raises(CellExecutionError):
             nb.run_all(start=2)
     assert run.ok and run.total == 3 and [e.result.execution_count for e in run.executions] == [1, 2, 3]
-    assert seen == ["start 1/3 cell 0", "done 1/3 ok", "start 2/3 cell 1", "done 2/3 ok", "start 3/3 cell 2", "done 3/3 ok"]
+    assert seen == [
+        "start 1/3 cell 0",
+        "done 1/3 ok",
+        "start 2/3 cell 1",
+        "done 2/3 ok",
+        "start 3/3 cell 2",
+        "done 3/3 ok",
+    ]
     assert read_nb(nb_path).cells[3].outputs[0].ename == "KeyError"
 
 
