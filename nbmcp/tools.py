@@ -390,7 +390,7 @@ def register_tools(
             message = f"cell {k + 1} of {n} running for {elapsed:.0f} s"
             if last_line:
                 message += f"; latest output: {last_line[:200]}"
-            await ctx.report_progress(k + min(elapsed / timeout_seconds, 0.99), n, message)
+            await ctx.report_progress(k + min(elapsed / max(timeout_seconds, 1), 0.99), n, message)
 
         # end_index is inclusive, as the model reads "from 2 to 5"; run_all takes a Python-style stop.
         stop = None if end_index == -1 else end_index + 1
