@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .errors import (
+    CellExecutionError,
     CellIndexError,
     CellNotFoundError,
     DeadKernelError,
@@ -18,10 +19,12 @@ from .errors import (
     UsageError,
 )
 from .kernel import ExecutionResult, KernelState
-from .session import CellRef, CellView, Execution, NotebookSession, Variable
+from .notebook import Notebook
+from .session import CellRef, CellView, Execution, NotebookSession, RunAll, Variable
 from .store import LocalStore
 
 __all__ = [
+    "CellExecutionError",
     "CellIndexError",
     "CellNotFoundError",
     "CellRef",
@@ -35,10 +38,12 @@ __all__ = [
     "LocalStore",
     "LockTimeoutError",
     "NbmcpError",
+    "Notebook",
     "NotebookError",
     "NotebookFormatError",
     "NotebookSession",
     "NotebookWriteError",
+    "RunAll",
     "SourceMatchError",
     "ToolDisabledError",
     "UsageError",

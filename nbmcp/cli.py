@@ -46,6 +46,7 @@ environment variables:
 
 examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
+  nbmcp exec analysis.ipynb                run all its cells headless, e.g. in CI (see nbmcp exec --help)
   nbmcp analysis.ipynb --kernel ir         run code with the installed kernel named "ir"
   nbmcp analysis.ipynb --python .venv/bin/python
                                            run code with that interpreter (it needs ipykernel)
@@ -208,6 +209,12 @@ def _check_path(settings: Settings) -> str | None:
 
 def cli(*args: str) -> int:
     """Run nbmcp with command-line `args`; returns the exit code."""
+    if args[:1] == ("exec",):
+        # A subcommand, told apart before parsing so that `nbmcp PATH` works exactly as before
+        # (a notebook path ends in .ipynb, so it is never "exec").
+        from .exec_command import exec_cli
+
+        return exec_cli(*args[1:])
     parser = _parser()
     ns = parser.parse_args(args)
     if ns.timeout <= 0:

@@ -14,6 +14,8 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
     │   └── DeadKernelError                   the kernel died while running code
+    ├── CellExecutionError(RuntimeError)      a cell raised, timed out or killed its kernel (raised on
+    │                                         request only: `Execution.raise_for_status()`, the sync API)
     └── UsageError(ValueError)                bad arguments or configuration
         ├── PathError                         a notebook path outside the served folder
         └── ToolDisabledError                 a tool this server does not expose (--tools, --read-only)
@@ -24,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CellExecutionError",
     "CellIndexError",
     "CellNotFoundError",
     "DeadKernelError",
@@ -130,6 +133,23 @@ class KernelStartError(KernelError):
 
 class DeadKernelError(KernelError):
     """The kernel died; it is restarted on the next execution."""
+
+
+class CellExecutionError(NbmcpError, RuntimeError):
+    """A cell did not run to completion: it raised, timed out, or its kernel died.
+
+    Executions return their status rather than raising; this is raised when a caller asks for it
+    (`Execution.raise_for_status()`, `Notebook.add_code(..., run=True)`), as nbclient does.
+    """
+
+    def __init__(self, index: int, cell_id: str | None, status: str, traceback: str) -> None:
+        self.index = index
+        self.cell_id = cell_id
+        self.status = status
+        self.traceback = traceback
+        where = f"cell {index} (id {cell_id})" if cell_id else f"cell {index}"
+        what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed its kernel"}.get(status, status)
+        super().__init__(f"{where} {what}" + (f":\n{traceback}" if traceback else ""))
 
 
 class UsageError(NbmcpError, ValueError):

@@ -22,7 +22,14 @@ import anyio
 import nbformat
 from nbformat import NotebookNode
 
-from .errors import CellIndexError, CellNotFoundError, KernelError, SourceMatchError, UsageError
+from .errors import (
+    CellExecutionError,
+    CellIndexError,
+    CellNotFoundError,
+    KernelError,
+    SourceMatchError,
+    UsageError,
+)
 from .kernel import (
     DEFAULT_TIMEOUT,
     ExecutionResult,
@@ -32,17 +39,21 @@ from .kernel import (
     choose_kernel,
 )
 from .outputs import OutputCollector
+from .render import output_text
 from .store import LocalStore
 
 __all__ = [
     "CELL_TYPES",
     "MAX_VARIABLES",
+    "RAISES_TAG",
+    "SKIP_TAG",
     "VARIABLE_REPR_CHARS",
     "WRITEBACK_INTERVAL",
     "CellRef",
     "CellView",
     "Execution",
     "NotebookSession",
+    "RunAll",
     "Variable",
 ]
 
@@ -56,8 +67,16 @@ WRITEBACK_INTERVAL = 2.0
 MAX_VARIABLES = 500
 #: Characters of each variable's repr that list_variables returns.
 VARIABLE_REPR_CHARS = 120
+#: run_all leaves code cells with this tag alone (nbclient's `skip_cells_with_tag` default).
+SKIP_TAG = "skip-execution"
+#: run_all goes on after an error in a code cell with this tag (nbclient's rule for it).
+RAISES_TAG = "raises-exception"
 
 ProgressCallback = Callable[[float, str], Awaitable[None]]
+#: Called by run_all before code cell k (1-based) of n runs.
+BeforeCell = Callable[[int, int, "CellRef"], Awaitable[None]]
+#: Called by run_all after code cell k (1-based) of n ran.
+AfterCell = Callable[[int, int, "Execution"], Awaitable[None]]
 
 # Runs in the kernel for list_variables, wrapped in `exec(..., {})` and with store_history=False: it
 # adds no cell, no history entry and no execution count, and defines nothing in the user's namespace.
@@ -127,6 +146,51 @@ class Execution:
     result: ExecutionResult
     saved: bool = True
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.status == "ok"
+
+    def error_text(self) -> str:
+        """The tracebacks of the cell's error outputs (ANSI stripped) and the note on a timeout or death."""
+        parts = [output_text(o) for o in self.result.outputs if o.get("output_type") == "error"]
+        if self.result.note:
+            parts.append(self.result.note)
+        return "\n".join(parts)
+
+    def raise_for_status(self) -> Execution:
+        """Raise CellExecutionError unless the cell ran without error; returns self, for chaining."""
+        if not self.ok:
+            raise CellExecutionError(self.cell.index, self.cell.id, self.result.status, self.error_text())
+        return self
+
+
+@dataclass
+class RunAll:
+    """The result of `NotebookSession.run_all`: what ran, and the cell that stopped the run, if any."""
+
+    executions: list[Execution]
+    total: int
+    """Code cells selected to run (blank cells and cells tagged skip-execution are not counted)."""
+    elapsed: float
+    failed: Execution | None = None
+    """The cell that stopped the run: an error not allowed, a timeout or a dead kernel."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    @property
+    def errors(self) -> list[Execution]:
+        """Every cell that did not run cleanly, including errors that were allowed."""
+        return [e for e in self.executions if not e.ok]
+
+    def raise_for_status(self) -> RunAll:
+        """Raise CellExecutionError for the cell that stopped the run; returns self otherwise."""
+        if self.failed is not None:
+            self.failed.raise_for_status()
+        return self
 
 
 @dataclass(frozen=True)
@@ -207,6 +271,30 @@ def _new_cell(cell_type: str, source: str) -> NotebookNode:
     if cell_type == "raw":
         return nbformat.v4.new_raw_cell(source)
     raise UsageError(f"cell_type {cell_type!r} is not one of {', '.join(CELL_TYPES)}")
+
+
+def _check_range(start: int, stop: int | None, n: int) -> range:
+    """Resolve run_all's [start, stop) like a Python slice, but refuse a range outside the notebook."""
+    if n == 0:
+        return range(0)  # nothing to run, whatever was asked
+    lo = start + n if start < 0 else start
+    if not 0 <= lo < n:
+        raise CellIndexError(start, n)
+    hi = n if stop is None else stop + n if stop < 0 else stop
+    if hi > n:
+        raise UsageError(
+            f"cannot run up to cell {hi - 1}: the notebook has {n} cells "
+            f"(valid: 0 to {n - 1}, or negative indices counting from the end)"
+        )
+    if hi <= lo:
+        raise UsageError(f"the range ends (at cell {hi - 1}) before it starts (at cell {lo}); nothing to run")
+    return range(lo, hi)
+
+
+def _runnable(cell: NotebookNode) -> bool:
+    """Whether run_all runs the cell: code, not blank, not tagged skip-execution (as nbclient decides)."""
+    tags = cell.get("metadata", {}).get("tags", [])
+    return cell.get("cell_type") == "code" and bool(_source(cell).strip()) and SKIP_TAG not in tags
 
 
 def _ensure_ids(nb: NotebookNode) -> None:
@@ -597,6 +685,73 @@ class NotebookSession:
             f"could not list the kernel's variables ({result.status}{': ' + problem if problem else ''}); "
             "list_variables needs an IPython kernel (Python)"
         )
+
+    async def run_all(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        timeout: float | None = None,
+        stop_on_error: bool = True,
+        before_cell: BeforeCell | None = None,
+        after_cell: AfterCell | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 1.0,
+    ) -> RunAll:
+        """Run the code cells of `cells[start:stop]` in order, saving each cell's outputs as it finishes.
+
+        Cells are chosen as nbclient chooses them: blank code cells and cells tagged `skip-execution`
+        are left alone. `timeout` applies to each cell. The run stops at the first cell that raises
+        (unless `stop_on_error` is False or the cell is tagged `raises-exception`), and always at a
+        timeout or a dead kernel; `RunAll.failed` is that cell. Never raises for a cell's failure.
+        """
+        if self.kernel is None:
+            raise UsageError("the session is not open; call open() first")
+        started = time.monotonic()
+        nb = await self._read()
+        selected = _check_range(start, stop, len(nb.cells))
+        if any(_runnable(nb.cells[i]) and "id" not in nb.cells[i] for i in selected):
+            # The run follows its cells by id, so cells inserted or moved meanwhile do not shift it.
+
+            def add_ids(nb: NotebookNode) -> NotebookNode:
+                _ensure_ids(nb)
+                return nb
+
+            nb = await self._edit(add_ids)
+        plan = [
+            (str(nb.cells[i].id), RAISES_TAG in nb.cells[i].get("metadata", {}).get("tags", []))
+            for i in selected
+            if _runnable(nb.cells[i])
+        ]
+        run = RunAll([], len(plan), 0.0)
+        for k, (cell_id, may_raise) in enumerate(plan, 1):
+            index = await self._index_of(cell_id)
+            if index is not None and before_cell is not None:
+                await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
+            try:
+                # By id: the callback (or a person) may have moved it since the plan was made.
+                execution = await self.execute_cell(
+                    cell_id=cell_id, timeout=timeout, on_progress=on_progress, progress_every=progress_every
+                )
+            except CellNotFoundError:
+                run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
+                continue
+            run.executions.append(execution)
+            if after_cell is not None:
+                await after_cell(k, len(plan), execution)
+            status = execution.result.status
+            if status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
+                continue
+            run.failed = execution
+            break
+        run.elapsed = time.monotonic() - started
+        return run
+
+    async def _index_of(self, cell_id: str) -> int | None:
+        try:
+            return _find_id(await self._read(), cell_id)
+        except CellNotFoundError:
+            return None
 
     async def _write_outputs(self, cell_id: str, outputs: list[NotebookNode], count: int | None) -> int | None:
         """Save outputs into the cell with `cell_id`; returns its index, or None if it is gone."""

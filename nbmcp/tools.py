@@ -38,7 +38,7 @@ from .render import (
     render_outputs,
     truncate_middle,
 )
-from .session import CellRef, CellView, Execution, NotebookSession
+from .session import CellRef, CellView, Execution, NotebookSession, RunAll
 
 __all__ = [
     "ALL_TOOLS",
@@ -115,6 +115,7 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "clear_cell_output": REPLACES,
     "clear_all_outputs": REPLACES,
     "execute_cell": RUNS,
+    "execute_all_cells": RUNS,
     "execute_code": RUNS,
     "interrupt_kernel": KERNEL_CONTROL,
     "restart_kernel": KERNEL_CONTROL,
@@ -215,6 +216,57 @@ def _execution_result(execution: Execution, max_chars: int, max_image_bytes: int
         "notes": notes,
     }
     return CallToolResult(content=content, structured_content=structured)
+
+
+def _run_all_result(run: RunAll, max_chars: int) -> CallToolResult:
+    """A run of many cells: one line per cell with its shortened output, the failing cell in full."""
+    failed = run.failed
+    if failed is None:
+        head = f"Ran {len(run.executions)} of {run.total} code cells in {run.elapsed:.2f} s"
+        head += "; every cell ran without error." if not run.errors else f"; {len(run.errors)} raised (allowed)."
+    else:
+        what = {"error": "raised an error", "timeout": "TIMED OUT", "dead": "KILLED THE KERNEL"}
+        head = (
+            f"Stopped: {_cell_name(failed.cell.index, failed.cell.id)} {what.get(failed.result.status, '')}; "
+            f"ran {len(run.executions)} of {run.total} code cells in {run.elapsed:.2f} s. "
+            "Its traceback is below; later cells were not run."
+        )
+    lines = [head] + [f"Note: {n}" for n in run.notes]
+    for e in run.executions:
+        status = "" if e.ok else f" [{e.result.status}]"
+        lines.append(f"--- {_cell_name(e.cell.index, e.cell.id)} execution_count={e.result.execution_count}{status}")
+        if e is failed:
+            continue
+        rendered = render_outputs(
+            e.result.outputs, max_chars=ALL_CELLS_OUTPUT_CHARS, cell=_address(e.cell.index, e.cell.id)
+        )
+        text = next((p.text for p in rendered if isinstance(p, TextPart)), "")
+        if text:
+            lines.append(text)
+        images = sum(isinstance(p, ImagePart) for p in rendered)
+        if images:
+            lines.append(f"[{images} image(s); read_cell({e.cell.index}) returns them]")
+    if failed is not None:
+        lines.append(failed.error_text() or "(no traceback)")
+    text = truncate_middle("\n".join(lines), max_chars, "read_cell(index) returns any cell in full")
+    structured = {
+        "status": "ok" if failed is None else failed.result.status,
+        "ran": len(run.executions),
+        "total": run.total,
+        "elapsed_seconds": round(run.elapsed, 3),
+        "failed_cell": None if failed is None else {"cell_index": failed.cell.index, "cell_id": failed.cell.id},
+        "cells": [
+            {
+                "cell_index": e.cell.index,
+                "cell_id": e.cell.id,
+                "status": e.result.status,
+                "execution_count": e.result.execution_count,
+            }
+            for e in run.executions
+        ],
+        "notes": run.notes,
+    }
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
 
 
 def _cell_text(view: CellView, max_chars: int) -> str:
@@ -454,6 +506,51 @@ def register_tools(
         """
         session = await get_session(ctx)
         return await run(ctx, session, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
+
+    @tool
+    async def execute_all_cells(
+        ctx: Context,
+        start_index: int = 0,
+        end_index: int = -1,
+        timeout_seconds: int = 300,
+        stop_on_error: bool = True,
+    ) -> CallToolResult:
+        """Run the code cells from `start_index` to `end_index` (inclusive; -1 = the last cell) in order.
+
+        Like "Run All" in Jupyter: outputs are saved in each cell as it finishes, blank cells and cells
+        tagged skip-execution are skipped. Stops at the first cell that raises (unless `stop_on_error`
+        is false), times out (`timeout_seconds` per cell) or kills the kernel, and returns that cell's
+        traceback. Sends a progress notification per cell ("cell k of n"). Returns every cell's status
+        and shortened outputs. To run one cell, use an execute_cell tool instead.
+        """
+        session = await get_session(ctx)
+        current = [0, 0]  # k (0-based) and n of the cell running now, for progress in the middle of a cell
+
+        async def before(k: int, n: int, ref: CellRef) -> None:
+            current[:] = [k - 1, n]
+            await ctx.report_progress(k - 1, n, f"cell {k} of {n}: {_cell_name(ref.index, ref.id)}")
+
+        async def during(elapsed: float, last_line: str) -> None:
+            k, n = current
+            # Progress must grow with every notification: stay below the next cell's whole number.
+            message = f"cell {k + 1} of {n} running for {elapsed:.0f} s"
+            if last_line:
+                message += f"; latest output: {last_line[:200]}"
+            await ctx.report_progress(k + min(elapsed / max(timeout_seconds, 1), 0.99), n, message)
+
+        # end_index is inclusive, as the model reads "from 2 to 5"; run_all takes a Python-style stop.
+        stop = None if end_index == -1 else end_index + 1
+        run = await session.run_all(
+            start_index,
+            stop,
+            timeout=timeout_seconds,
+            stop_on_error=stop_on_error,
+            before_cell=before,
+            on_progress=during,
+            progress_every=PROGRESS_INTERVAL,
+        )
+        await ctx.report_progress(run.total, run.total, f"done: ran {len(run.executions)} of {run.total}")
+        return _run_all_result(run, max_output_chars)
 
     @tool
     async def read_cell(ctx: Context, cell_index: int | None = None, cell_id: str | None = None) -> CallToolResult:

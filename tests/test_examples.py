@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +44,49 @@ async def test_demo_notebook_runs_cell_by_cell(tmp_path: Path) -> None:
             assert r.structured_content["status"] == "ok", text_of(r)
     nb = read_nb(path)
     assert "mean=" in nb.cells[code_cells[1]].outputs[0].text
+
+
+def _workflow_commands() -> list[str]:
+    """The single-line `run:` commands of examples/github-actions.yml, in order."""
+    lines = (EXAMPLES / "github-actions.yml").read_text().splitlines()
+    return [line.split("run:", 1)[1].strip() for line in lines if line.strip().startswith("run:")]
+
+
+def test_github_workflow_installs_from_the_checkout_never_from_pypi() -> None:
+    commands = _workflow_commands()
+    assert commands[0] == "python -m pip install . matplotlib"
+    assert not any(re.search(r"pip install[^.]*\bnbmcp\b", c) for c in commands)
+    assert "python examples/ci_report.py build/report.ipynb" in commands
+    assert any(c.startswith("nbmcp exec build/report.ipynb") for c in commands)
+
+
+def test_github_workflow_builds_the_report_and_runs_it(tmp_path: Path) -> None:
+    # The workflow's own commands (minus pip: nbmcp is installed here), in a copy of the checkout.
+    repo = tmp_path / "work" / "repo"
+    shutil.copytree(EXAMPLES, repo / "examples")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for command in _workflow_commands()[1:]:
+        done = subprocess.run(command, shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        assert done.stdout == ""
+    report = read_nb(repo / "build" / "report.ipynb")
+    assert [c.cell_type for c in report.cells] == ["markdown", "code"] * 3
+    code = [c for c in report.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == [1, 2, 3]  # from the `nbmcp exec` re-run
+    assert code[0].outputs[0].text == "5 builds, mean 308.6 s, slowest 341 s\n"
+    assert "| Wed | 341 | +32.4 |" in code[1].outputs[0].data["text/markdown"]
+    png = base64.b64decode(code[2].outputs[0].data["image/png"])
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000  # a real plot, not a placeholder
+    demo = read_nb(repo / "examples" / "demo.ipynb")
+    assert all(c.outputs for c in demo.cells if c.cell_type == "code")
+
+
+def test_ci_report_fails_loudly_when_a_cell_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("ci_report", EXAMPLES / "ci_report.py")
+    assert spec is not None and spec.loader is not None
+    ci_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ci_report)
+    monkeypatch.setattr(ci_report, "TABLE", "raise RuntimeError('no data today')")
+    path = tmp_path / "work" / "report.ipynb"
+    assert ci_report.main([str(path)]) == 1
+    assert read_nb(path).cells[3].outputs[0].evalue == "no data today"
