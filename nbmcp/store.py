@@ -291,6 +291,25 @@ class LocalStore:
         with self._mutex:
             return self._refresh()
 
+    def read_if_unchanged(self) -> NotebookNode | None:
+        """The cached notebook if a stat alone proves the file unchanged, else None; never blocks.
+
+        Costs one `stat`, so async callers use it on the event loop and go to a worker thread for
+        `read` only when it returns None (issue 8: the thread hop was most of a read tool's cost).
+        """
+        if not self._mutex.acquire(blocking=False):
+            return None  # an edit or a reload is under way
+        try:
+            if self._nb is None or self._seen is None:
+                return None
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return None
+            return self._nb if self._seen.trusted(st) else None
+        finally:
+            self._mutex.release()
+
     def changed_on_disk(self) -> bool:
         """True when the file's bytes differ from what we last read or wrote."""
         with self._mutex:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ from jupyter_client.manager import AsyncKernelManager
 from mcp import Client, StdioServerParameters
 from nbformat import NotebookNode
 
-from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, render_outputs, truncate_middle
+from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, output_text, render_outputs, truncate_middle
 from nbmcp.store import dumps_notebook
 
 from .notebooks import make_notebook
@@ -51,6 +52,9 @@ COLD_STARTS = {10: 3, 100: 2, 1000: 2, 10000: 1}
 PRINT_1MB = "print(('x' * 99 + '\\n') * 10_000, end='')"
 #: Seconds without a write before reads are timed: past the store's racy window, so a stat suffices.
 SETTLE = 0.3
+#: Untimed rounds before the timed ones.
+WARMUP = 2
+FLOOR_MODULE = "tests.bench.floor_server"
 
 READ_TOOLS = ("get_notebook_info", "read_cell", "read_all_cells")
 EDIT_TOOLS = ("overwrite_cell_source", "insert_markdown_cell", "delete_cell", "append_markdown_cell")
@@ -90,15 +94,18 @@ async def timed(n: int, call: Callable[[], Awaitable[Any]], *, warmup: int = 2) 
     return sample
 
 
-def timed_sync(n: int, call: Callable[[], Any], *, warmup: int = 1) -> Sample:
-    for _ in range(warmup):
-        call()
-    sample = Sample()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        sample.times.append(time.perf_counter() - t0)
-    return sample
+async def interleaved(n: int, steps: dict[str, Callable[[], Any]], warmup: int = WARMUP) -> dict[str, Sample]:
+    """Time each step once per round, for `warmup` + `n` rounds; steps may be sync or async."""
+    samples = {name: Sample() for name in steps}
+    for round_ in range(warmup + n):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+            if round_ >= warmup:
+                samples[name].times.append(time.perf_counter() - t0)
+    return samples
 
 
 async def call_ok(client: Client, tool: str, args: dict[str, Any] | None = None) -> Any:
@@ -111,8 +118,8 @@ async def call_ok(client: Client, tool: str, args: dict[str, Any] | None = None)
 # -- the server process ---------------------------------------------------------------------------
 
 
-def server_pid(notebook: Path) -> int:
-    """The pid of our child process running `nbmcp NOTEBOOK` (found through /proc)."""
+def server_pid(*markers: bytes) -> int:
+    """The pid of our child process whose command line holds all `markers` (found through /proc)."""
     me = os.getpid()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -123,9 +130,9 @@ def server_pid(notebook: Path) -> int:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == me and b"nbmcp" in cmdline and str(notebook).encode() in cmdline:
+        if ppid == me and all(m in cmdline for m in markers):
             return int(entry.name)
-    raise RuntimeError(f"no nbmcp child process serving {notebook}")
+    raise RuntimeError(f"no child process running {markers}")
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -194,8 +201,9 @@ def render_floor(tool: str, nb: NotebookNode, index: int) -> Callable[[], Any]:
             parts = []
             for cell in nb.cells:
                 parts.append(cell.source)
-                for part in render_outputs(cell.get("outputs", []), max_chars=2_000):
-                    parts.append(getattr(part, "text", ""))
+                outputs = cell.get("outputs", [])
+                parts.extend(getattr(p, "text", "") for p in render_outputs(outputs, max_chars=2_000))
+                parts.extend(output_text(o) for o in outputs)  # the structured answer's outputs
             return truncate_middle("\n".join(parts), MAX_OUTPUT_CHARS * 5, "")
 
     else:
@@ -213,10 +221,12 @@ class RawKernel:
         self.km = AsyncKernelManager(kernel_name="python3")
 
     async def __aenter__(self) -> RawKernel:
+        t0 = time.perf_counter()
         await self.km.start_kernel(stdout=sys.stderr.fileno())
         self.kc = self.km.client()
         self.kc.start_channels()
         await self.kc.wait_for_ready(timeout=60)
+        self.start_seconds = time.perf_counter() - t0
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -242,7 +252,7 @@ class RawKernel:
 # -- one notebook size ----------------------------------------------------------------------------
 
 
-async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel, empty: Sample) -> dict[str, Any]:
+async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel) -> dict[str, Any]:
     reps = REPETITIONS.get(n_cells, 5)
     notebook = work / f"bench-{n_cells}.ipynb"
     nbformat.write(make_notebook(n_cells), notebook)
@@ -262,9 +272,10 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel,
                 await inner.aclose()
         stack.push_async_callback(inner.aclose)
         out["cold_start"] = {"first_answer": Sample(firsts).as_json(), "kernel_ready": Sample(readies).as_json()}
-        pid = server_pid(notebook)
+        pid = server_pid(b"nbmcp", str(notebook).encode())
         out["rss_after_open_bytes"] = proc_status(pid, "VmRSS")
 
+        # Each tool call is interleaved with its floor's parts, so both meet the same machine load.
         # Reads, on a file nobody changed: a stat only, no bytes read from the notebook.
         nb = nbformat.read(notebook, as_version=4)
         mid = n_cells // 2
@@ -272,40 +283,33 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel,
         await asyncio.sleep(SETTLE)
         for tool in READ_TOOLS:
             args = read_args.get(tool, {})
-            before = bytes_read(pid)
-            sample = await timed(reps, lambda t=tool, a=args: call_ok(client, t, a))  # type: ignore[misc]
-            per_call = (bytes_read(pid) - before) / (reps + 2)
             answer = await call_ok(client, tool, args)
             saved = work / f"answer-{n_cells}-{tool}.json"
             saved.write_text(answer.model_dump_json(by_alias=True, exclude_none=True))
-            replay = await timed(reps, lambda s=str(saved): call_ok(floor, "replay", {"path": s}))  # type: ignore[misc]
-            render = timed_sync(reps, render_floor(tool, nb, mid))
-            floor_s = replay.median + render.median
-            out["tools"][tool] = sample.as_json() | {
+            before = bytes_read(pid)
+            got = await interleaved(
+                reps,
+                {
+                    tool: lambda t=tool, a=args: call_ok(client, t, a),  # type: ignore[misc]
+                    "replay": lambda s=str(saved): call_ok(floor, "replay", {"path": s}),  # type: ignore[misc]
+                    "render": render_floor(tool, nb, mid),
+                },
+            )
+            per_call = (bytes_read(pid) - before) / (reps + WARMUP)
+            floor_s = got["replay"].median + got["render"].median
+            out["tools"][tool] = got[tool].as_json() | {
                 "bytes_read_per_call": round(per_call),
                 "floor_ms": ms(floor_s),
-                "floor": {"replay": replay.as_json(), "render": render.as_json()},
-                "ratio": round(sample.median / floor_s, 2),
+                "floor": {"replay": got["replay"].as_json(), "render": got["render"].as_json()},
+                "ratio": round(got[tool].median / floor_s, 2),
                 "target": "<= 1.2",
-                "ok": sample.median <= 1.2 * floor_s,
+                "ok": got[tool].median <= 1.2 * floor_s,
             }
 
-        # The floor of an edit: round trip + serialize + atomic write, on this notebook.
-        serialize = timed_sync(reps, lambda: dumps_notebook(nb))
-        reference = timed_sync(reps, lambda: nbformat.v4.writes(nb))
+        # Edits, back to back as an assistant in a hurry makes them. Floor: round trip + serialize
+        # (the faster of nbformat's and nbmcp's serializers: the bytes are the same) + atomic write.
         data = dumps_notebook(nb)
         scratch = work / f"floor-{n_cells}.ipynb"
-        write = timed_sync(reps, lambda: atomic_write(scratch, data))
-        out["floors"] = {
-            "empty_round_trip": empty.as_json(),
-            "serialize_nbformat": reference.as_json(),
-            "serialize_nbmcp": serialize.as_json(),
-            "atomic_write": write.as_json(),
-        }
-        # The physical floor: the cheaper of the two serializers (both produce the same bytes).
-        edit_floor = empty.median + min(reference.median, serialize.median) + write.median
-
-        # Edits, back to back as an assistant in a hurry makes them.
         counter = iter(range(10**9))
         edits: dict[str, Callable[[], Awaitable[Any]]] = {
             "overwrite_cell_source": lambda: call_ok(
@@ -318,35 +322,54 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel,
             "append_markdown_cell": lambda: call_ok(client, "append_markdown_cell", {"cell_source": "# appended"}),
         }
         for tool in EDIT_TOOLS:
-            sample = await timed(reps, edits[tool])
-            out["tools"][tool] = sample.as_json() | {
-                "floor_ms": ms(edit_floor),
-                "ratio": round(sample.median / edit_floor, 2),
+            got = await interleaved(
+                reps,
+                {
+                    tool: edits[tool],
+                    "empty_round_trip": lambda: call_ok(floor, "empty"),
+                    "serialize_nbformat": lambda: nbformat.v4.writes(nb),
+                    "serialize_nbmcp": lambda: dumps_notebook(nb),
+                    "atomic_write": lambda: atomic_write(scratch, data),
+                },
+            )
+            floor_s = (
+                got["empty_round_trip"].median
+                + min(got["serialize_nbformat"].median, got["serialize_nbmcp"].median)
+                + got["atomic_write"].median
+            )
+            out["tools"][tool] = got.pop(tool).as_json() | {
+                "floor_ms": ms(floor_s),
+                "floor": {k: v.as_json() for k, v in got.items()},
                 "target": "<= 1.5",
-                "ok": sample.median <= 1.5 * edit_floor,
             }
+            out["tools"][tool]["ratio"] = round(out["tools"][tool]["median_ms"] / ms(floor_s), 2)
+            out["tools"][tool]["ok"] = out["tools"][tool]["median_ms"] <= 1.5 * ms(floor_s)
 
         # Executions: `1+1`, then a cell printing 1 MB (last: its output stays in the notebook).
+        # Floor: raw jupyter_client execute + round trip + serialize + atomic write.
         out["kernel"] = (await call_ok(client, "get_notebook_info")).structured_content["kernel"]
         for name, code in (("execute 1+1", "1+1"), ("execute print 1 MB", PRINT_1MB)):
             await call_ok(client, "append_execute_code_cell", {"cell_source": code})
             last = (await call_ok(client, "get_notebook_info")).structured_content["total_cells"] - 1
-            n = reps if code == "1+1" else max(3, reps // 3)
-            sample = await timed(
-                n,
-                lambda i=last: call_ok(  # type: ignore[misc]
-                    client, "execute_cell_simple_timeout", {"cell_index": i, "timeout_seconds": 60}
-                ),
-            )
-            raw = await timed(n, lambda c=code: kernel.execute(c))  # type: ignore[misc]
             now = nbformat.read(notebook, as_version=4)
             now_data = dumps_notebook(now)
-            ser = timed_sync(max(3, n // 3), lambda m=now: dumps_notebook(m))  # type: ignore[misc]
-            wr = timed_sync(max(3, n // 3), lambda d=now_data: atomic_write(scratch, d))  # type: ignore[misc]
-            floor_s = raw.median + empty.median + ser.median + wr.median
+            got = await interleaved(
+                reps if code == "1+1" else max(3, reps // 3),
+                {
+                    name: lambda i=last: call_ok(  # type: ignore[misc]
+                        client, "execute_cell_simple_timeout", {"cell_index": i, "timeout_seconds": 60}
+                    ),
+                    "raw_execute": lambda c=code: kernel.execute(c),  # type: ignore[misc]
+                    "empty_round_trip": lambda: call_ok(floor, "empty"),
+                    "serialize": lambda m=now: dumps_notebook(m),  # type: ignore[misc]
+                    "atomic_write": lambda d=now_data: atomic_write(scratch, d),  # type: ignore[misc]
+                },
+            )
+            sample = got.pop(name)
+            floor_s = sum(v.median for v in got.values())
             out["tools"][name] = sample.as_json() | {
                 "floor_ms": ms(floor_s),
-                "floor": {"raw_execute": raw.as_json(), "serialize": ser.as_json(), "atomic_write": wr.as_json()},
+                "floor": {k: v.as_json() for k, v in got.items()},
                 "overhead_ms": ms(sample.median - floor_s),
                 "target": "overhead <= 5 ms" if code == "1+1" else "(reported)",
                 "ok": sample.median <= floor_s + 0.005 if code == "1+1" else None,
@@ -429,6 +452,13 @@ def table(results: dict[str, Any]) -> str:
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
+    floor = results["floor"]
+    lines.append(
+        f"\nfloors: empty tool round trip {floor['empty_round_trip']['median_ms']:.2f} ms; "
+        f"spawn to first answer of an empty SDK server {floor['cold_start_first_answer']['median_ms']:.0f} ms; "
+        f"raw kernel start {floor['raw_kernel_start']['median_ms']:.0f} ms; "
+        f"empty server RSS {floor['server_rss_bytes'] / 1e6:.0f} MB"
+    )
     return "\n".join(lines)
 
 
@@ -441,12 +471,28 @@ async def main(sizes: tuple[int, ...], json_path: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="nbmcp-bench-") as tmp:
         work = Path(tmp)
         os.environ.setdefault("NBMCP_LOCK_DIR", str(work / "locks"))
-        floor_params = StdioServerParameters(command=sys.executable, args=["-m", "tests.bench.floor_server"], cwd=ROOT)
+        floor_params = StdioServerParameters(
+            command=sys.executable, args=["-m", FLOOR_MODULE], cwd=ROOT, env=dict(os.environ)
+        )
+        # The floor of a cold start: spawn to the first answer of a server on the same SDK and transport.
+        floor_starts = Sample()
+        for _ in range(3):
+            t0 = time.perf_counter()
+            async with Client(floor_params) as floor:
+                await call_ok(floor, "empty")
+                floor_starts.times.append(time.perf_counter() - t0)
         async with Client(floor_params) as floor, RawKernel() as kernel:
+            kernel_start = Sample([kernel.start_seconds])
             empty = await timed(50, lambda: call_ok(floor, "empty"), warmup=5)
-            print(f"empty tool round trip: median {empty.median * 1e3:.2f} ms", file=sys.stderr)
+            results["floor"] = {
+                "empty_round_trip": empty.as_json(),
+                "cold_start_first_answer": floor_starts.as_json(),
+                "raw_kernel_start": kernel_start.as_json(),
+                "server_rss_bytes": proc_status(server_pid(FLOOR_MODULE.encode()), "VmRSS"),
+            }
+            print(f"floor: {json.dumps(results['floor'])}", file=sys.stderr)
             for n in sizes:
-                results["sizes"].append(await bench_size(n, work, floor, kernel, empty))
+                results["sizes"].append(await bench_size(n, work, floor, kernel))
     results["seconds"] = round(time.perf_counter() - started, 1)
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
