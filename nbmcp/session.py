@@ -362,7 +362,8 @@ class NotebookSession:
     # -- reading ----------------------------------------------------------------------------------
 
     async def _read(self) -> NotebookNode:
-        return await anyio.to_thread.run_sync(self.store.read)
+        nb = self.store.read_if_unchanged()  # a stat on the event loop; a thread only when needed
+        return nb if nb is not None else await anyio.to_thread.run_sync(self.store.read)
 
     async def _edit(self, apply: Callable[[NotebookNode], Any]) -> Any:
         def with_ids(nb: NotebookNode) -> Any:

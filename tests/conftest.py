@@ -16,6 +16,8 @@ from nbmcp.config import Settings
 from nbmcp.server import build_server
 
 FILES = Path(__file__).parent / "files"
+# Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests.
+collect_ignore = ["bench"]
 
 
 @pytest.fixture

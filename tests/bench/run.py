@@ -1,0 +1,512 @@
+"""Benchmarks: a real `nbmcp` process over stdio, measured against the floor of what it does (issue 8).
+
+    python -m tests.bench.run [--sizes 10,100,1000,10000] [--json bench-results.json]
+    python -m tox -e bench
+
+For each notebook size it spawns `python -m nbmcp NOTEBOOK` with the official MCP client, and measures
+cold start (spawn to the first tool answer, and to kernel ready), the median and p90 latency of each
+tool, executions of `1+1` and of a cell printing 1 MB, and the server's memory (VmRSS of the nbmcp
+process from /proc; the kernel is a separate process and is not counted). In the same run it measures
+the floors: an empty tool's round trip on a server built on the same SDK and transport
+(`tests/bench/floor_server.py`), the same server replaying a read tool's exact answer, nbformat
+serialization plus an atomic write (fsync, rename) of the same notebook, and a raw jupyter_client
+execute. It prints a table with each tool's ratio to its floor and writes everything to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from mcp import Client, StdioServerParameters
+from nbformat import NotebookNode
+
+from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, output_text, render_outputs, truncate_middle
+from nbmcp.store import dumps_notebook
+
+from .notebooks import make_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = (10, 100, 1000, 10000)
+#: Timed calls per tool, by notebook size: a full run stays within about 5 minutes on 2 cores.
+REPETITIONS = {10: 30, 100: 30, 1000: 15, 10000: 5}
+#: Spawns timed for cold start, by notebook size (each starts and stops a kernel).
+COLD_STARTS = {10: 3, 100: 2, 1000: 2, 10000: 1}
+#: A cell printing 1 MB (10,000 lines of 100 bytes).
+PRINT_1MB = "print(('x' * 99 + '\\n') * 10_000, end='')"
+#: Seconds without a write before reads are timed: past the store's racy window, so a stat suffices.
+SETTLE = 0.3
+#: Untimed rounds before the timed ones.
+WARMUP = 2
+FLOOR_MODULE = "tests.bench.floor_server"
+
+READ_TOOLS = ("get_notebook_info", "read_cell", "read_all_cells")
+EDIT_TOOLS = ("overwrite_cell_source", "insert_markdown_cell", "delete_cell", "append_markdown_cell")
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+@dataclass
+class Sample:
+    """Timings (seconds) of one measured thing."""
+
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.times)
+        return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"median_ms": ms(self.median), "p90_ms": ms(self.p90), "n": len(self.times)}
+
+
+async def timed(n: int, call: Callable[[], Awaitable[Any]], *, warmup: int = 2) -> Sample:
+    for _ in range(warmup):
+        await call()
+    sample = Sample()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        sample.times.append(time.perf_counter() - t0)
+    return sample
+
+
+async def interleaved(n: int, steps: dict[str, Callable[[], Any]], warmup: int = WARMUP) -> dict[str, Sample]:
+    """Time each step once per round, for `warmup` + `n` rounds; steps may be sync or async."""
+    samples = {name: Sample() for name in steps}
+    for round_ in range(warmup + n):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+            if round_ >= warmup:
+                samples[name].times.append(time.perf_counter() - t0)
+    return samples
+
+
+async def call_ok(client: Client, tool: str, args: dict[str, Any] | None = None) -> Any:
+    result = await client.call_tool(tool, args or {})
+    if result.is_error:
+        raise RuntimeError(f"{tool}({args}) failed: {result.content}")
+    return result
+
+
+# -- the server process ---------------------------------------------------------------------------
+
+
+def server_pid(*markers: bytes) -> int:
+    """The pid of our child process whose command line holds all `markers` (found through /proc)."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and all(m in cmdline for m in markers):
+            return int(entry.name)
+    raise RuntimeError(f"no child process running {markers}")
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A size field (kB) of /proc/PID/status, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def bytes_read(pid: int) -> int:
+    """Bytes the process has read through read() calls so far (/proc/PID/io rchar)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise KeyError("rchar")
+
+
+def nbmcp_params(notebook: Path) -> StdioServerParameters:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NBMCP_LOG_LEVEL="WARNING")
+    return StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(notebook)], env=env, cwd=ROOT)
+
+
+async def cold_start(stack: contextlib.AsyncExitStack, notebook: Path) -> tuple[Client, float, float]:
+    """Spawn nbmcp; seconds to the first tool answer and to the kernel being ready."""
+    t0 = time.perf_counter()
+    client = await stack.enter_async_context(Client(nbmcp_params(notebook)))
+    await call_ok(client, "get_notebook_info")
+    first = time.perf_counter() - t0
+    while True:
+        info = (await call_ok(client, "get_notebook_info")).structured_content
+        state = info["kernel"]["state"]
+        if state == "idle":
+            break
+        if state in ("failed", "dead"):
+            raise RuntimeError(f"kernel {state}: {info['kernel']}")
+        await asyncio.sleep(0.01)
+    return client, first, time.perf_counter() - t0
+
+
+# -- floors ---------------------------------------------------------------------------------------
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    """The floor of a safe save: temp file in the same folder, write, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".floor.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def render_floor(tool: str, nb: NotebookNode, index: int) -> Callable[[], Any]:
+    """The rendering a read tool cannot avoid: what it shows of the notebook, from memory."""
+    if tool == "read_cell":
+
+        def render() -> Any:
+            return render_outputs(
+                nb.cells[index].get("outputs", []), max_chars=MAX_OUTPUT_CHARS, max_image_bytes=MAX_IMAGE_BYTES
+            )
+
+    elif tool == "read_all_cells":
+
+        def render() -> Any:
+            parts = []
+            for cell in nb.cells:
+                parts.append(cell.source)
+                outputs = cell.get("outputs", [])
+                parts.extend(getattr(p, "text", "") for p in render_outputs(outputs, max_chars=2_000))
+                parts.extend(output_text(o) for o in outputs)  # the structured answer's outputs
+            return truncate_middle("\n".join(parts), MAX_OUTPUT_CHARS * 5, "")
+
+    else:
+
+        def render() -> Any:
+            return Counter(c.cell_type for c in nb.cells)
+
+    return render
+
+
+class RawKernel:
+    """A jupyter_client kernel driven directly: the floor of one execution."""
+
+    def __init__(self) -> None:
+        self.km = AsyncKernelManager(kernel_name="python3")
+
+    async def __aenter__(self) -> RawKernel:
+        t0 = time.perf_counter()
+        await self.km.start_kernel(stdout=sys.stderr.fileno())
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        await self.kc.wait_for_ready(timeout=60)
+        self.start_seconds = time.perf_counter() - t0
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.kc.stop_channels()
+        await self.km.shutdown_kernel(now=True)
+
+    async def execute(self, code: str) -> None:
+        msg_id = self.kc.execute(code, allow_stdin=False)
+        while True:
+            msg = await self.kc.get_iopub_msg(timeout=60)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                break
+        while True:
+            reply = await self.kc.get_shell_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return
+
+
+# -- one notebook size ----------------------------------------------------------------------------
+
+
+async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel) -> dict[str, Any]:
+    reps = REPETITIONS.get(n_cells, 5)
+    notebook = work / f"bench-{n_cells}.ipynb"
+    nbformat.write(make_notebook(n_cells), notebook)
+    size = notebook.stat().st_size
+    out: dict[str, Any] = {"cells": n_cells, "file_bytes": size, "repetitions": reps, "tools": {}, "floors": {}}
+    print(f"\n== {n_cells} cells, {size / 1e6:.2f} MB ({reps} timed calls per tool)", file=sys.stderr)
+
+    async with contextlib.AsyncExitStack() as stack:
+        firsts, readies = [], []
+        for k in range(COLD_STARTS.get(n_cells, 1)):
+            inner = contextlib.AsyncExitStack()
+            await inner.__aenter__()
+            client, first, ready = await cold_start(inner, notebook)
+            firsts.append(first)
+            readies.append(ready)
+            if k < COLD_STARTS.get(n_cells, 1) - 1:
+                await inner.aclose()
+        stack.push_async_callback(inner.aclose)
+        out["cold_start"] = {"first_answer": Sample(firsts).as_json(), "kernel_ready": Sample(readies).as_json()}
+        pid = server_pid(b"nbmcp", str(notebook).encode())
+        out["rss_after_open_bytes"] = proc_status(pid, "VmRSS")
+
+        # Each tool call is interleaved with its floor's parts, so both meet the same machine load.
+        # Reads, on a file nobody changed: a stat only, no bytes read from the notebook.
+        nb = nbformat.read(notebook, as_version=4)
+        mid = n_cells // 2
+        read_args: dict[str, dict[str, Any]] = {"read_cell": {"cell_index": mid}}
+        await asyncio.sleep(SETTLE)
+        for tool in READ_TOOLS:
+            args = read_args.get(tool, {})
+            answer = await call_ok(client, tool, args)
+            saved = work / f"answer-{n_cells}-{tool}.json"
+            saved.write_text(answer.model_dump_json(by_alias=True, exclude_none=True))
+            before = bytes_read(pid)
+            got = await interleaved(
+                reps,
+                {
+                    tool: lambda t=tool, a=args: call_ok(client, t, a),  # type: ignore[misc]
+                    "replay": lambda s=str(saved): call_ok(floor, "replay", {"path": s}),  # type: ignore[misc]
+                    "render": render_floor(tool, nb, mid),
+                },
+            )
+            per_call = (bytes_read(pid) - before) / (reps + WARMUP)
+            floor_s = got["replay"].median + got["render"].median
+            out["tools"][tool] = got[tool].as_json() | {
+                "bytes_read_per_call": round(per_call),
+                "floor_ms": ms(floor_s),
+                "floor": {"replay": got["replay"].as_json(), "render": got["render"].as_json()},
+                "ratio": round(got[tool].median / floor_s, 2),
+                "target": "<= 1.2",
+                "ok": got[tool].median <= 1.2 * floor_s,
+            }
+
+        # Edits, back to back as an assistant in a hurry makes them. Floor: round trip + serialize
+        # (the faster of nbformat's and nbmcp's serializers: the bytes are the same) + atomic write.
+        data = dumps_notebook(nb)
+        scratch = work / f"floor-{n_cells}.ipynb"
+        counter = iter(range(10**9))
+        edits: dict[str, Callable[[], Awaitable[Any]]] = {
+            "overwrite_cell_source": lambda: call_ok(
+                client, "overwrite_cell_source", {"cell_index": mid, "cell_source": f"x = {next(counter)}"}
+            ),
+            "insert_markdown_cell": lambda: call_ok(
+                client, "insert_markdown_cell", {"cell_index": mid, "cell_source": "# inserted"}
+            ),
+            "delete_cell": lambda: call_ok(client, "delete_cell", {"cell_index": mid}),
+            "append_markdown_cell": lambda: call_ok(client, "append_markdown_cell", {"cell_source": "# appended"}),
+        }
+        for tool in EDIT_TOOLS:
+            got = await interleaved(
+                reps,
+                {
+                    tool: edits[tool],
+                    "empty_round_trip": lambda: call_ok(floor, "empty"),
+                    "serialize_nbformat": lambda: nbformat.v4.writes(nb),
+                    "serialize_nbmcp": lambda: dumps_notebook(nb),
+                    "atomic_write": lambda: atomic_write(scratch, data),
+                },
+            )
+            floor_s = (
+                got["empty_round_trip"].median
+                + min(got["serialize_nbformat"].median, got["serialize_nbmcp"].median)
+                + got["atomic_write"].median
+            )
+            out["tools"][tool] = got.pop(tool).as_json() | {
+                "floor_ms": ms(floor_s),
+                "floor": {k: v.as_json() for k, v in got.items()},
+                "target": "<= 1.5",
+            }
+            out["tools"][tool]["ratio"] = round(out["tools"][tool]["median_ms"] / ms(floor_s), 2)
+            out["tools"][tool]["ok"] = out["tools"][tool]["median_ms"] <= 1.5 * ms(floor_s)
+
+        # Executions: `1+1`, then a cell printing 1 MB (last: its output stays in the notebook).
+        # Floor: raw jupyter_client execute + round trip + serialize + atomic write.
+        out["kernel"] = (await call_ok(client, "get_notebook_info")).structured_content["kernel"]
+        for name, code in (("execute 1+1", "1+1"), ("execute print 1 MB", PRINT_1MB)):
+            await call_ok(client, "append_execute_code_cell", {"cell_source": code})
+            last = (await call_ok(client, "get_notebook_info")).structured_content["total_cells"] - 1
+            now = nbformat.read(notebook, as_version=4)
+            now_data = dumps_notebook(now)
+            got = await interleaved(
+                reps if code == "1+1" else max(3, reps // 3),
+                {
+                    name: lambda i=last: call_ok(  # type: ignore[misc]
+                        client, "execute_cell_simple_timeout", {"cell_index": i, "timeout_seconds": 60}
+                    ),
+                    "raw_execute": lambda c=code: kernel.execute(c),  # type: ignore[misc]
+                    "empty_round_trip": lambda: call_ok(floor, "empty"),
+                    "serialize": lambda m=now: dumps_notebook(m),  # type: ignore[misc]
+                    "atomic_write": lambda d=now_data: atomic_write(scratch, d),  # type: ignore[misc]
+                },
+            )
+            sample = got.pop(name)
+            floor_s = sum(v.median for v in got.values())
+            out["tools"][name] = sample.as_json() | {
+                "floor_ms": ms(floor_s),
+                "floor": {k: v.as_json() for k, v in got.items()},
+                "overhead_ms": ms(sample.median - floor_s),
+                "target": "overhead <= 5 ms" if code == "1+1" else "(reported)",
+                "ok": sample.median <= floor_s + 0.005 if code == "1+1" else None,
+            }
+
+        out["rss_bytes"] = proc_status(pid, "VmRSS")
+        out["rss_peak_bytes"] = proc_status(pid, "VmHWM")
+        limit = 100e6 + 2 * size
+        out["memory"] = {"target": f"<= {limit / 1e6:.0f} MB", "ok": out["rss_bytes"] <= limit}
+        out["cold_start"]["ok"] = (
+            out["cold_start"]["first_answer"]["median_ms"] < 1000
+            and out["cold_start"]["kernel_ready"]["median_ms"] < 2000
+        )
+    scratch.unlink(missing_ok=True)
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("cells", "what", "median ms", "p90 ms", "floor ms", "ratio", "target", "")]
+    for size in results["sizes"]:
+        n = size["cells"]
+        cs = size["cold_start"]
+        rows.append(
+            (
+                str(n),
+                "cold start: first answer",
+                f"{cs['first_answer']['median_ms']:.0f}",
+                "",
+                "",
+                "",
+                "< 1000 ms",
+                "ok" if cs["first_answer"]["median_ms"] < 1000 else "MISS",
+            )
+        )
+        rows.append(
+            (
+                str(n),
+                "cold start: kernel ready",
+                f"{cs['kernel_ready']['median_ms']:.0f}",
+                "",
+                "",
+                "",
+                "< 2000 ms",
+                "ok" if cs["kernel_ready"]["median_ms"] < 2000 else "MISS",
+            )
+        )
+        for tool, r in size["tools"].items():
+            ratio = f"{r['ratio']:.2f}" if "ratio" in r else f"+{r['overhead_ms']:.1f} ms"
+            mark = {True: "ok", False: "MISS", None: ""}[r["ok"]]
+            rows.append(
+                (
+                    str(n),
+                    tool,
+                    f"{r['median_ms']:.1f}",
+                    f"{r['p90_ms']:.1f}",
+                    f"{r['floor_ms']:.1f}",
+                    ratio,
+                    r["target"],
+                    mark,
+                )
+            )
+        rows.append(
+            (
+                str(n),
+                "server RSS (MB)",
+                f"{size['rss_bytes'] / 1e6:.0f}",
+                f"peak {size['rss_peak_bytes'] / 1e6:.0f}",
+                "",
+                "",
+                size["memory"]["target"],
+                "ok" if size["memory"]["ok"] else "MISS",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) if i < 2 or i >= 6 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    floor = results["floor"]
+    lines.append(
+        f"\nfloors: empty tool round trip {floor['empty_round_trip']['median_ms']:.2f} ms; "
+        f"spawn to first answer of an empty SDK server {floor['cold_start_first_answer']['median_ms']:.0f} ms; "
+        f"raw kernel start {floor['raw_kernel_start']['median_ms']:.0f} ms; "
+        f"empty server RSS {floor['server_rss_bytes'] / 1e6:.0f} MB"
+    )
+    return "\n".join(lines)
+
+
+async def main(sizes: tuple[int, ...], json_path: Path) -> int:
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="nbmcp-bench-") as tmp:
+        work = Path(tmp)
+        os.environ.setdefault("NBMCP_LOCK_DIR", str(work / "locks"))
+        floor_params = StdioServerParameters(
+            command=sys.executable, args=["-m", FLOOR_MODULE], cwd=ROOT, env=dict(os.environ)
+        )
+        # The floor of a cold start: spawn to the first answer of a server on the same SDK and transport.
+        floor_starts = Sample()
+        for _ in range(3):
+            t0 = time.perf_counter()
+            async with Client(floor_params) as floor:
+                await call_ok(floor, "empty")
+                floor_starts.times.append(time.perf_counter() - t0)
+        async with Client(floor_params) as floor, RawKernel() as kernel:
+            kernel_start = Sample([kernel.start_seconds])
+            empty = await timed(50, lambda: call_ok(floor, "empty"), warmup=5)
+            results["floor"] = {
+                "empty_round_trip": empty.as_json(),
+                "cold_start_first_answer": floor_starts.as_json(),
+                "raw_kernel_start": kernel_start.as_json(),
+                "server_rss_bytes": proc_status(server_pid(FLOOR_MODULE.encode()), "VmRSS"),
+            }
+            print(f"floor: {json.dumps(results['floor'])}", file=sys.stderr)
+            for n in sizes:
+                results["sizes"].append(await bench_size(n, work, floor, kernel))
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    print(f"\n{results['seconds']:.0f} s; results in {json_path}")
+    return 0
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="notebook sizes in cells (comma-separated)")
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="where to write the results")
+    ns = parser.parse_args()
+    return asyncio.run(main(tuple(int(s) for s in ns.sizes.split(",")), ns.json))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

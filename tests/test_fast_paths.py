@@ -1,0 +1,88 @@
+"""What keeps nbmcp near its floor (issue 8), kept by tests: reads of an unchanged file cost a stat."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from mcp import Client
+
+from nbmcp.store import RACY_WINDOW_NS, LocalStore, new_notebook
+
+pytestmark = pytest.mark.anyio
+
+
+def age(path: Path) -> None:
+    """Make the file's mtime older than the racy window, as a file nobody touched for a while."""
+    old = os.stat(path).st_mtime_ns - 10 * RACY_WINDOW_NS
+    os.utime(path, ns=(old, old))
+
+
+def test_read_if_unchanged_needs_a_trusted_stat(nb_path: Path) -> None:
+    nbformat.write(new_notebook(), nb_path)
+    age(nb_path)
+    store = LocalStore(nb_path)
+    assert store.read_if_unchanged() is None  # nothing read yet
+    nb = store.read()
+    assert store.read_if_unchanged() is nb
+    store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("x")))
+    assert store.read_if_unchanged() is None  # just written: within the racy window, hash it
+    age(nb_path)
+    store.read()  # hashes once, now that the mtime is safely old
+    assert store.read_if_unchanged() is not None
+    other = new_notebook()
+    other.cells.append(nbformat.v4.new_raw_cell("someone else"))
+    nbformat.write(other, nb_path)
+    age(nb_path)
+    assert store.read_if_unchanged() is None  # changed on disk: the caller must reload
+    assert store.read().cells[0].source == "someone else"
+
+
+def test_read_if_unchanged_never_waits_for_an_edit(nb_path: Path) -> None:
+    nbformat.write(new_notebook(), nb_path)
+    age(nb_path)
+    store = LocalStore(nb_path)
+    store.read()
+    inside, release = threading.Event(), threading.Event()
+
+    def apply(nb: nbformat.NotebookNode) -> None:
+        inside.set()
+        release.wait(10)
+
+    editor = threading.Thread(target=store.edit, args=(apply,))
+    editor.start()
+    try:
+        assert inside.wait(10)
+        started = time.monotonic()
+        assert store.read_if_unchanged() is None  # mid-edit: the caller goes to a thread and waits there
+        assert time.monotonic() - started < 0.5
+    finally:
+        release.set()
+        editor.join()
+
+
+async def test_read_tools_on_an_unchanged_file_do_not_read_it(
+    client: Client, nb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = await client.call_tool("append_markdown_cell", {"cell_source": "# a"})
+    assert not r.is_error
+    age(nb_path)
+    reads = []
+    original = LocalStore._read_bytes
+
+    def counting(self: LocalStore) -> bytes:
+        reads.append(self.path)
+        return original(self)
+
+    monkeypatch.setattr(LocalStore, "_read_bytes", counting)
+    await client.call_tool("get_notebook_info", {})  # the first look after aging hashes the file once
+    reads.clear()
+    for _ in range(5):
+        for tool, args in (("read_cell", {"cell_index": 0}), ("read_all_cells", {}), ("get_notebook_info", {})):
+            r = await client.call_tool(tool, args)
+            assert not r.is_error
+    assert reads == []

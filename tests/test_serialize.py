@@ -1,0 +1,131 @@
+"""The fast serializer writes exactly the bytes nbformat writes (DESIGN.md: formatted like Jupyter)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat import NotebookNode
+
+from nbmcp.store import _encode, _for_disk, dumps_notebook, new_notebook
+
+from .bench.notebooks import make_notebook
+
+ROOT = Path(__file__).parent.parent
+
+
+def nbformat_bytes(nb: NotebookNode) -> bytes:
+    """What Jupyter writes: nbformat.v4.writes plus the trailing newline nbformat.write adds."""
+    return (nbformat.v4.writes(nb) + "\n").encode("utf-8")
+
+
+def round_trip(nb: NotebookNode) -> NotebookNode:
+    """The notebook as nbmcp holds it after reading it from a file."""
+    return nbformat.reads(nbformat.v4.writes(nb), as_version=4)
+
+
+def tricky_notebook() -> NotebookNode:
+    nb = new_notebook()
+    nb.metadata["orig_nbformat"] = 3  # transient: never written
+    nb.metadata["signature"] = "sha256:..."
+    nb.metadata["numbers"] = {
+        "float": 0.1,
+        "big": 10**30,
+        "huge_float": 1e16,
+        "neg_zero": -0.0,
+        "tiny": 5e-324,
+        "bool": True,
+        "int": 1,
+        "none": None,
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "tuple": (1, "a"),
+    }
+    nb.metadata["nested"] = {"empty_dict": {}, "empty_list": [], "deep": [[{"b": 1, "a": [2, {}]}]]}
+    nb.metadata["text"] = 'quotes " back\\slash \x00\x1f\x7f tab\t é ü 中文 😀 \u2028 \u2029 </script>'
+    md = nbformat.v4.new_markdown_cell("# Title\r\nwindows line\rold mac line\n\nend without newline")
+    md.attachments = {"a.png": {"image/png": "iVBORw0KGgo=", "text/plain": "line 1\nline 2\n"}}
+    md.metadata["trusted"] = True  # transient
+    code = nbformat.v4.new_code_cell(["already ", "split\n", "source"], execution_count=3)
+    code.metadata = {"tags": ["a", "b"], "collapsed": False, "scrolled": "auto"}
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="a\nb\n\nc"),
+        nbformat.v4.new_output("stream", name="stderr", text=["kept\n", "as a list"]),
+        nbformat.v4.new_output(
+            "execute_result",
+            execution_count=3,
+            data={
+                "text/plain": "x\ny",
+                "text/html": "<b>\n</b>",
+                "image/svg+xml": "<svg>\n</svg>",
+                "application/javascript": "f()\ng()",
+                "application/json": {"k": ["v\nw"]},
+                "application/vnd.custom+json": {"z": 1, "a": 2},
+                "image/png": "iVBOR\nw0KGgo=",
+            },
+            metadata={"image/png": {"width": 10}},
+        ),
+        nbformat.v4.new_output("display_data", data={}),
+        nbformat.v4.new_output("error", ename="E", evalue="v", traceback=["\x1b[31mred\x1b[0m", "2"]),
+    ]
+    empty = nbformat.v4.new_code_cell("")
+    raw = nbformat.v4.new_raw_cell("raw\ntext")
+    nb.cells = [md, code, empty, raw]
+    return nb
+
+
+@pytest.mark.parametrize("cells", [0, 1, 50, 400])
+def test_generated_notebooks_are_byte_identical(cells: int) -> None:
+    nb = round_trip(make_notebook(cells, seed=cells))
+    assert dumps_notebook(nb) == nbformat_bytes(nb)
+
+
+def test_tricky_values_are_byte_identical() -> None:
+    nb = tricky_notebook()
+    assert dumps_notebook(nb) == nbformat_bytes(nb)
+    nb = round_trip(nb)  # as read from a file: strings rejoined, transients gone
+    assert dumps_notebook(nb) == nbformat_bytes(nb)
+
+
+@pytest.mark.parametrize("name", ["tests/files/v44_no_ids.ipynb", "examples/demo.ipynb"])
+def test_committed_notebooks_are_byte_identical(name: str, nb_path: Path) -> None:
+    nb = nbformat.read(ROOT / name, as_version=4)
+    nbformat.write(nb, nb_path)
+    assert dumps_notebook(nb) == nb_path.read_bytes()
+
+
+def test_the_in_memory_notebook_is_not_changed() -> None:
+    nb = tricky_notebook()
+    before = nbformat.v4.writes(nb)
+    dumps_notebook(nb)
+    assert nbformat.v4.writes(nb) == before
+    assert isinstance(nb.cells[0].source, str) and "trusted" in nb.cells[0].metadata
+
+
+@pytest.mark.parametrize("value", [b"YWJj", {1: "int key"}, {"set": {1, 2}}], ids=["bytes", "int-key", "set"])
+def test_what_the_fast_encoder_does_not_know_goes_to_nbformat(value: object) -> None:
+    nb = new_notebook()
+    nb.metadata["odd"] = value
+    with pytest.raises(TypeError):
+        _encode(_for_disk(nb), "\n")
+    try:
+        expected: bytes | type[Exception] = nbformat_bytes(nb)
+    except TypeError:
+        expected = TypeError
+    if expected is TypeError:
+        with pytest.raises(TypeError):
+            dumps_notebook(nb)
+    else:
+        assert dumps_notebook(nb) == expected
+
+
+def test_a_broken_notebook_fails_as_nbformat_fails() -> None:
+    nb = new_notebook()
+    nb.cells.append(NotebookNode({"source": "no cell_type"}))
+    with pytest.raises(AttributeError):
+        nbformat.v4.writes(nb)
+    with pytest.raises(AttributeError):
+        dumps_notebook(nb)
