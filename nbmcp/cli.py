@@ -65,7 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="the notebook (.ipynb) to serve; created if missing")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        default=".",
+        help="the notebook (.ipynb) to serve, created if missing; or a folder: serve every notebook under it "
+        "(default: the current folder)",
+    )
     p.add_argument(
         "--transport",
         choices=TRANSPORTS,
@@ -192,7 +199,7 @@ def _check_path(settings: Settings) -> str | None:
     """A message if the notebook path cannot work, else None (checked before serving)."""
     path = settings.path
     if path.is_dir():
-        return f"{path} is a folder; give the path of a notebook file (.ipynb)"
+        return None  # a folder: every notebook under it is served, each checked when it is used
     if path.suffix != ".ipynb":
         return f"{path} does not end in .ipynb; nbmcp serves Jupyter notebooks"
     if not path.parent.is_dir():
@@ -246,8 +253,9 @@ def cli(*args: str) -> int:
         print(f"nbmcp: error: {problem}", file=sys.stderr)
         return 1
     if sys.stdin.isatty() and settings.transport == "stdio":
+        what = " (every notebook under it)" if settings.path.is_dir() else ""
         print(
-            f"nbmcp {__version__}: serving {settings.path} over stdio.\n"
+            f"nbmcp {__version__}: serving {settings.path}{what} over stdio.\n"
             "It is waiting for an MCP client on stdin; a person typing here will not get far.\n"
             "Configure your client (Claude Desktop, VS Code, Cursor) to start this command instead:\n"
             f'  {{"command": "nbmcp", "args": ["{settings.path}"]}}\n'

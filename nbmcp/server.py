@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import warnings
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
 
 from . import __version__
 from .config import Settings
+from .errors import UsageError
+from .paths import confine, relative_name
 from .session import NotebookSession
 from .store import dumps_notebook
-from .tools import register_tools
+from .tools import register_tools, requested_notebook
 from .watcher import NotebookWatcher
 
-__all__ = ["INSTRUCTIONS", "NotebookHost", "build_server", "create_server", "health_report", "run", "serve"]
+__all__ = [
+    "INSTRUCTIONS",
+    "MAX_LISTED_NOTEBOOKS",
+    "NotebookHost",
+    "Workspace",
+    "build_server",
+    "create_server",
+    "run",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,103 +51,92 @@ A person may edit the notebook at the same time: read it again before relying on
 The notebook is also a resource (its nbformat JSON) that a client can subscribe to.
 """
 
+FOLDER_INSTRUCTIONS = """\
+This server serves every notebook under a folder: list_notebooks() shows them, use_notebook(path)
+makes one the notebook your calls work on, and any notebook tool also takes notebook_path to name
+its notebook outright.
+"""
+
+#: Notebooks list_notebooks reports at most (a huge folder tree is cut, with a note).
+MAX_LISTED_NOTEBOOKS = 1000
+#: Folders list_notebooks does not descend into (besides hidden ones).
+_SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"})
+
 #: MCP log message sent to clients when the file changed on disk and was reloaded.
 RELOADED_MESSAGE = "notebook changed on disk, reloaded"
 
 
 class NotebookHost:
-    """The server-side state of one notebook: its session, its watcher and who to tell of changes."""
+    """The server-side state of one open notebook: its session, its watcher and who to tell of changes."""
 
-    def __init__(self, session: NotebookSession, *, watch: bool = True) -> None:
+    def __init__(self, session: NotebookSession, bus: InMemorySubscriptionBus, *, watch: bool = True) -> None:
         self.session = session
         self.watch = watch
         self.uri = session.path.as_uri()
         #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
-        self.bus = InMemorySubscriptionBus()
-        #: Handshake-era client sessions, to which change notices are pushed directly.
+        self.bus = bus
+        #: Handshake-era client connections, to which change notices are pushed directly.
         self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
         self.watcher_ready = anyio.Event()
         self.external_changes = 0
+        self._watch_scope: anyio.CancelScope | None = None
 
-    @asynccontextmanager
-    async def lifespan(self, app: MCPServer) -> AsyncIterator[None]:
-        try:
-            await self.session.open()
-        except Exception as exc:
-            # The server still answers, so the client can show the user why tools fail.
-            logger.error("could not open %s: %s", self.session.path, exc)
-        async with anyio.create_task_group() as tg:
-            if self.watch:
-                watcher = NotebookWatcher(self.session.store, self.on_external_change)
-                tg.start_soon(lambda: watcher.run(ready=self.watcher_ready))
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await self.session.close()
+    async def start(self, tg: TaskGroup, *, start_kernel: bool = True) -> None:
+        """Open the notebook (its kernel starts in the background) and start watching it."""
+        await self.session.open(start_kernel=start_kernel)
+        if self.watch:
+            tg.start_soon(self._watch)
 
-    async def get_session(self, ctx: Context) -> NotebookSession:
-        self._remember_client(ctx)
-        if self.session.kernel is None:
-            await self.session.open()
-        return self.session
+    async def _watch(self) -> None:
+        with anyio.CancelScope() as self._watch_scope:
+            await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
 
-    def _remember_client(self, ctx: Context) -> None:
+    async def close(self) -> None:
+        """Stop watching and shut the kernel down."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.session.close()
+
+    def remember_client(self, ctx: Context) -> None:
         version = ctx.protocol_version
         connection = _connection(ctx.session)
         if connection is not None and version is not None and version < "2026-07-28":
             self._legacy_sessions.add(connection)
 
+    def subscribe(self, connection: Any, on: bool) -> None:
+        if on:
+            self._subscribed.add(connection)
+            self._legacy_sessions.add(connection)
+        else:
+            self._subscribed.discard(connection)
+
     async def on_external_change(self) -> None:
         """Tell clients that the notebook changed on disk (called by the watcher after reloading)."""
         self.external_changes += 1
         await self.bus.publish(ResourceUpdated(uri=self.uri))
-        logger.debug("telling %d handshake-era client(s)", len(self._legacy_sessions))
         for client in list(self._legacy_sessions):
             try:
                 with warnings.catch_warnings():
                     # The logging capability is deprecated from 2026-07-28 on; these clients predate it.
                     warnings.simplefilter("ignore")
-                    await client.log("info", RELOADED_MESSAGE, logger="nbmcp")
+                    await client.log("info", f"{RELOADED_MESSAGE}: {self.session.path.name}", logger="nbmcp")
                     if client in self._subscribed:
                         await client.send_resource_updated(self.uri)
             except Exception as exc:  # a client that went away must not stop the others
                 logger.debug("could not notify a client: %r", exc)
 
-    def register(self, server: MCPServer) -> None:
-        """Expose the notebook as a resource, with subscriptions for handshake-era clients."""
+    async def health(self) -> dict[str, Any]:
         session = self.session
-
-        @server.resource(
-            self.uri,
-            name=session.path.name,
-            description="The notebook's nbformat JSON as it is on disk (subscribe to hear of changes).",
-            mime_type="application/x-ipynb+json",
-        )
-        async def notebook_json() -> str:
-            nb = await anyio.to_thread.run_sync(session.store.read)
-            return dumps_notebook(nb).decode("utf-8")
-
-        async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
-            connection = _connection(ctx.session)
-            if connection is not None:
-                self._subscribed.add(connection)
-                self._legacy_sessions.add(connection)
-            return EmptyResult()
-
-        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
-            connection = _connection(ctx.session)
-            if connection is not None:
-                self._subscribed.discard(connection)
-            return EmptyResult()
-
-        # MCPServer has no decorator for the handshake-era resources/subscribe: register it on the
-        # low-level server (2026-07-28 clients use subscriptions/listen, served from self.bus).
-        lowlevel = server._lowlevel_server
-        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+        entry: dict[str, Any] = {"path": str(session.path), "kernel": "not started"}
+        if session.kernel is not None:
+            entry["kernel"] = session.kernel.state.value
+        try:
+            entry["cells"] = len((await anyio.to_thread.run_sync(session.store.read)).cells)
+        except Exception as exc:  # the health check must answer even when the notebook is broken
+            entry["error"] = type(exc).__name__
+        return entry
 
 
 def _connection(session: Any) -> Any:
@@ -141,6 +145,213 @@ def _connection(session: Any) -> Any:
     The SDK offers no public accessor; notifications outside a request need the connection.
     """
     return getattr(session, "_connection", None)
+
+
+def _client_key(ctx: Context) -> Any:
+    """Who is calling, for the per-client active notebook.
+
+    Over HTTP: the MCP session id (handshake-era, stateful sessions). A stateless 2026-07-28 HTTP
+    request carries no identity that lasts between calls: None, and such clients name the notebook
+    with notebook_path. Over stdio (or in memory) the process has exactly one client.
+    """
+    headers = ctx.headers
+    if headers is None:
+        return "local"
+    return headers.get("mcp-session-id") or None
+
+
+class Workspace:
+    """The notebooks one server serves: a single notebook, or every notebook under a folder.
+
+    With a folder, each client (MCP session) has its own active notebook, chosen with use_notebook;
+    a tool call may also name its notebook outright (notebook_path). Each notebook has its own
+    kernel, started when the notebook is first used; unuse_notebook shuts an idle one down.
+    """
+
+    def __init__(self, settings: Settings, session: NotebookSession | None = None) -> None:
+        self.settings = settings
+        path = settings.path
+        self.root = path if path.is_dir() else path.parent
+        self.bus = InMemorySubscriptionBus()
+        self.hosts: dict[Path, NotebookHost] = {}
+        self.default: NotebookHost | None = None
+        #: Started with one notebook file: only that notebook is served.
+        self.single = not path.is_dir()
+        if self.single:
+            self.default = NotebookHost(session or self._new_session(path), self.bus, watch=settings.watch)
+            self.hosts[self.default.session.path] = self.default
+        self._active: dict[Any, Path] = {}
+        self._tg: TaskGroup | None = None
+        self._lock = anyio.Lock()
+        self._server: MCPServer | None = None
+
+    def _new_session(self, path: Path) -> NotebookSession:
+        s = self.settings
+        return NotebookSession(path, kernel_name=s.kernel, python=s.python, timeout=s.timeout)
+
+    @asynccontextmanager
+    async def lifespan(self, app: MCPServer) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if self.default is not None:
+                self._register_resource(self.default)
+                try:
+                    await self.default.start(tg)
+                except Exception as exc:
+                    # The server still answers, so the client can show the user why tools fail.
+                    logger.error("could not open %s: %s", self.default.session.path, exc)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for host in list(self.hosts.values()):
+                        await host.close()
+                tg.cancel_scope.cancel()
+                self._tg = None
+
+    async def open(self, path: Path, *, create: bool = False) -> NotebookHost:
+        """The host of the notebook at `path` (confined to the root), opening it if needed."""
+        async with self._lock:
+            host = self.hosts.get(path)
+            if host is not None and host.session.kernel is not None:
+                return host
+            if host is None:
+                if not create and not await anyio.Path(path).exists():
+                    raise UsageError(
+                        f"no notebook at {relative_name(self.root, path)}; list_notebooks() shows the notebooks, "
+                        "use_notebook(path, create=True) creates one"
+                    )
+                if not await anyio.Path(path.parent).is_dir():
+                    raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
+                host = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
+                self._register_resource(host)
+            if self._tg is None:
+                raise UsageError("the server is not running")
+            await host.start(self._tg)
+            self.hosts[path] = host
+            return host
+
+    async def close(self, path: Path) -> bool:
+        """Shut a notebook's kernel down and stop watching it; False if it was not open."""
+        host = self.hosts.pop(path, None)
+        if host is None:
+            return False
+        if host is self.default:
+            self.default = None
+        for key in [k for k, p in self._active.items() if p == path]:
+            del self._active[key]
+        await host.close()
+        return True
+
+    def resolve(self, user_path: str) -> Path:
+        return confine(self.root, user_path)
+
+    async def host_for(self, ctx: Context) -> NotebookHost:
+        """The notebook a tool call works on: its notebook_path, else the client's active one."""
+        requested = requested_notebook.get()
+        if requested and self.single:
+            assert self.default is not None
+            if self.resolve(requested) != self.default.session.path:
+                raise UsageError(
+                    f"this server serves only {self.default.session.path.name}; start nbmcp with a folder "
+                    "to work on several notebooks"
+                )
+            host = self.default
+        elif requested:
+            host = await self.open(self.resolve(requested))
+        else:
+            path = self._active.get(_client_key(ctx))
+            if path is not None and path in self.hosts:
+                host = self.hosts[path]
+            elif self.default is not None:
+                host = self.default
+            else:
+                raise UsageError(
+                    f"no notebook chosen: this server serves the notebooks under {self.root}; "
+                    "call list_notebooks() and use_notebook(path), or pass notebook_path"
+                )
+            if host.session.kernel is None:
+                host = await self.open(host.session.path)
+        host.remember_client(ctx)
+        return host
+
+    async def get_session(self, ctx: Context) -> NotebookSession:
+        return (await self.host_for(ctx)).session
+
+    async def use(self, ctx: Context, user_path: str, *, create: bool) -> NotebookHost:
+        key = _client_key(ctx)
+        path = self.resolve(user_path)
+        if key is None:
+            raise UsageError(
+                "this connection is stateless (2026-07-28 streamable HTTP has no session to remember a "
+                f"choice in): pass notebook_path={relative_name(self.root, path)!r} to each notebook tool instead"
+            )
+        host = await self.open(path, create=create)
+        self._active[key] = host.session.path
+        return host
+
+    def active_path(self, ctx: Context) -> Path | None:
+        path = self._active.get(_client_key(ctx))
+        return path if path is not None else (self.default.session.path if self.default else None)
+
+    def list_paths(self) -> tuple[list[Path], bool]:
+        """Notebooks under the root (hidden folders, checkpoints and environments skipped), capped."""
+        found: list[Path] = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+            for name in sorted(files):
+                if name.endswith(".ipynb") and not name.startswith("."):
+                    found.append(Path(folder) / name)
+                    if len(found) >= MAX_LISTED_NOTEBOOKS:
+                        return found, True
+        return found, False
+
+    async def health(self) -> dict[str, Any]:
+        return {"root": str(self.root), "notebooks": [await h.health() for h in list(self.hosts.values())]}
+
+    def _register_resource(self, host: NotebookHost) -> None:
+        if self._server is None:
+            return
+        store = host.session.store
+
+        async def notebook_json() -> str:
+            nb = await anyio.to_thread.run_sync(store.read)
+            return dumps_notebook(nb).decode("utf-8")
+
+        self._server.add_resource(
+            FunctionResource.from_function(
+                notebook_json,
+                uri=host.uri,
+                name=relative_name(self.root, host.session.path),
+                description="The notebook's nbformat JSON as it is on disk (subscribe to hear of changes).",
+                mime_type="application/x-ipynb+json",
+            )
+        )
+
+    def register(self, server: MCPServer) -> None:
+        """Resources for open notebooks, with subscriptions for handshake-era clients."""
+        self._server = server
+
+        def host_of(uri: Any) -> NotebookHost | None:
+            return next((h for h in self.hosts.values() if h.uri == str(uri)), None)
+
+        async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+            host, connection = host_of(params.uri), _connection(ctx.session)
+            if host is not None and connection is not None:
+                host.subscribe(connection, True)
+            return EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+            host, connection = host_of(params.uri), _connection(ctx.session)
+            if host is not None and connection is not None:
+                host.subscribe(connection, False)
+            return EmptyResult()
+
+        # MCPServer has no decorator for the handshake-era resources/subscribe: register it on the
+        # low-level server (2026-07-28 clients use subscriptions/listen, served from self.bus).
+        lowlevel = server._lowlevel_server
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
 class _NotebookServer(MCPServer):
@@ -156,50 +367,35 @@ class _NotebookServer(MCPServer):
         return [t for t in tools if self.exposed is None or t.name in self.exposed]
 
 
-def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, NotebookHost]:
-    """An MCPServer serving the notebook of `settings` (or the given session), and its host."""
-    if session is None:
-        session = NotebookSession(
-            settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout
-        )
-    host = NotebookHost(session, watch=settings.watch)
+def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
+    """An MCPServer serving the notebook (or folder) of `settings`, and its workspace."""
+    workspace = Workspace(settings, session)
     server = _NotebookServer(
         "nbmcp",
         version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=host.lifespan,
+        instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
+        lifespan=workspace.lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
-        subscriptions=host.bus,
+        subscriptions=workspace.bus,
+        warn_on_duplicate_resources=False,
     )
+    workspace.register(server)
     server.exposed = register_tools(
         server,
-        host.get_session,
+        workspace.get_session,
         max_output_chars=settings.max_output_chars,
         max_image_bytes=settings.max_image_bytes,
         default_timeout=settings.timeout,
         tools=settings.tools,
         read_only=settings.read_only,
+        workspace=None if workspace.single else workspace,
     )
-    host.register(server)
-    return server, host
+    return server, workspace
 
 
 def build_server(settings: Settings, session: NotebookSession | None = None) -> MCPServer:
-    """An MCPServer serving the notebook of `settings`."""
+    """An MCPServer serving the notebook (or folder) of `settings`."""
     return create_server(settings, session)[0]
-
-
-async def health_report(host: NotebookHost) -> dict[str, Any]:
-    """What GET /api/healthz tells about the open notebooks (no secrets)."""
-    session = host.session
-    entry: dict[str, Any] = {"path": str(session.path), "kernel": "not configured"}
-    if session.kernel is not None:
-        entry["kernel"] = session.kernel.state.value
-    try:
-        entry["cells"] = len((await anyio.to_thread.run_sync(session.store.read)).cells)
-    except Exception as exc:  # the health check must answer even when the notebook is broken
-        entry["error"] = type(exc).__name__
-    return {"notebooks": [entry]}
 
 
 async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
@@ -214,7 +410,7 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
 
 async def serve(settings: Settings) -> None:
     """Serve on the transport of `settings` until the client leaves or a signal arrives."""
-    server, host = create_server(settings)
+    server, workspace = create_server(settings)
     if settings.transport == "stdio":
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_signals, tg.cancel_scope)
@@ -229,7 +425,7 @@ async def serve(settings: Settings) -> None:
         server,
         host=settings.host,
         token=settings.token,
-        health=lambda: health_report(host),
+        health=workspace.health,
         extra_hosts=settings.allowed_hosts,
     )
     logger.info(

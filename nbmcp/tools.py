@@ -7,12 +7,15 @@ set-ups and prompts keep working. Project errors become MCP error results in one
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import (
@@ -40,6 +43,9 @@ from .render import (
 )
 from .session import CellRef, CellView, Execution, NotebookSession, RunAll
 
+if TYPE_CHECKING:
+    from .server import Workspace
+
 __all__ = [
     "ALL_TOOLS",
     "MAX_READ_LIMIT",
@@ -47,15 +53,22 @@ __all__ = [
     "READ_ONLY_TOOLS",
     "SEED_TOOLS",
     "TOOL_ANNOTATIONS",
+    "WORKSPACE_TOOLS",
     "SessionGetter",
     "exposed_tools",
     "register_tools",
+    "requested_notebook",
 ]
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 SessionGetter = Callable[[Context], Awaitable[NotebookSession]]
+
+#: The notebook_path a tool call named, for the workspace to resolve (None: the client's active one).
+requested_notebook: contextvars.ContextVar[str | None] = contextvars.ContextVar("requested_notebook", default=None)
+
+_NOTEBOOK_PATH = inspect.Parameter("notebook_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None)
 
 #: Outputs shown per cell by read_all_cells and detailed read_notebook (read_cell shows more).
 ALL_CELLS_OUTPUT_CHARS = 2_000
@@ -119,7 +132,13 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "execute_code": RUNS,
     "interrupt_kernel": KERNEL_CONTROL,
     "restart_kernel": KERNEL_CONTROL,
+    # Several notebooks in one server (issue 5): choosing one changes no file.
+    "list_notebooks": READ_ONLY,
+    "use_notebook": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    # Shuts the notebook's kernel down: its variables are lost.
+    "unuse_notebook": ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
 }
+WORKSPACE_TOOLS = ("list_notebooks", "use_notebook", "unuse_notebook")
 ALL_TOOLS = tuple(TOOL_ANNOTATIONS)
 READ_ONLY_TOOLS = tuple(name for name, a in TOOL_ANNOTATIONS.items() if a.read_only_hint)
 
@@ -323,6 +342,13 @@ def _brief_line(view: CellView) -> str:
     return f"{line}: {_first_line(view.source)}"
 
 
+NOTEBOOK_PATH_DOC = """
+
+        `notebook_path` (optional) names the notebook to work on, relative to the served folder;
+        by default the call works on the notebook chosen with use_notebook (or the server's notebook).
+"""
+
+
 def register_tools(
     server: MCPServer,
     get_session: SessionGetter,
@@ -332,6 +358,7 @@ def register_tools(
     default_timeout: float = DEFAULT_TIMEOUT,
     tools: Collection[str] | None = None,
     read_only: bool = False,
+    workspace: Workspace | None = None,
 ) -> frozenset[str]:
     """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
 
@@ -341,19 +368,33 @@ def register_tools(
     exposed = exposed_tools(tools, read_only=read_only)
 
     def tool(fn: F) -> F:
-        """Register `fn` with its annotations; the one place project errors become MCP errors."""
+        """Register `fn` with its annotations; the one place project errors become MCP errors.
+
+        Every notebook tool also takes an optional `notebook_path` (the notebook the call works on,
+        relative to the served folder); it is added here, once, instead of in each tool.
+        """
         name = fn.__name__
         refusal = None if name in exposed else _refusal(name, tools, read_only)
+        takes_notebook = name not in WORKSPACE_TOOLS
 
         @functools.wraps(fn)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
+            token = requested_notebook.set(kwargs.pop("notebook_path", None) if takes_notebook else None)
             try:
                 if refusal is not None:
                     raise ToolDisabledError(name, refusal)
                 return await fn(*args, **kwargs)
             except NbmcpError as exc:
                 raise ToolError(str(exc)) from exc
+            finally:
+                requested_notebook.reset(token)
 
+        if takes_notebook:
+            signature = inspect.signature(fn, eval_str=True)
+            guarded.__signature__ = signature.replace(  # type: ignore[attr-defined]
+                parameters=[*signature.parameters.values(), _NOTEBOOK_PATH]
+            )
+            guarded.__doc__ = (fn.__doc__ or "").rstrip() + NOTEBOOK_PATH_DOC
         server.tool(annotations=TOOL_ANNOTATIONS[name])(guarded)
         return fn
 
@@ -820,5 +861,67 @@ def register_tools(
         return _text(
             f"Restarted the kernel ({info['kernel'].get('name')}); it is {info['kernel']['state']}.", info["kernel"]
         )
+
+    if workspace is None:
+        return exposed - set(WORKSPACE_TOOLS)
+    ws = workspace
+
+    def _listed(path: Any) -> str:
+        from .paths import relative_name
+
+        return relative_name(ws.root, path)
+
+    @tool
+    async def list_notebooks(ctx: Context) -> CallToolResult:
+        """List the notebooks this server can work on: path, cell count, kernel state, which is active.
+
+        Paths are relative to the served folder; pass one to use_notebook, or as notebook_path to any
+        notebook tool. Notebooks that are not open show their kernel as "not started".
+        """
+        paths, cut = await anyio.to_thread.run_sync(ws.list_paths)
+        active = ws.active_path(ctx)
+        rows = []
+        for path in paths:
+            host = ws.hosts.get(path)
+            row: dict[str, Any] = {"path": _listed(path), "active": path == active, "open": host is not None}
+            if host is not None:
+                health = await host.health()
+                row["cells"] = health.get("cells")
+                row["kernel"] = health["kernel"]
+            else:
+                row["kernel"] = "not started"
+            rows.append(row)
+        lines = [f"{len(rows)} notebook(s) under {ws.root}" + (" (list cut; more exist)" if cut else "")]
+        for row in rows:
+            flags = " [active]" if row["active"] else ""
+            cells = f", {row['cells']} cells" if row.get("cells") is not None else ""
+            lines.append(f"- {row['path']}{flags} (kernel {row['kernel']}{cells})")
+        return CallToolResult(
+            content=[TextContent(type="text", text="\n".join(lines))],
+            structured_content={"root": str(ws.root), "notebooks": rows, "truncated": cut},
+        )
+
+    @tool
+    async def use_notebook(path: str, ctx: Context, create: bool = False) -> CallToolResult:
+        """Make the notebook at `path` (relative to the served folder) the one your calls work on.
+
+        Its kernel starts in the background. With create=true a missing notebook is created (empty).
+        The choice belongs to your MCP session only: other clients keep their own notebook.
+        """
+        host = await ws.use(ctx, path, create=create)
+        info = await host.session.info()
+        text = f"Now working on {_listed(host.session.path)} ({info['total_cells']} cells)."
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=info)
+
+    @tool
+    async def unuse_notebook(path: str, ctx: Context) -> CallToolResult:
+        """Close the notebook at `path`: shut its kernel down (its variables are lost) and stop watching it.
+
+        The file is not touched. Use it for notebooks you are done with, to free memory.
+        """
+        target = ws.resolve(path)
+        closed = await ws.close(target)
+        text = f"Closed {_listed(target)}; its kernel was shut down." if closed else f"{path} was not open."
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"closed": closed})
 
     return exposed

@@ -109,7 +109,7 @@ EXTERNAL_WRITER = textwrap.dedent(
 
 @pytest.mark.timeout(120)
 async def test_external_writer_and_nbmcp_appending_in_loops_keep_every_cell(nb_path: Path) -> None:
-    server, _host = create_server(Settings(path=nb_path, timeout=60))
+    server, _workspace = create_server(Settings(path=nb_path, timeout=60))
     async with Client(server) as client:
         await client.call_tool("get_notebook_info", {})
         lock_file = next(lock_dir().glob("*.lock"))
@@ -248,7 +248,9 @@ async def test_cell_deleted_during_execution_is_not_resurrected(client: Client, 
 
 
 async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_own_writes(nb_path: Path) -> None:
-    server, host = create_server(Settings(path=nb_path, timeout=60))
+    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    host = workspace.default
+    assert host is not None
     async with Client(server) as client:
         await client.call_tool("append_markdown_cell", {"cell_source": "first"})
         with anyio.fail_after(5):
@@ -276,7 +278,9 @@ async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_
 
 
 async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_path: Path) -> None:
-    server, host = create_server(Settings(path=nb_path, timeout=60))
+    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    host = workspace.default
+    assert host is not None
     logs: list[str] = []
     updates: list[str] = []
     both = anyio.Event()

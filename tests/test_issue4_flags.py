@@ -17,7 +17,7 @@ from nbmcp.cli import _parser, cli, settings_from_args
 from nbmcp.config import Settings
 from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from nbmcp.server import build_server
-from nbmcp.tools import READ_ONLY_TOOLS
+from nbmcp.tools import READ_ONLY_TOOLS, WORKSPACE_TOOLS
 
 from .conftest import read_nb, text_of
 from .test_tools import PNG_B64
@@ -41,7 +41,8 @@ async def test_read_only_lists_no_mutating_tool_and_refuses_one_called_by_name(n
     before = nb_path.read_bytes()
     async with Client(build_server(Settings(path=nb_path, timeout=60, read_only=True))) as client:
         tools = (await client.list_tools()).tools
-        assert {t.name for t in tools} == set(READ_ONLY_TOOLS)
+        # A server of one notebook has no workspace tools (list_notebooks is for folders).
+        assert {t.name for t in tools} == set(READ_ONLY_TOOLS) - set(WORKSPACE_TOOLS)
         assert all(t.annotations and t.annotations.read_only_hint for t in tools)
         for tool, args in [
             ("delete_cell", {"cell_index": 0}),

@@ -22,6 +22,7 @@ from nbmcp.tools import (
     READ_ONLY_TOOLS,
     SEED_TOOLS,
     TOOL_ANNOTATIONS,
+    WORKSPACE_TOOLS,
 )
 
 from .conftest import copy_golden, read_nb, text_of
@@ -44,7 +45,7 @@ async def refused(client: Client, tool: str, **args: object) -> str:
 
 
 def test_tool_table_constants() -> None:
-    assert set(SEED_TOOLS) < set(ALL_TOOLS) and len(ALL_TOOLS) == 25
+    assert set(SEED_TOOLS) < set(ALL_TOOLS) and len(ALL_TOOLS) == 28
     assert READ_NOTEBOOK_LIMIT == 50 and MAX_READ_LIMIT == 500
     assert MAX_VARIABLES == 500 and VARIABLE_REPR_CHARS == 120
     assert set(READ_ONLY_TOOLS) == {
@@ -54,12 +55,14 @@ def test_tool_table_constants() -> None:
         "read_notebook",
         "read_cell_output",
         "list_variables",
+        "list_notebooks",
     }
 
 
 async def test_every_tool_is_listed_with_its_annotations(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == set(ALL_TOOLS)
+    # The workspace tools are listed by servers of a folder (tests/test_workspace.py).
+    assert set(tools) == set(ALL_TOOLS) - set(WORKSPACE_TOOLS)
     for name, tool in tools.items():
         assert tool.annotations == TOOL_ANNOTATIONS[name], name
         assert tool.annotations.read_only_hint is not None and tool.annotations.destructive_hint is not None

@@ -148,7 +148,7 @@ def test_a_file_that_is_not_a_notebook_is_refused_and_untouched(
 
 @pytest.mark.parametrize(
     "name, problem",
-    [("folder", "is a folder"), ("notes.txt", "does not end in .ipynb"), ("missing/x.ipynb", "does not exist")],
+    [("notes.txt", "does not end in .ipynb"), ("missing/x.ipynb", "does not exist")],
 )
 def test_unusable_paths_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str

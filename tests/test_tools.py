@@ -42,8 +42,10 @@ async def test_seed_tools_are_all_listed_with_their_parameters(client: Client) -
     for name, params in expected.items():
         assert name in tools, name
         props = tools[name].input_schema.get("properties", {})
-        # Issue 4: every tool that takes cell_index also takes cell_id (one of the two).
-        assert set(props) == params | ({"cell_id"} if "cell_index" in params else set()), name
+        # Issue 4: every tool that takes cell_index also takes cell_id (one of the two); issue 5: every
+        # notebook tool takes an optional notebook_path.
+        extra = {"notebook_path"} | ({"cell_id"} if "cell_index" in params else set())
+        assert set(props) == params | extra, name
         assert set(tools[name].input_schema.get("required", [])) == params & {"cell_source"}, name
         assert tools[name].description and len(tools[name].description) > 40
         assert tools[name].annotations is not None

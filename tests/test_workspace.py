@@ -1,0 +1,152 @@
+"""One server for many notebooks: a folder, per-client active notebooks, notebook_path, confinement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import nbformat
+import pytest
+from mcp import Client
+
+from nbmcp.config import Settings
+from nbmcp.server import create_server
+from nbmcp.store import new_notebook
+
+from .conftest import read_nb, text_of
+from .test_http import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "work"
+    (root / "sub").mkdir()
+    (root / ".hidden").mkdir()
+    (root / ".ipynb_checkpoints").mkdir()
+    for name in ("a.ipynb", "sub/b.ipynb", ".hidden/h.ipynb", ".ipynb_checkpoints/a-checkpoint.ipynb"):
+        nb = new_notebook()
+        nb.cells.append(nbformat.v4.new_markdown_cell(f"# {name}"))
+        nbformat.write(nb, root / name)
+    (tmp_path / "work-evil").mkdir()
+    nbformat.write(new_notebook(), tmp_path / "work-evil" / "x.ipynb")
+    (tmp_path / "outside.ipynb").write_text("{}")
+    (root / "link-out").symlink_to(tmp_path)
+    return root
+
+
+async def call(client: Client, tool: str, **args: object):  # type: ignore[no-untyped-def]
+    r = await client.call_tool(tool, args)
+    assert not r.is_error, text_of(r)
+    return r
+
+
+async def test_folder_server_lists_uses_and_unuses_notebooks(folder: Path) -> None:
+    server, workspace = create_server(Settings(path=folder, timeout=60))
+    async with Client(server) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"list_notebooks", "use_notebook", "unuse_notebook"} <= names
+        r = await call(client, "list_notebooks")
+        rows = r.structured_content["notebooks"]
+        assert [row["path"] for row in rows] == ["a.ipynb", "sub/b.ipynb"]  # hidden and checkpoints skipped
+        assert all(row["kernel"] == "not started" for row in rows)
+        r = await client.call_tool("read_all_cells", {})
+        assert r.is_error and "no notebook chosen" in text_of(r) and "use_notebook" in text_of(r)
+        await call(client, "use_notebook", path="sub/b.ipynb")
+        r = await call(client, "append_execute_code_cell", cell_source="import os; os.getcwd()")
+        assert str(folder / "sub") in text_of(r)  # its own kernel, in its own folder
+        r = await call(client, "list_notebooks")
+        active = [row for row in r.structured_content["notebooks"] if row["active"]]
+        assert [(row["path"], row["cells"]) for row in active] == [("sub/b.ipynb", 2)]
+        r = await call(client, "use_notebook", path="c.ipynb", create=True)
+        assert (folder / "c.ipynb").exists() and "0 cells" in text_of(r)
+        pid_b = workspace.hosts[folder / "sub" / "b.ipynb"].session.kernel.pid  # type: ignore[union-attr]
+        r = await call(client, "unuse_notebook", path="sub/b.ipynb")
+        assert "kernel was shut down" in text_of(r)
+        assert folder / "sub" / "b.ipynb" not in workspace.hosts
+    assert pid_b is not None
+    assert [c.source for c in read_nb(folder / "sub" / "b.ipynb").cells][-1] == "import os; os.getcwd()"
+
+
+async def test_notebook_path_names_the_notebook_outright(folder: Path) -> None:
+    server, _ = create_server(Settings(path=folder, timeout=60))
+    async with Client(server) as client:
+        await call(client, "use_notebook", path="a.ipynb")
+        await call(client, "append_markdown_cell", cell_source="to b", notebook_path="sub/b.ipynb")
+        await call(client, "append_markdown_cell", cell_source="to a")
+    assert [c.source for c in read_nb(folder / "sub" / "b.ipynb").cells] == ["# sub/b.ipynb", "to b"]
+    assert [c.source for c in read_nb(folder / "a.ipynb").cells] == ["# a.ipynb", "to a"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../outside.ipynb", "/etc/x.ipynb", "EVIL", "link-out/outside.ipynb", "a\x00.ipynb", "sub/../../outside.ipynb"],
+)
+async def test_every_traversal_is_refused_before_any_file_is_touched(folder: Path, path: str) -> None:
+    if path == "EVIL":
+        path = str(folder.parent / "work-evil" / "x.ipynb")
+    before = {p: p.read_bytes() for p in folder.parent.rglob("*.ipynb") if p.is_file() and not p.is_symlink()}
+    server, _ = create_server(Settings(path=folder, timeout=60))
+    async with Client(server) as client:
+        for tool, args in [
+            ("use_notebook", {"path": path, "create": True}),
+            ("append_markdown_cell", {"cell_source": "x", "notebook_path": path}),
+            ("read_all_cells", {"notebook_path": path}),
+        ]:
+            r = await client.call_tool(tool, args)
+            assert r.is_error and "refused notebook path" in text_of(r), (tool, text_of(r))
+    after = {p: p.read_bytes() for p in folder.parent.rglob("*.ipynb") if p.is_file() and not p.is_symlink()}
+    assert after == before
+
+
+async def test_single_notebook_server_refuses_other_notebooks(folder: Path) -> None:
+    server, _ = create_server(Settings(path=folder / "a.ipynb", timeout=60))
+    async with Client(server) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "use_notebook" not in names
+        r = await client.call_tool("read_all_cells", {"notebook_path": "sub/b.ipynb"})
+        assert r.is_error and "serves only a.ipynb" in text_of(r)
+        r = await call(client, "read_all_cells", notebook_path="a.ipynb")
+        assert "# a.ipynb" in text_of(r)
+
+
+@pytest.mark.timeout(90)
+async def test_two_http_sessions_keep_their_own_active_notebook(folder: Path) -> None:
+    server = ServerProcess(folder)
+    try:
+        async with (
+            Client(f"{server.url}/mcp", mode="legacy") as one,
+            Client(f"{server.url}/mcp", mode="legacy") as two,
+        ):
+            await call(one, "use_notebook", path="a.ipynb")
+            await call(two, "use_notebook", path="sub/b.ipynb")
+
+            async def writes(client: Client, tag: str) -> None:
+                for i in range(5):
+                    await call(client, "append_markdown_cell", cell_source=f"{tag} {i}")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writes, one, "one")
+                tg.start_soon(writes, two, "two")
+            r = await call(one, "list_notebooks")
+            assert [row["path"] for row in r.structured_content["notebooks"] if row["active"]] == ["a.ipynb"]
+    finally:
+        server.stop()
+    assert [c.source for c in read_nb(folder / "a.ipynb").cells][1:] == [f"one {i}" for i in range(5)]
+    assert [c.source for c in read_nb(folder / "sub" / "b.ipynb").cells][1:] == [f"two {i}" for i in range(5)]
+    health = server.log()
+    assert "serving" in health
+
+
+@pytest.mark.timeout(90)
+async def test_stateless_http_clients_name_the_notebook_on_each_call(folder: Path) -> None:
+    server = ServerProcess(folder)
+    try:
+        async with Client(f"{server.url}/mcp") as client:  # 2026-07-28: no session between calls
+            r = await client.call_tool("use_notebook", {"path": "a.ipynb"})
+            assert r.is_error and "notebook_path='a.ipynb'" in text_of(r)
+            await call(client, "append_markdown_cell", cell_source="stateless", notebook_path="a.ipynb")
+    finally:
+        server.stop()
+    assert [c.source for c in read_nb(folder / "a.ipynb").cells] == ["# a.ipynb", "stateless"]
