@@ -35,13 +35,15 @@ Put the command in the client's configuration, e.g. for Claude Desktop:
 
   {"mcpServers": {"notebook": {"command": "nbmcp", "args": ["/path/to/analysis.ipynb"]}}}
 
-The notebook is created (empty, nbformat 4.5) if it does not exist.
+The notebook is created (empty, nbformat 4.5) if it does not exist. Given a folder (or no path),
+nbmcp serves every notebook under it and the assistant chooses with list_notebooks/use_notebook.
 """
 
 EPILOG = """\
 environment variables:
   NBMCP_LOG_LEVEL   default for --log-level
   NBMCP_TIMEOUT     default for --timeout
+  NBMCP_TOKEN       default for --token (preferred: it stays out of the process list)
   NBMCP_LOCK_DIR    where lock files live (default: Jupyter's runtime folder)
 
 examples:
@@ -50,12 +52,27 @@ examples:
   nbmcp analysis.ipynb --kernel ir         run code with the installed kernel named "ir"
   nbmcp analysis.ipynb --python .venv/bin/python
                                            run code with that interpreter (it needs ipykernel)
+  nbmcp ~/projects                         serve every notebook under ~/projects
+  nbmcp analysis.ipynb --transport streamable-http
+                                           serve over HTTP at http://127.0.0.1:4040/mcp
   nbmcp analysis.ipynb --read-only         let the assistant read the notebook, not change or run it
   nbmcp analysis.ipynb --tools read_notebook,read_cell,edit_cell_source
                                            expose only these tools
 
 Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmcp repository.
 """
+
+
+def add_kernel_options(p: argparse.ArgumentParser) -> None:
+    """--kernel NAME | --python PATH, shared by `nbmcp` and `nbmcp exec`."""
+    kernel = p.add_mutually_exclusive_group()
+    kernel.add_argument(
+        "--kernel",
+        metavar="NAME",
+        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: the "
+        "notebook's own kernelspec if installed, else a .venv beside the notebook, else this Python",
+    )
+    kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run code with")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,14 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra Host name clients may use to reach this server (repeatable); loopback names are always allowed",
     )
-    kernel = p.add_mutually_exclusive_group()
-    kernel.add_argument(
-        "--kernel",
-        metavar="NAME",
-        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: the "
-        "notebook's own kernelspec if installed, else a .venv beside the notebook, else this Python",
-    )
-    kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run code with")
+    add_kernel_options(p)
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -195,23 +205,28 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
-def _check_path(settings: Settings) -> str | None:
-    """A message if the notebook path cannot work, else None (checked before serving)."""
+def _check_path(settings: Settings) -> tuple[str | None, LocalStore | None]:
+    """A message if the notebook path cannot work (checked before serving), and the store it read.
+
+    The store is handed on to the server, so a large notebook is parsed once at start-up, not twice.
+    """
     path = settings.path
     if path.is_dir():
-        return None  # a folder: every notebook under it is served, each checked when it is used
+        return None, None  # a folder: every notebook under it is served, each checked when it is used
     if path.suffix != ".ipynb":
-        return f"{path} does not end in .ipynb; nbmcp serves Jupyter notebooks"
+        return f"{path} does not end in .ipynb; nbmcp serves Jupyter notebooks", None
     if not path.parent.is_dir():
-        return f"cannot create {path}: folder {path.parent} does not exist"
-    if path.exists():
-        try:
-            LocalStore(path).read()
-        except NbmcpError as exc:
-            return str(exc)
-        except OSError as exc:
-            return f"cannot read {path}: {exc}"
-    return None
+        return f"cannot create {path}: folder {path.parent} does not exist", None
+    if not path.exists():
+        return None, None
+    store = LocalStore(path)
+    try:
+        store.read()
+    except NbmcpError as exc:
+        return str(exc), None
+    except OSError as exc:
+        return f"cannot read {path}: {exc}", None
+    return None, store
 
 
 def cli(*args: str) -> int:
@@ -248,7 +263,7 @@ def cli(*args: str) -> int:
                 file=sys.stderr,
             )
             return 2
-    problem = _check_path(settings)
+    problem, store = _check_path(settings)
     if problem:
         print(f"nbmcp: error: {problem}", file=sys.stderr)
         return 1
@@ -265,7 +280,7 @@ def cli(*args: str) -> int:
     from .server import run
 
     try:
-        run(settings)
+        run(settings, store=store)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from .cli import add_kernel_options
 from .config import LOG_LEVELS, _default_timeout
 from .errors import KernelError, NbmcpError
 from .session import CellRef, Execution, NotebookSession, RunAll
@@ -89,14 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go on after a cell raises an exception (its traceback is saved in its outputs) and exit 0",
     )
-    kernel = p.add_mutually_exclusive_group()
-    kernel.add_argument(
-        "--kernel",
-        metavar="NAME",
-        help="installed Jupyter kernel to run with (default: the notebook's own kernelspec if installed, "
-        "else a .venv beside the notebook, else this Python)",
-    )
-    kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run with")
+    add_kernel_options(p)
     p.add_argument(
         "--log-level",
         metavar="LEVEL",

@@ -24,7 +24,7 @@ from .config import Settings
 from .errors import UsageError
 from .paths import confine, relative_name
 from .session import NotebookSession
-from .store import dumps_notebook
+from .store import LocalStore, dumps_notebook
 from .tools import register_tools, requested_notebook
 from .watcher import NotebookWatcher
 
@@ -408,9 +408,17 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
             return
 
 
-async def serve(settings: Settings) -> None:
-    """Serve on the transport of `settings` until the client leaves or a signal arrives."""
-    server, workspace = create_server(settings)
+async def serve(settings: Settings, store: LocalStore | None = None) -> None:
+    """Serve on the transport of `settings` until the client leaves or a signal arrives.
+
+    `store`: the notebook's store, already read by the command line's check (parsed once).
+    """
+    session = None
+    if store is not None:
+        session = NotebookSession(
+            settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout, store=store
+        )
+    server, workspace = create_server(settings, session)
     if settings.transport == "stdio":
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_signals, tg.cancel_scope)
@@ -442,6 +450,6 @@ async def serve(settings: Settings) -> None:
     await uvicorn.Server(config).serve()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, store: LocalStore | None = None) -> None:
     """Serve until the client disconnects (stdio) or the process is told to stop."""
-    anyio.run(serve, settings)
+    anyio.run(serve, settings, store)
