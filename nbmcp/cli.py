@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from . import __version__
 from .config import (
@@ -15,6 +14,7 @@ from .config import (
     _default_log_level,
     _default_timeout,
     _default_token,
+    settings_from_env,
 )
 from .errors import NbmcpError, UsageError
 from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
@@ -45,6 +45,10 @@ environment variables:
   NBMCP_TIMEOUT     default for --timeout
   NBMCP_TOKEN       default for --token (preferred: it stays out of the process list)
   NBMCP_LOCK_DIR    where lock files live (default: Jupyter's runtime folder)
+  DOCUMENT_URL, DOCUMENT_TOKEN, DOCUMENT_ID
+                    a notebook on a Jupyter server (URL, token, path relative to the server's root)
+  RUNTIME_URL, RUNTIME_TOKEN, RUNTIME_ID, START_NEW_RUNTIME
+                    run code on a Jupyter server's kernel (that kernel id; or a new kernel of our own)
 
 examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
@@ -58,6 +62,9 @@ examples:
   nbmcp analysis.ipynb --read-only         let the assistant read the notebook, not change or run it
   nbmcp analysis.ipynb --tools read_notebook,read_cell,edit_cell_source
                                            expose only these tools
+  nbmcp --server-url http://127.0.0.1:8888 work/analysis.ipynb
+                                           a notebook and kernel on a running Jupyter server
+                                           (token in DOCUMENT_TOKEN, or --server-token)
 
 Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmcp repository.
 """
@@ -86,9 +93,20 @@ def _parser() -> argparse.ArgumentParser:
         "path",
         metavar="PATH",
         nargs="?",
-        default=".",
         help="the notebook (.ipynb) to serve, created if missing; or a folder: serve every notebook under it "
-        "(default: the current folder)",
+        "(default: the current folder). With --server-url or DOCUMENT_URL: the notebook's path relative to the "
+        "Jupyter server's root (default: DOCUMENT_ID)",
+    )
+    remote = p.add_argument_group("a notebook on a Jupyter server (or DOCUMENT_URL and the other seed variables)")
+    remote.add_argument(
+        "--server-url",
+        metavar="URL",
+        help="a Jupyter server holding the notebook and running its kernel, e.g. http://127.0.0.1:8888",
+    )
+    remote.add_argument(
+        "--server-token",
+        metavar="TOKEN",
+        help="that server's token (prefer DOCUMENT_TOKEN: flags show in `ps`)",
     )
     p.add_argument(
         "--transport",
@@ -181,13 +199,15 @@ def _configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter that says nothing to a user at INFO.
-    for noisy in ("mcp", "traitlets", "httpx", "httpx2", "asyncio", "filelock", "watchfiles"):
+    for noisy in ("mcp", "traitlets", "httpx", "httpx2", "httpcore2", "tornado", "asyncio", "filelock", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings(
-        path=Path(args.path).expanduser().absolute(),
+    return settings_from_env(
+        path=args.path,
+        server_url=args.server_url,
+        server_token=args.server_token,
         transport=args.transport,
         kernel=args.kernel,
         python=args.python,
@@ -205,11 +225,29 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def _check_remote(settings: Settings) -> str | None:
+    """A message if the Jupyter server holding the notebook cannot be used, else None."""
+    from .contents import ContentsStore
+    from .remote import JupyterServer
+
+    assert settings.document_url is not None
+    store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
+    try:
+        store.changed_on_disk()  # one GET: reachable, token accepted, a notebook (or nothing) there
+    except NbmcpError as exc:
+        return str(exc)
+    finally:
+        store.close()
+    return None
+
+
 def _check_path(settings: Settings) -> tuple[str | None, LocalStore | None]:
     """A message if the notebook path cannot work (checked before serving), and the store it read.
 
     The store is handed on to the server, so a large notebook is parsed once at start-up, not twice.
     """
+    if settings.document_url:
+        return _check_remote(settings), None
     path = settings.path
     if path.is_dir():
         return None, None  # a folder: every notebook under it is served, each checked when it is used
@@ -251,7 +289,10 @@ def cli(*args: str) -> int:
         exposed_tools(ns.tools, read_only=ns.read_only)
     except UsageError as exc:
         parser.error(str(exc))
-    settings = settings_from_args(ns)
+    try:
+        settings = settings_from_args(ns)
+    except NbmcpError as exc:
+        parser.error(str(exc))
     _configure_logging(settings.log_level)
     if settings.transport == "streamable-http":
         from .http import is_loopback

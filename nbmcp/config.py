@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .errors import UsageError
 from .kernel import DEFAULT_TIMEOUT
 from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
 
-__all__ = ["LOG_LEVELS", "TRANSPORTS", "Settings"]
+__all__ = ["DEFAULT_DOCUMENT_ID", "LOG_LEVELS", "SEED_ENV_VARS", "TRANSPORTS", "Settings", "settings_from_env"]
 
 TRANSPORTS = ("stdio", "streamable-http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -53,3 +56,91 @@ class Settings:
     """Only these tools are listed (--tools); None lists all."""
     read_only: bool = False
     """List only tools that change nothing (--read-only); the others refuse when called."""
+    #: A Jupyter server holding the notebook (then `path` is relative to its root), else a local file.
+    document_url: str | None = None
+    document_token: str | None = field(default=None, repr=False)
+    #: A Jupyter server running the code, else a local kernel.
+    runtime_url: str | None = None
+    runtime_token: str | None = field(default=None, repr=False)
+    #: Use this running kernel on the runtime server.
+    runtime_id: str | None = None
+    #: Start a kernel of our own on the runtime server instead of the notebook's session kernel.
+    start_new_runtime: bool = False
+
+
+#: The seed deployment's environment variables, read by `settings_from_env`.
+SEED_ENV_VARS = (
+    "DOCUMENT_URL",
+    "DOCUMENT_TOKEN",
+    "DOCUMENT_ID",
+    "RUNTIME_URL",
+    "RUNTIME_TOKEN",
+    "RUNTIME_ID",
+    "START_NEW_RUNTIME",
+)
+#: The notebook used when DOCUMENT_URL is set without DOCUMENT_ID or PATH (the seed's default).
+DEFAULT_DOCUMENT_ID = "notebook.ipynb"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise UsageError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def settings_from_env(
+    env: Mapping[str, str] | None = None,
+    *,
+    path: str | None = None,
+    server_url: str | None = None,
+    server_token: str | None = None,
+    **options: Any,
+) -> Settings:
+    """Settings from the seed's environment variables, with command-line values taking precedence.
+
+    `server_url`/`server_token` (``--server-url``/``--server-token``) put both the notebook and the kernel on that
+    server; DOCUMENT_URL/DOCUMENT_TOKEN/DOCUMENT_ID and RUNTIME_URL/RUNTIME_TOKEN/RUNTIME_ID/
+    START_NEW_RUNTIME set them separately (a remote notebook with a local kernel is fine). Empty
+    variables count as unset. `options` are the other `Settings` fields.
+    """
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        return env.get(name) or None
+
+    document_url = server_url or get("DOCUMENT_URL")
+    document_token = server_token or get("DOCUMENT_TOKEN")
+    runtime_url = server_url or get("RUNTIME_URL")
+    runtime_token = server_token or get("RUNTIME_TOKEN")
+    if runtime_url and not runtime_token and document_url and runtime_url.rstrip("/") == document_url.rstrip("/"):
+        runtime_token = document_token  # one server, one token
+    if not document_url and document_token:
+        raise UsageError("DOCUMENT_TOKEN (or --server-token) is set but DOCUMENT_URL (or --server-url) is not")
+    if not runtime_url and (get("RUNTIME_ID") or get("RUNTIME_TOKEN")):
+        raise UsageError("RUNTIME_ID or RUNTIME_TOKEN is set but RUNTIME_URL is not; set RUNTIME_URL to the server")
+    if runtime_url and options.get("python"):
+        raise UsageError("--python chooses a local interpreter; with a remote kernel use --kernel NAME instead")
+    notebook = path or (get("DOCUMENT_ID") if document_url else None)
+    if document_url:
+        notebook_path = Path((notebook or DEFAULT_DOCUMENT_ID).lstrip("/"))
+        if notebook_path.suffix != ".ipynb":
+            raise UsageError(f"{notebook_path} does not end in .ipynb; on a Jupyter server nbmcp serves one notebook")
+    else:
+        # A notebook, or a folder of notebooks (the current one by default).
+        notebook_path = Path(notebook or ".").expanduser().absolute()
+    return Settings(
+        path=notebook_path,
+        document_url=document_url,
+        document_token=document_token,
+        runtime_url=runtime_url,
+        runtime_token=runtime_token,
+        runtime_id=get("RUNTIME_ID") if runtime_url else None,
+        start_new_runtime=_flag("START_NEW_RUNTIME", env.get("START_NEW_RUNTIME", "")),
+        **options,
+    )

@@ -10,12 +10,18 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     │   ├── CellNotFoundError(LookupError)    a cell id that is not (or no longer) in the notebook
     │   ├── SourceMatchError(ValueError)      edit_cell_source's old_string is absent or ambiguous
     │   ├── LockTimeoutError(TimeoutError)    another process held the notebook's lock too long
-    │   └── NotebookWriteError(OSError)       the notebook could not be written
+    │   ├── NotebookWriteError(OSError)       the notebook could not be written
+    │   └── NotebookNotFoundError(FileNotFoundError)  no such notebook (or folder) on a Jupyter server
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
-    │   └── DeadKernelError                   the kernel died while running code
+    │   ├── DeadKernelError                   the kernel died while running code
+    │   └── NoKernelsApiError                 the Jupyter server does not run kernels
     ├── CellExecutionError(RuntimeError)      a cell raised, timed out or killed its kernel (raised on
     │                                         request only: `Execution.raise_for_status()`, the sync API)
+    ├── ServerError                           talking to a remote Jupyter server failed
+    │   ├── ServerUnreachableError(ConnectionError)  nothing answers at the server's URL
+    │   ├── ServerAuthError(PermissionError)  the server refused the token (401/403)
+    │   └── ServerResponseError(RuntimeError) any other unexpected answer
     └── UsageError(ValueError)                bad arguments or configuration
         ├── PathError                         a notebook path outside the served folder
         └── ToolDisabledError                 a tool this server does not expose (--tools, --read-only)
@@ -34,10 +40,16 @@ __all__ = [
     "KernelStartError",
     "LockTimeoutError",
     "NbmcpError",
+    "NoKernelsApiError",
     "NotebookError",
     "NotebookFormatError",
+    "NotebookNotFoundError",
     "NotebookWriteError",
     "PathError",
+    "ServerAuthError",
+    "ServerError",
+    "ServerResponseError",
+    "ServerUnreachableError",
     "SourceMatchError",
     "ToolDisabledError",
     "UsageError",
@@ -123,6 +135,18 @@ class NotebookWriteError(NotebookError, OSError):
     """The notebook could not be saved; the file on disk is unchanged."""
 
 
+class NotebookNotFoundError(NotebookError, FileNotFoundError):
+    """The notebook (or the folder meant to hold it) does not exist on the Jupyter server."""
+
+    def __init__(self, location: str, detail: str = "") -> None:
+        self.location = location
+        super().__init__(
+            f"{location} was not found on the Jupyter server{f' ({detail})' if detail else ''}. "
+            "The path (DOCUMENT_ID or PATH) is relative to the folder the server was started in; "
+            "check it in JupyterLab's file browser"
+        )
+
+
 class KernelError(NbmcpError, RuntimeError):
     """A problem with the kernel that runs the notebook's code."""
 
@@ -150,6 +174,51 @@ class CellExecutionError(NbmcpError, RuntimeError):
         where = f"cell {index} (id {cell_id})" if cell_id else f"cell {index}"
         what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed its kernel"}.get(status, status)
         super().__init__(f"{where} {what}" + (f":\n{traceback}" if traceback else ""))
+class NoKernelsApiError(KernelError):
+    """The Jupyter server answers, but has no kernels API (a contents-only server)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(
+            f"the Jupyter server at {url} has no kernels API (/api/kernels and /api/sessions answer 404), "
+            "so it cannot run code; leave RUNTIME_URL unset to run code on a local kernel instead"
+        )
+
+
+class ServerError(NbmcpError):
+    """Talking to a remote Jupyter server failed. Messages never contain the token."""
+
+
+class ServerUnreachableError(ServerError, ConnectionError):
+    """Nothing answers at the Jupyter server's URL."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(
+            f"cannot reach the Jupyter server at {url} ({reason}); is it running, and is the URL "
+            "(DOCUMENT_URL, RUNTIME_URL or --server-url) right?"
+        )
+
+
+class ServerAuthError(ServerError, PermissionError):
+    """The Jupyter server refused our token."""
+
+    def __init__(self, url: str, status: int) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(
+            f"the Jupyter server at {url} refused the token (HTTP {status}); check DOCUMENT_TOKEN, "
+            "RUNTIME_TOKEN or --token against the token the server prints at start-up "
+            "(`jupyter server list` shows it)"
+        )
+
+
+class ServerResponseError(ServerError, RuntimeError):
+    """The Jupyter server answered something nbmcp did not expect."""
+
+    def __init__(self, what: str, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{what} failed: the Jupyter server answered HTTP {status}: {message}")
 
 
 class UsageError(NbmcpError, ValueError):

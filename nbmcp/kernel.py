@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
@@ -36,6 +36,7 @@ __all__ = [
     "INTERRUPT_GRACE",
     "KERNEL_START_TIMEOUT",
     "ExecutionResult",
+    "Kernel",
     "KernelChoice",
     "KernelState",
     "LocalKernel",
@@ -184,6 +185,36 @@ class ExecutionResult:
 
 
 ProgressHook = Callable[[OutputCollector, float], Awaitable[None]]
+
+
+class Kernel(Protocol):
+    """What the session needs of a kernel: `LocalKernel` here, `RemoteKernel` on a Jupyter server."""
+
+    state: KernelState
+    error: str | None
+
+    @property
+    def choice(self) -> KernelChoice: ...
+
+    def start_background(self) -> None: ...
+
+    async def ensure_started(self) -> None: ...
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float = ...,
+        on_progress: ProgressHook | None = None,
+        progress_every: float = 1.0,
+        store_history: bool = True,
+    ) -> ExecutionResult: ...
+
+    async def interrupt(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class LocalKernel:

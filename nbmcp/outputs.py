@@ -27,6 +27,9 @@ _OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 
 def normalize_stream_text(text: str) -> str:
     """Resolve backspaces and carriage returns the way a terminal would show the text."""
+    if "\r" not in text and "\x08" not in text:
+        # Nothing to resolve; and the regexes below take quadratic time on one very long line.
+        return text
     old = None
     while old is None or len(text) < len(old):
         old = text

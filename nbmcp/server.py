@@ -18,13 +18,18 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
+from nbformat import NotebookNode
 
 from . import __version__
 from .config import Settings
+from .contents import ContentsStore
 from .errors import UsageError
+from .kernel import Kernel, LocalKernel, choose_kernel
 from .paths import confine, relative_name
-from .session import NotebookSession
-from .store import LocalStore, dumps_notebook
+from .remote import JupyterServer
+from .remote_kernel import RemoteKernel
+from .session import KernelFactory, NotebookSession
+from .store import LocalStore, NotebookStore, dumps_notebook
 from .tools import register_tools, requested_notebook
 from .watcher import NotebookWatcher
 
@@ -35,6 +40,7 @@ __all__ = [
     "Workspace",
     "build_server",
     "create_server",
+    "make_session",
     "run",
     "serve",
 ]
@@ -66,13 +72,59 @@ _SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages
 RELOADED_MESSAGE = "notebook changed on disk, reloaded"
 
 
+def make_session(settings: Settings) -> NotebookSession:
+    """The session for `settings`: the one place where local or remote notebook and kernel are chosen."""
+    store: NotebookStore | None = None
+    kernel_factory: KernelFactory | None = None
+    if settings.document_url:
+        store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
+    if settings.runtime_url:
+        server = JupyterServer(settings.runtime_url, settings.runtime_token)
+        # The session on the runtime server is named after the notebook's path there (or its file name).
+        session_path = settings.path.as_posix() if settings.document_url else settings.path.name
+
+        def remote_kernel(nb: NotebookNode) -> Kernel:
+            return RemoteKernel(
+                server,
+                session_path,
+                kernel_id=settings.runtime_id,
+                start_new=settings.start_new_runtime,
+                kernel_name=settings.kernel or nb.metadata.get("kernelspec", {}).get("name"),
+            )
+
+        kernel_factory = remote_kernel
+    elif settings.document_url:
+        # A remote notebook with a local kernel: the kernel runs in the folder nbmcp was started in.
+
+        def local_kernel(nb: NotebookNode) -> Kernel:
+            choice = choose_kernel(
+                kernel_name=settings.kernel,
+                python=settings.python,
+                notebook_kernel=nb.metadata.get("kernelspec", {}).get("name"),
+                notebook_dir=Path.cwd(),
+            )
+            logger.info("notebook %s: kernel %s", store.path if store else settings.path, choice.describe())
+            return LocalKernel(choice, Path.cwd())
+
+        kernel_factory = local_kernel
+    return NotebookSession(
+        settings.path,
+        kernel_name=settings.kernel,
+        python=settings.python,
+        timeout=settings.timeout,
+        store=store,
+        kernel_factory=kernel_factory,
+    )
+
+
 class NotebookHost:
     """The server-side state of one open notebook: its session, its watcher and who to tell of changes."""
 
     def __init__(self, session: NotebookSession, bus: InMemorySubscriptionBus, *, watch: bool = True) -> None:
         self.session = session
         self.watch = watch
-        self.uri = session.path.as_uri()
+        # A notebook on a Jupyter server is named by its Contents-API URL; a local one by its file URI.
+        self.uri = session.store.path if isinstance(session.store.path, str) else session.path.as_uri()
         #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
         self.bus = bus
         #: Handshake-era client connections, to which change notices are pushed directly.
@@ -176,9 +228,11 @@ class Workspace:
         self.hosts: dict[Path, NotebookHost] = {}
         self.default: NotebookHost | None = None
         #: Started with one notebook file: only that notebook is served.
-        self.single = not path.is_dir()
+        # A notebook on a Jupyter server is always served alone, and polled instead of watched.
+        self.single = bool(settings.document_url) or not path.is_dir()
         if self.single:
-            self.default = NotebookHost(session or self._new_session(path), self.bus, watch=settings.watch)
+            watch = settings.watch and not settings.document_url
+            self.default = NotebookHost(session or make_session(settings), self.bus, watch=watch)
             self.hosts[self.default.session.path] = self.default
         self._active: dict[Any, Path] = {}
         self._tg: TaskGroup | None = None
@@ -414,7 +468,7 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
     `store`: the notebook's store, already read by the command line's check (parsed once).
     """
     session = None
-    if store is not None:
+    if store is not None and not settings.document_url:
         session = NotebookSession(
             settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout, store=store
         )

@@ -33,6 +33,7 @@ from .errors import (
 from .kernel import (
     DEFAULT_TIMEOUT,
     ExecutionResult,
+    Kernel,
     KernelChoice,
     KernelState,
     LocalKernel,
@@ -40,7 +41,7 @@ from .kernel import (
 )
 from .outputs import OutputCollector
 from .render import output_text
-from .store import LocalStore
+from .store import LocalStore, NotebookStore
 
 __all__ = [
     "CELL_TYPES",
@@ -115,6 +116,8 @@ display(
     raw=True,
 )
 """
+#: Makes the kernel for a notebook (given as read when the session opens); default: a local kernel.
+KernelFactory = Callable[[NotebookNode], Kernel]
 
 
 @dataclass(frozen=True)
@@ -322,14 +325,16 @@ class NotebookSession:
         kernel_name: str | None = None,
         python: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        store: LocalStore | None = None,
+        store: NotebookStore | None = None,
+        kernel_factory: KernelFactory | None = None,
     ) -> None:
         self.path = Path(path).absolute()
-        self.store = store or LocalStore(self.path)
+        self.store: NotebookStore = store or LocalStore(self.path)
         self.timeout = timeout
         self._kernel_name = kernel_name
         self._python = python
-        self.kernel: LocalKernel | None = None
+        self._kernel_factory = kernel_factory
+        self.kernel: Kernel | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -338,6 +343,11 @@ class NotebookSession:
         if create:
             await anyio.to_thread.run_sync(self.store.create_if_missing)
         nb = await self._read()
+        if self._kernel_factory is not None:
+            self.kernel = self._kernel_factory(nb)
+            if start_kernel:
+                self.kernel.start_background()
+            return
         metadata_kernel = nb.metadata.get("kernelspec", {}).get("name")
         choice = choose_kernel(
             kernel_name=self._kernel_name,
@@ -351,9 +361,10 @@ class NotebookSession:
             self.kernel.start_background()
 
     async def close(self) -> None:
-        """Shut the kernel down."""
+        """Shut the kernel down and release the store's connections."""
         if self.kernel is not None:
             await self.kernel.shutdown()
+        await anyio.to_thread.run_sync(self.store.close)
 
     @property
     def kernel_choice(self) -> KernelChoice | None:
@@ -389,7 +400,7 @@ class NotebookSession:
             if self.kernel.error:
                 kernel["error"] = self.kernel.error
         return {
-            "path": str(self.path),
+            "path": str(self.store.path),
             "total_cells": len(nb.cells),
             "cell_types": {t: counts.get(t, 0) for t in CELL_TYPES}
             | {k: v for k, v in counts.items() if k not in CELL_TYPES},

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_str  # json's C escaping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import nbformat
 from filelock import FileLock, Timeout
@@ -37,6 +37,7 @@ __all__ = [
     "TEMP_MARKER",
     "Fingerprint",
     "LocalStore",
+    "NotebookStore",
     "dumps_notebook",
     "lock_dir",
     "new_notebook",
@@ -250,6 +251,24 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
     return nb
 
 
+class NotebookStore(Protocol):
+    """What the session needs of a store: `LocalStore` here, `ContentsStore` on a Jupyter server."""
+
+    @property
+    def path(self) -> Path | str:
+        """Where the notebook is, as shown to users."""
+
+    def read(self) -> NotebookNode: ...
+
+    def edit(self, apply: Callable[[NotebookNode], T]) -> T: ...
+
+    def create_if_missing(self) -> bool: ...
+
+    def changed_on_disk(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class LocalStore:
     """A notebook file on the local disk, with cross-process locking and atomic writes."""
 
@@ -346,6 +365,9 @@ class LocalStore:
         raise NotebookWriteError(
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
         )
+
+    def close(self) -> None:
+        """Nothing to release: the lock is held only during an edit."""
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temp files that a killed nbmcp process left beside the notebook.
