@@ -11,15 +11,23 @@ from .errors import (
     KernelStartError,
     LockTimeoutError,
     NbmcpError,
+    NoKernelsApiError,
     NotebookError,
     NotebookFormatError,
+    NotebookNotFoundError,
     NotebookWriteError,
+    ServerAuthError,
+    ServerError,
+    ServerUnreachableError,
     SourceMatchError,
     ToolDisabledError,
     UsageError,
 )
+from .contents import ContentsStore
 from .kernel import ExecutionResult, KernelState
 from .notebook import Notebook
+from .remote import JupyterServer
+from .remote_kernel import RemoteKernel
 from .session import CellRef, CellView, Execution, NotebookSession, RunAll, Variable
 from .store import LocalStore
 
@@ -29,21 +37,29 @@ __all__ = [
     "CellNotFoundError",
     "CellRef",
     "CellView",
+    "ContentsStore",
     "DeadKernelError",
     "Execution",
     "ExecutionResult",
+    "JupyterServer",
     "KernelError",
     "KernelStartError",
     "KernelState",
     "LocalStore",
     "LockTimeoutError",
     "NbmcpError",
+    "NoKernelsApiError",
     "Notebook",
     "NotebookError",
     "NotebookFormatError",
+    "NotebookNotFoundError",
     "NotebookSession",
     "NotebookWriteError",
+    "RemoteKernel",
     "RunAll",
+    "ServerAuthError",
+    "ServerError",
+    "ServerUnreachableError",
     "SourceMatchError",
     "ToolDisabledError",
     "UsageError",

@@ -90,6 +90,10 @@ class ContentsStore:
         with self._mutex:
             return self._refresh()
 
+    def read_if_unchanged(self) -> NotebookNode | None:
+        """Always None: only a request to the server can tell, so callers use `read` (on a thread)."""
+        return None
+
     def changed_on_disk(self) -> bool:
         """True when the server's notebook differs from what we last read or wrote."""
         with self._mutex:

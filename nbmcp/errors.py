@@ -174,6 +174,8 @@ class CellExecutionError(NbmcpError, RuntimeError):
         where = f"cell {index} (id {cell_id})" if cell_id else f"cell {index}"
         what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed its kernel"}.get(status, status)
         super().__init__(f"{where} {what}" + (f":\n{traceback}" if traceback else ""))
+
+
 class NoKernelsApiError(KernelError):
     """The Jupyter server answers, but has no kernels API (a contents-only server)."""
 

@@ -137,11 +137,12 @@ class NotebookHost:
     async def start(self, tg: TaskGroup, *, start_kernel: bool = True) -> None:
         """Open the notebook (its kernel starts in the background) and start watching it."""
         await self.session.open(start_kernel=start_kernel)
-        if self.watch:
+        if self.watch and isinstance(self.session.store, LocalStore):
             tg.start_soon(self._watch)
 
     async def _watch(self) -> None:
         with anyio.CancelScope() as self._watch_scope:
+            assert isinstance(self.session.store, LocalStore)
             await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
 
     async def close(self) -> None:

@@ -590,7 +590,7 @@ class NotebookSession:
 
     # -- execution --------------------------------------------------------------------------------
 
-    def _require_kernel(self) -> LocalKernel:
+    def _require_kernel(self) -> Kernel:
         if self.kernel is None:
             raise UsageError("the session is not open; call open() first")
         return self.kernel

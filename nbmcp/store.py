@@ -260,6 +260,9 @@ class NotebookStore(Protocol):
 
     def read(self) -> NotebookNode: ...
 
+    def read_if_unchanged(self) -> NotebookNode | None:
+        """The cached notebook when that needs no I/O beyond a stat, else None (then call `read`)."""
+
     def edit(self, apply: Callable[[NotebookNode], T]) -> T: ...
 
     def create_if_missing(self) -> bool: ...

@@ -189,7 +189,9 @@ def test_seed_env_vars_configure_a_remote_notebook_and_kernel() -> None:
     s = settings_from_env({"DOCUMENT_URL": "http://h:1", "START_NEW_RUNTIME": "TRUE"})
     assert s.runtime_url is None and s.start_new_runtime
     # The flags win over the environment and cover both sides.
-    s = settings_from_env({"DOCUMENT_URL": "http://env:1"}, path="x.ipynb", server_url="http://flag:2", server_token="T")
+    s = settings_from_env(
+        {"DOCUMENT_URL": "http://env:1"}, path="x.ipynb", server_url="http://flag:2", server_token="T"
+    )
     assert (s.document_url, s.runtime_url, s.runtime_token, s.path) == (
         "http://flag:2",
         "http://flag:2",
