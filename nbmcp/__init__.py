@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .contents import ContentsStore
 from .errors import (
     CellExecutionError,
     CellIndexError,
@@ -23,7 +24,6 @@ from .errors import (
     ToolDisabledError,
     UsageError,
 )
-from .contents import ContentsStore
 from .kernel import ExecutionResult, KernelState
 from .notebook import Notebook
 from .remote import JupyterServer
