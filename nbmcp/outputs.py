@@ -19,22 +19,29 @@ __all__ = ["OutputCollector", "normalize_stream_text"]
 
 # nbclient's coalesce_streams rules (nbclient/client.py), with the backspace written as \x08: in a
 # raw string "\b" is a regex word boundary, which would eat the last letter of every word.
-_RGX_CARRIAGERETURN = re.compile(r".*\r(?=[^\n])")
 _RGX_BACKSPACE = re.compile(r"[^\n]\x08")
 
 _OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 
 
+def _after_last_carriage_return(line: str) -> str:
+    # The same as nbclient's `.*\r(?=[^\n])` on one line, in linear time: drop everything up to the
+    # last carriage return that has something after it (a trailing one, as in "\r\n", stays).
+    cut = line.rfind("\r", 0, len(line) - 1)
+    return line[cut + 1 :] if cut >= 0 else line
+
+
 def normalize_stream_text(text: str) -> str:
     """Resolve backspaces and carriage returns the way a terminal would show the text."""
-    if "\r" not in text and "\x08" not in text:
-        # Nothing to resolve; and the regexes below take quadratic time on one very long line.
-        return text
-    old = None
-    while old is None or len(text) < len(old):
-        old = text
-        text = _RGX_BACKSPACE.sub("", text)
-    return _RGX_CARRIAGERETURN.sub("", text)
+    if "\x08" in text:
+        old = None
+        while old is None or len(text) < len(old):
+            old = text
+            text = _RGX_BACKSPACE.sub("", text)
+    if "\r" in text:
+        # Line by line rather than with the regex, which takes quadratic time on one very long line.
+        text = "\n".join(_after_last_carriage_return(line) for line in text.split("\n"))
+    return text
 
 
 class OutputCollector:

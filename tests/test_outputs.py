@@ -94,3 +94,14 @@ def test_error_output_and_last_line() -> None:
     c.process(msg("error", ename="ValueError", evalue="bad", traceback=["tb"]))
     assert c.outputs[-1].output_type == "error"
     assert c.last_line == "ValueError: bad"
+
+
+def test_carriage_returns_resolve_like_nbclients_rule_even_on_a_very_long_line() -> None:
+    import re
+
+    nbclient_rule = re.compile(r".*\r(?=[^\n])")  # nbclient's coalesce_streams regex
+    for text in ["a\rb\n", "10%\r50%\r100%\n", "x\r\n", "\r\n\r", "a\r\rb", "keep\r", "one\rtwo\nthree\rfour\r\n"]:
+        assert normalize_stream_text(text) == nbclient_rule.sub("", text), repr(text)
+    # The regex would take hours on this line; a slow implementation fails by the per-test timeout.
+    long_line = "x" * 2_000_000 + "\r\n"
+    assert normalize_stream_text(long_line) == long_line
