@@ -348,7 +348,7 @@ class RemoteKernel:
             while time.monotonic() < resend_at:
                 try:
                     msg = await asyncio.wait_for(self._inbox.get(), timeout=max(resend_at - time.monotonic(), 0.01))
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                     break
                 if msg is None:
                     raise KernelStartError(f"the Jupyter server at {self.server.url} closed the kernel's websocket")
@@ -437,7 +437,7 @@ class RemoteKernel:
         """Handle the messages that arrive within `wait` seconds; False if the kernel died."""
         try:
             msg = await asyncio.wait_for(self._inbox.get(), timeout=max(wait, 0.001))
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             now = time.monotonic()
             if now >= self._next_liveness:
                 self._next_liveness = now + LIVENESS_INTERVAL
