@@ -41,6 +41,7 @@ __all__ = [
     "KernelState",
     "LocalKernel",
     "choose_kernel",
+    "drive_execution",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,6 +186,54 @@ class ExecutionResult:
 
 
 ProgressHook = Callable[[OutputCollector, float], Awaitable[None]]
+
+
+async def drive_execution(
+    collector: OutputCollector,
+    *,
+    started: float,
+    timeout: float,
+    on_progress: ProgressHook | None,
+    progress_every: float,
+    pump: Callable[[float], Awaitable[bool]],
+    interrupt_and_drain: Callable[[], Awaitable[bool]],
+    death_note: Callable[[], str],
+) -> tuple[str, str]:
+    """Wait for one execution to finish; the state machine shared by the local and remote kernels.
+
+    `pump(wait)` feeds the collector the messages that arrive within `wait` seconds and returns False
+    if the kernel died; `interrupt_and_drain()` interrupts, collects output until the kernel is idle
+    and returns False if it had to be restarted. Returns the status (``ok`` until the kernel's reply
+    says otherwise, ``timeout`` or ``dead``) and a note for the caller.
+    """
+    deadline = started + timeout
+    next_progress = started + progress_every
+    try:
+        while not collector.idle:
+            now = time.monotonic()
+            if now >= deadline:
+                logger.info("execution timed out after %g s; interrupting the kernel", timeout)
+                if await interrupt_and_drain():
+                    return (
+                        "timeout",
+                        f"timed out after {timeout:g} s; the kernel was interrupted and is ready for more code",
+                    )
+                return "timeout", (
+                    f"timed out after {timeout:g} s and did not stop when interrupted; the kernel was restarted "
+                    "(its variables are lost)"
+                )
+            if on_progress is not None and now >= next_progress:
+                next_progress = now + progress_every
+                await on_progress(collector, now - started)
+            wait = min(POLL_INTERVAL, deadline - now, max(next_progress - now, 0.01))
+            if not await pump(wait):
+                return "dead", death_note()
+    except BaseException:
+        # MCP cancellation of the tool call (or shutdown): stop the code, then let go.
+        with anyio.CancelScope(shield=True):
+            await interrupt_and_drain()
+        raise
+    return "ok", ""
 
 
 class Kernel(Protocol):
@@ -358,30 +407,19 @@ class LocalKernel:
         assert kc is not None and km is not None
         collector = OutputCollector()
         started = time.monotonic()
-        deadline = started + timeout
-        next_progress = started + progress_every
         self.state = KernelState.BUSY
         # allow_stdin=False: input() raises in the cell instead of waiting forever for a reply.
         msg_id = kc.execute(code, store_history=store_history, allow_stdin=False)
-        status, note = "ok", ""
-        try:
-            while not collector.idle:
-                now = time.monotonic()
-                if now >= deadline:
-                    status, note = await self._on_timeout(collector, msg_id, timeout)
-                    break
-                if on_progress is not None and now >= next_progress:
-                    next_progress = now + progress_every
-                    await on_progress(collector, now - started)
-                wait = min(POLL_INTERVAL, deadline - now, max(next_progress - now, 0.01))
-                if not await self._pump(collector, msg_id, wait):
-                    status, note = "dead", self._death_note()
-                    break
-        except BaseException:
-            # MCP cancellation of the tool call (or shutdown): stop the code, then let go.
-            with anyio.CancelScope(shield=True):
-                await self._interrupt_and_drain(collector, msg_id)
-            raise
+        status, note = await drive_execution(
+            collector,
+            started=started,
+            timeout=timeout,
+            on_progress=on_progress,
+            progress_every=progress_every,
+            pump=lambda wait: self._pump(collector, msg_id, wait),
+            interrupt_and_drain=lambda: self._interrupt_and_drain(collector, msg_id),
+            death_note=self._death_note,
+        )
         if status == "ok":
             status = await self._reply_status(msg_id, collector)
         if self.state == KernelState.BUSY:
@@ -413,16 +451,6 @@ class LocalKernel:
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
                 collector.process(msg)
         return True
-
-    async def _on_timeout(self, collector: OutputCollector, msg_id: str, timeout: float) -> tuple[str, str]:
-        logger.info("execution timed out after %g s; interrupting the kernel", timeout)
-        finished = await self._interrupt_and_drain(collector, msg_id)
-        if finished:
-            return "timeout", f"timed out after {timeout:g} s; the kernel was interrupted and is ready for more code"
-        return "timeout", (
-            f"timed out after {timeout:g} s and did not stop when interrupted; the kernel was restarted "
-            "(its variables are lost)"
-        )
 
     async def _interrupt_and_drain(self, collector: OutputCollector, msg_id: str) -> bool:
         """Interrupt, then collect output until the kernel is idle; restart it if it will not stop."""

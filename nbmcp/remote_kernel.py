@@ -44,6 +44,7 @@ from .kernel import (
     KernelChoice,
     KernelState,
     ProgressHook,
+    drive_execution,
 )
 from .outputs import OutputCollector
 from .remote import HTTP_TIMEOUT, JupyterServer, raise_for_status, translate_errors
@@ -385,8 +386,6 @@ class RemoteKernel:
         collector = OutputCollector()
         reply: dict[str, Any] = {}
         started = time.monotonic()
-        deadline = started + timeout
-        next_progress = started + progress_every
         self.state = KernelState.BUSY
         self._next_liveness = started + LIVENESS_INTERVAL
         content = {
@@ -399,25 +398,16 @@ class RemoteKernel:
             "stop_on_error": True,
         }
         msg_id = self._send("execute_request", content)
-        status, note = "ok", ""
-        try:
-            while not collector.idle:
-                now = time.monotonic()
-                if now >= deadline:
-                    status, note = await self._on_timeout(collector, reply, msg_id, timeout)
-                    break
-                if on_progress is not None and now >= next_progress:
-                    next_progress = now + progress_every
-                    await on_progress(collector, now - started)
-                wait = min(POLL_INTERVAL, deadline - now, max(next_progress - now, 0.01))
-                if not await self._pump(collector, reply, msg_id, wait):
-                    status, note = "dead", self._death_note()
-                    break
-        except BaseException:
-            # MCP cancellation of the tool call (or shutdown): stop the code, then let go.
-            with anyio.CancelScope(shield=True):
-                await self._interrupt_and_drain(collector, reply, msg_id)
-            raise
+        status, note = await drive_execution(
+            collector,
+            started=started,
+            timeout=timeout,
+            on_progress=on_progress,
+            progress_every=progress_every,
+            pump=lambda wait: self._pump(collector, reply, msg_id, wait),
+            interrupt_and_drain=lambda: self._interrupt_and_drain(collector, reply, msg_id),
+            death_note=self._death_note,
+        )
         if status == "ok":
             grace_end = time.monotonic() + REPLY_GRACE
             while not reply and time.monotonic() < grace_end:
@@ -485,17 +475,6 @@ class RemoteKernel:
         except NbmcpError:
             return True  # the server is busy or unreachable; a closed websocket says more
         return model is not None and model.get("execution_state") != "dead"
-
-    async def _on_timeout(
-        self, collector: OutputCollector, reply: dict[str, Any], msg_id: str, timeout: float
-    ) -> tuple[str, str]:
-        logger.info("execution timed out after %g s; interrupting the kernel", timeout)
-        if await self._interrupt_and_drain(collector, reply, msg_id):
-            return "timeout", f"timed out after {timeout:g} s; the kernel was interrupted and is ready for more code"
-        return "timeout", (
-            f"timed out after {timeout:g} s and did not stop when interrupted; the kernel was restarted "
-            "(its variables are lost)"
-        )
 
     async def _interrupt_and_drain(self, collector: OutputCollector, reply: dict[str, Any], msg_id: str) -> bool:
         """Interrupt, then collect output until the kernel is idle; restart it if it will not stop."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -72,9 +73,12 @@ _SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages
 RELOADED_MESSAGE = "notebook changed on disk, reloaded"
 
 
-def make_session(settings: Settings) -> NotebookSession:
-    """The session for `settings`: the one place where local or remote notebook and kernel are chosen."""
-    store: NotebookStore | None = None
+def make_session(settings: Settings, local_store: LocalStore | None = None) -> NotebookSession:
+    """The session for `settings`: the one place where local or remote notebook and kernel are chosen.
+
+    `local_store`: the local notebook's store when the caller has already read it (parsed once).
+    """
+    store: NotebookStore | None = None if settings.document_url else local_store
     kernel_factory: KernelFactory | None = None
     if settings.document_url:
         store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
@@ -241,8 +245,8 @@ class Workspace:
         self._server: MCPServer | None = None
 
     def _new_session(self, path: Path) -> NotebookSession:
-        s = self.settings
-        return NotebookSession(path, kernel_name=s.kernel, python=s.python, timeout=s.timeout)
+        # Folder mode is local only, so this is make_session's local case for another notebook.
+        return make_session(dataclasses.replace(self.settings, path=path))
 
     @asynccontextmanager
     async def lifespan(self, app: MCPServer) -> AsyncIterator[None]:
@@ -468,11 +472,7 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
 
     `store`: the notebook's store, already read by the command line's check (parsed once).
     """
-    session = None
-    if store is not None and not settings.document_url:
-        session = NotebookSession(
-            settings.path, kernel_name=settings.kernel, python=settings.python, timeout=settings.timeout, store=store
-        )
+    session = make_session(settings, store) if store is not None else None
     server, workspace = create_server(settings, session)
     if settings.transport == "stdio":
         async with anyio.create_task_group() as tg:

@@ -737,9 +737,10 @@ class NotebookSession:
         ]
         run = RunAll([], len(plan), 0.0)
         for k, (cell_id, may_raise) in enumerate(plan, 1):
-            index = await self._index_of(cell_id)
-            if index is not None and before_cell is not None:
-                await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
+            if before_cell is not None:
+                index = await self._index_of(cell_id)
+                if index is not None:
+                    await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
             try:
                 # By id: the callback (or a person) may have moved it since the plan was made.
                 execution = await self.execute_cell(
