@@ -195,9 +195,13 @@ def _tool_list(value: str) -> tuple[str, ...]:
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("nbmcp %(levelname)s %(name)s: %(message)s"))
+    # stderr shows --log-level and above; nbmcp's own records are all made, because MCP clients may
+    # ask for more of them (logging/setLevel) than stderr shows.
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("nbmcp").setLevel(logging.DEBUG)
     # Third-party chatter that says nothing to a user at INFO.
     for noisy in ("mcp", "traitlets", "httpx", "httpx2", "httpcore2", "tornado", "asyncio", "filelock", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -306,8 +310,9 @@ def cli(*args: str) -> int:
             return 2
     problem, store = _check_path(settings)
     if problem:
+        # Like every start-up error (bad flags too): exit code 2, one line, nothing served.
         print(f"nbmcp: error: {problem}", file=sys.stderr)
-        return 1
+        return 2
     if sys.stdin.isatty() and settings.transport == "stdio":
         what = " (every notebook under it)" if settings.path.is_dir() else ""
         print(

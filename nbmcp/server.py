@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import signal
-import warnings
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequ
 from nbformat import NotebookNode
 
 from . import __version__
+from .client_log import ClientLog
 from .config import Settings
 from .contents import ContentsStore
 from .errors import UsageError
@@ -68,9 +68,6 @@ its notebook outright.
 MAX_LISTED_NOTEBOOKS = 1000
 #: Folders list_notebooks does not descend into (besides hidden ones).
 _SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"})
-
-#: MCP log message sent to clients when the file changed on disk and was reloaded.
-RELOADED_MESSAGE = "notebook changed on disk, reloaded"
 
 
 def make_session(settings: Settings, local_store: LocalStore | None = None) -> NotebookSession:
@@ -131,8 +128,6 @@ class NotebookHost:
         self.uri = session.store.path if isinstance(session.store.path, str) else session.path.as_uri()
         #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
         self.bus = bus
-        #: Handshake-era client connections, to which change notices are pushed directly.
-        self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
         self.watcher_ready = anyio.Event()
         self.external_changes = 0
@@ -156,16 +151,9 @@ class NotebookHost:
         with anyio.CancelScope(shield=True):
             await self.session.close()
 
-    def remember_client(self, ctx: Context) -> None:
-        version = ctx.protocol_version
-        connection = _connection(ctx.session)
-        if connection is not None and version is not None and version < "2026-07-28":
-            self._legacy_sessions.add(connection)
-
     def subscribe(self, connection: Any, on: bool) -> None:
         if on:
             self._subscribed.add(connection)
-            self._legacy_sessions.add(connection)
         else:
             self._subscribed.discard(connection)
 
@@ -173,14 +161,10 @@ class NotebookHost:
         """Tell clients that the notebook changed on disk (called by the watcher after reloading)."""
         self.external_changes += 1
         await self.bus.publish(ResourceUpdated(uri=self.uri))
-        for client in list(self._legacy_sessions):
+        # The reload itself reaches clients as a log message through ClientLog (the store logs it).
+        for client in list(self._subscribed):
             try:
-                with warnings.catch_warnings():
-                    # The logging capability is deprecated from 2026-07-28 on; these clients predate it.
-                    warnings.simplefilter("ignore")
-                    await client.log("info", f"{RELOADED_MESSAGE}: {self.session.path.name}", logger="nbmcp")
-                    if client in self._subscribed:
-                        await client.send_resource_updated(self.uri)
+                await client.send_resource_updated(self.uri)
             except Exception as exc:  # a client that went away must not stop the others
                 logger.debug("could not notify a client: %r", exc)
 
@@ -243,6 +227,8 @@ class Workspace:
         self._tg: TaskGroup | None = None
         self._lock = anyio.Lock()
         self._server: MCPServer | None = None
+        #: nbmcp's log records as MCP log messages (the logging capability).
+        self.client_log = ClientLog()
 
     def _new_session(self, path: Path) -> NotebookSession:
         # Folder mode is local only, so this is make_session's local case for another notebook.
@@ -252,6 +238,7 @@ class Workspace:
     async def lifespan(self, app: MCPServer) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self.client_log.run)
             if self.default is not None:
                 self._register_resource(self.default)
                 try:
@@ -331,7 +318,6 @@ class Workspace:
                 )
             if host.session.kernel is None:
                 host = await self.open(host.session.path)
-        host.remember_client(ctx)
         return host
 
     async def get_session(self, ctx: Context) -> NotebookSession:
@@ -439,6 +425,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         warn_on_duplicate_resources=False,
     )
     workspace.register(server)
+    workspace.client_log.register(server)
     server.exposed = register_tools(
         server,
         workspace.get_session,
@@ -448,6 +435,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         tools=settings.tools,
         read_only=settings.read_only,
         workspace=None if workspace.single else workspace,
+        client_log=workspace.client_log,
     )
     return server, workspace
 

@@ -237,10 +237,12 @@ def _find_id(nb: NotebookNode, cell_id: str) -> int:
     raise CellNotFoundError(cell_id)
 
 
-def _locate(nb: NotebookNode, index: int | None, cell_id: str | None, *, what: str = "cell_index") -> int:
+def _locate(
+    nb: NotebookNode, index: int | None, cell_id: str | None, *, what: str = "cell_index", id_name: str = "cell_id"
+) -> int:
     """The position of the cell given by index or by id: exactly one of the two."""
     if (index is None) == (cell_id is None):
-        raise UsageError(f"give either {what} or cell_id (exactly one of the two)")
+        raise UsageError(f"give either {what} or {id_name} (exactly one of the two)")
     if cell_id is not None:
         return _find_id(nb, cell_id)
     assert index is not None
@@ -529,7 +531,7 @@ class NotebookSession:
         """Move a cell so that it ends up at `target_index` (-1 = last); returns where it was and is."""
 
         def apply(nb: NotebookNode) -> tuple[CellRef, CellRef]:
-            i = _locate(nb, index, cell_id, what="source_index")
+            i = _locate(nb, index, cell_id, what="source_index", id_name="source_cell_id")
             n = len(nb.cells)
             try:
                 target = _check_index(target_index, n)

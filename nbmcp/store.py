@@ -236,6 +236,8 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotebookFormatError(path, f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise NotebookFormatError(path, "JSON nested too deeply to be a notebook") from exc
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw) or "nbformat" not in raw:
         raise NotebookFormatError(path, "JSON without the 'nbformat' and 'cells' keys of a notebook")
     try:

@@ -45,7 +45,8 @@ async def test_external_edit_between_calls_is_read_and_kept(client: Client, nb_p
     nb.cells.append(nbformat.v4.new_markdown_cell("theirs"))
     external_write(nb_path, nb, by_rename=by_rename)
     r = await client.call_tool("read_all_cells", {})
-    assert [c["source"] for c in r.structured_content["cells"]] == ["ours 1", "theirs"]
+    text = r.structured_content["text"]
+    assert "Cells 0 to 1 of 2" in text and text.index("ours 1") < text.index("theirs")
     await client.call_tool("append_markdown_cell", {"cell_source": "ours 2"})
     assert [c.source for c in read_nb(nb_path).cells] == ["ours 1", "theirs", "ours 2"]
 
@@ -311,5 +312,5 @@ async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_pa
         external_write(nb_path, nb, by_rename=False)
         with anyio.fail_after(2):
             await both.wait()
-    assert "notebook changed on disk, reloaded" in logs[0]
+    assert any("changed on disk; reloaded" in line for line in logs), logs
     assert updates == [host.uri]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import nbformat
@@ -33,9 +35,9 @@ async def test_tool_runs_every_code_cell_with_a_progress_notification_per_cell(c
     r = await client.call_tool("execute_all_cells", {}, progress_callback=on_progress)
     assert not r.is_error, text_of(r)
     sc = r.structured_content
-    assert sc["status"] == "ok" and sc["ran"] == 3 and sc["total"] == 3 and sc["failed_cell"] is None
-    assert [c["cell_index"] for c in sc["cells"]] == [1, 2, 4]
-    assert [c["execution_count"] for c in sc["cells"]] == [1, 2, 3]
+    assert sc["status"] == "ok" and sc["ran"] == 3 and sc["total"] == 3 and sc["failed_cell_index"] is None
+    ran = re.findall(r"^--- cell (\d+) \(id \S+\) execution_count=(\d+)", sc["text"], flags=re.MULTILINE)
+    assert ran == [("1", "1"), ("2", "2"), ("4", "3")]
     assert "42" in text_of(r) and "Ran 3 of 3 code cells" in text_of(r)
     messages = [m for _, _, m in seen]
     assert any(m and m.startswith("cell 1 of 3") for m in messages)
@@ -51,7 +53,7 @@ async def test_tool_stops_at_the_first_error_and_shows_its_traceback(client: Cli
     r = await client.call_tool("execute_all_cells", {})
     assert not r.is_error  # a failing cell is a result, not a tool error
     sc = r.structured_content
-    assert sc["status"] == "error" and sc["ran"] == 2 and sc["failed_cell"]["cell_index"] == 1
+    assert sc["status"] == "error" and sc["ran"] == 2 and sc["failed_cell_index"] == 1
     assert "Stopped: cell 1" in text_of(r) and "KeyError: 'missing'" in text_of(r) and "\x1b[" not in text_of(r)
     assert read_nb(nb_path).cells[2].outputs == []
 
@@ -73,7 +75,8 @@ async def test_tool_stops_at_the_first_error_and_shows_its_traceback(client: Cli
 async def test_tool_range_is_inclusive(client: Client, nb_path: Path, args: dict[str, int], indices: list[int]) -> None:
     _write(nb_path, *(code(f"print({i})") for i in range(4)))
     r = await client.call_tool("execute_all_cells", args)
-    assert [c["cell_index"] for c in r.structured_content["cells"]] == indices
+    ran = re.findall(r"^--- cell (\d+) ", r.structured_content["text"], flags=re.MULTILINE)
+    assert [int(i) for i in ran] == indices
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,7 @@ def test_a_file_that_is_not_a_notebook_is_refused_and_untouched(
 ) -> None:
     monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.1)
     nb_path.write_text("this is not json")
-    assert cli(str(nb_path)) == 1
+    assert cli(str(nb_path)) == 2
     err = capsys.readouterr().err
     assert "not a valid Jupyter notebook" in err and "not JSON" in err
     assert nb_path.read_text() == "this is not json"
@@ -154,7 +154,7 @@ def test_unusable_paths_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
 ) -> None:
     (tmp_path / "folder").mkdir()
-    assert cli(str(tmp_path / name)) == 1
+    assert cli(str(tmp_path / name)) == 2
     assert problem in capsys.readouterr().err
 
 

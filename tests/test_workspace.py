@@ -48,17 +48,17 @@ async def test_folder_server_lists_uses_and_unuses_notebooks(folder: Path) -> No
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"list_notebooks", "use_notebook", "unuse_notebook"} <= names
         r = await call(client, "list_notebooks")
-        rows = r.structured_content["notebooks"]
-        assert [row["path"] for row in rows] == ["a.ipynb", "sub/b.ipynb"]  # hidden and checkpoints skipped
-        assert all(row["kernel"] == "not started" for row in rows)
+        rows = r.structured_content["text"].splitlines()[1:]
+        assert rows == ["- a.ipynb (kernel not started)", "- sub/b.ipynb (kernel not started)"]  # hidden skipped
+        assert r.structured_content["count"] == 2
         r = await client.call_tool("read_all_cells", {})
         assert r.is_error and "no notebook chosen" in text_of(r) and "use_notebook" in text_of(r)
         await call(client, "use_notebook", path="sub/b.ipynb")
         r = await call(client, "append_execute_code_cell", cell_source="import os; os.getcwd()")
         assert str(folder / "sub") in text_of(r)  # its own kernel, in its own folder
         r = await call(client, "list_notebooks")
-        active = [row for row in r.structured_content["notebooks"] if row["active"]]
-        assert [(row["path"], row["cells"]) for row in active] == [("sub/b.ipynb", 2)]
+        active = [row for row in r.structured_content["text"].splitlines() if "[active]" in row]
+        assert active == ["- sub/b.ipynb [active] (kernel idle, 2 cells)"]
         r = await call(client, "use_notebook", path="c.ipynb", create=True)
         assert (folder / "c.ipynb").exists() and "0 cells" in text_of(r)
         pid_b = workspace.hosts[folder / "sub" / "b.ipynb"].session.kernel.pid  # type: ignore[union-attr]
@@ -130,7 +130,9 @@ async def test_two_http_sessions_keep_their_own_active_notebook(folder: Path) ->
                 tg.start_soon(writes, one, "one")
                 tg.start_soon(writes, two, "two")
             r = await call(one, "list_notebooks")
-            assert [row["path"] for row in r.structured_content["notebooks"] if row["active"]] == ["a.ipynb"]
+            assert [row for row in r.structured_content["text"].splitlines() if "[active]" in row][0].startswith(
+                "- a.ipynb [active]"
+            )
     finally:
         server.stop()
     assert [c.source for c in read_nb(folder / "a.ipynb").cells][1:] == [f"one {i}" for i in range(5)]

@@ -1,0 +1,195 @@
+"""One rule for every tool answer: the model sees the same facts in both views, within the budget.
+
+Some clients show the model only a tool result's `content`, others (Claude Code, Codex, Copilot CLI,
+OpenCode) only its `structuredContent` when there is one. So every tool answers with one `Answer`:
+its `text` is the whole answer as the model should read it (outputs, tracebacks, ids, notes, what was
+cut and which call returns the rest), cut to the output budget, and it goes into both views: as the
+first content block, and as the `text` field of the structured view next to a few small facts (ids,
+status, counts) that programs can use. Images go in `content`; the text and the structured `images`
+list say that each exists and which call returns it. Each answer model is the tool's outputSchema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mcp.types import CallToolResult, ImageContent, TextContent
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..render import ImagePart, truncate_middle
+
+__all__ = [
+    "ANSWER_OVERHEAD",
+    "Answer",
+    "CellAnswer",
+    "ClearAllAnswer",
+    "ExecutionAnswer",
+    "ImageInfo",
+    "InfoAnswer",
+    "KernelAnswer",
+    "NotebooksAnswer",
+    "OutputPageAnswer",
+    "PageAnswer",
+    "ReadCellAnswer",
+    "RunAllAnswer",
+    "VariablesAnswer",
+    "address",
+    "cell_name",
+    "fit",
+    "reply",
+]
+
+#: Characters an answer may have beyond --max-output-chars: headers, notes and cut markers around the
+#: budgeted outputs. Every answer, in both views, stays within budget + this.
+ANSWER_OVERHEAD = 2_000
+#: Room kept in the structured view for the fields beside `text` (ids, status, image list).
+_FIELDS_RESERVE = 1_000
+
+
+class ImageInfo(BaseModel):
+    """An image output: shown as image content in this answer, or named so that it can be fetched."""
+
+    output_index: int
+    mime_type: str
+    bytes: int
+    cell_index: int | None = None
+    cell_id: str | None = None
+
+
+class Answer(BaseModel):
+    """What every tool answers."""
+
+    text: str = Field(description="The whole answer as the model should read it; the same text as the content.")
+    images: list[ImageInfo] = Field(
+        default_factory=list, description="Images shown as image content in this answer (not in this JSON)."
+    )
+
+
+class CellAnswer(Answer):
+    """An edit of one cell."""
+
+    cell_index: int | None = None
+    cell_id: str | None = None
+    cell_type: str | None = None
+    from_index: int | None = None
+    replacements: int | None = None
+    removed_outputs: int | None = None
+
+
+class ClearAllAnswer(Answer):
+    cells_cleared: int
+
+
+class ExecutionAnswer(Answer):
+    """A run of one cell or of scratch code."""
+
+    cell_index: int | None = None
+    cell_id: str | None = None
+    status: str = Field(description="ok, error, timeout or dead (the kernel died)")
+    execution_count: int | None = None
+    elapsed_seconds: float
+    saved: bool = Field(description="Whether the outputs were saved in the notebook")
+
+
+class RunAllAnswer(Answer):
+    """A run of many cells."""
+
+    status: str
+    ran: int
+    total: int
+    elapsed_seconds: float
+    failed_cell_index: int | None = None
+    failed_cell_id: str | None = None
+
+
+class ReadCellAnswer(Answer):
+    cell_index: int
+    cell_id: str | None
+    cell_type: str
+    execution_count: int | None
+    outputs: int = Field(description="Number of outputs the cell has")
+    source_chars: int
+    next_source_offset: int | None = Field(description="Where the rest of a cut source starts (read_cell source_offset)")
+
+
+class PageAnswer(Answer):
+    """Several cells, whole, in order, as many as fit in the budget."""
+
+    total_cells: int
+    start_index: int
+    end_index: int | None = Field(description="The last cell shown (inclusive); null when none")
+    next_start_index: int | None = Field(description="Where the next page starts; null after the last cell")
+    response_format: str
+
+
+class OutputPageAnswer(Answer):
+    cell_index: int
+    cell_id: str | None
+    output_index: int
+    offset: int
+    next_offset: int | None
+    total_chars: int
+
+
+class InfoAnswer(Answer):
+    """The notebook's facts; more keys may appear as nbmcp learns more."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    total_cells: int
+    kernel: dict[str, Any]
+
+
+class VariablesAnswer(Answer):
+    total: int
+    shown: int
+
+
+class KernelAnswer(Answer):
+    state: str | None = None
+    was_running: bool | None = None
+
+
+class NotebooksAnswer(Answer):
+    """The workspace tools' answers."""
+
+    root: str | None = None
+    path: str | None = None
+    count: int | None = None
+    truncated: bool | None = None
+    closed: bool | None = None
+
+
+def cell_name(index: int, cell_id: str | None) -> str:
+    return f"cell {index} (id {cell_id})" if cell_id else f"cell {index} (no id: nbformat 4.4 notebook)"
+
+
+def address(index: int, cell_id: str | None) -> str:
+    """How a call should name the cell: by id when it has one, since ids survive edits."""
+    return f"cell_id={cell_id!r}" if cell_id else f"cell_index={index}"
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut in the middle to at most `limit` characters (and a marker).
+
+    Answers are built to fit already (outputs, sources and listings each within their share); this
+    is the guarantee for the whole, should headers and notes add up. The budget counts characters
+    the model reads: a newline is one, however a transport escapes it.
+    """
+    if len(text) <= limit:
+        return text
+    return truncate_middle(text, max(limit - 200, 0), "the answer was over the output budget (--max-output-chars)")
+
+
+def reply(answer: Answer, images: Sequence[ImagePart], limit: int) -> CallToolResult:
+    """Both views of `answer`: content (text, then images) and the structured model, each within `limit`."""
+    answer.text = fit(answer.text, limit - _FIELDS_RESERVE)
+    content: list[TextContent | ImageContent] = [TextContent(type="text", text=answer.text)]
+    content += [ImageContent(type="image", data=i.data, mime_type=i.mime_type) for i in images]
+    return CallToolResult(content=content, structured_content=answer.model_dump(mode="json"))
+
+
+def image_infos(images: Sequence[ImagePart], index: int | None = None, cell_id: str | None = None) -> list[ImageInfo]:
+    return [ImageInfo(output_index=i.output_index, mime_type=i.mime_type, bytes=i.size, cell_index=index, cell_id=cell_id) for i in images]
