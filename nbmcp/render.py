@@ -11,7 +11,6 @@ layer turns them into MCP content, so no MCP type leaks below it.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field

@@ -138,7 +138,9 @@ async def test_workspace_tools_answer_both_views(folder_client: Client, tmp_path
 
 
 async def test_a_200k_print_is_cut_in_both_views_and_the_rest_is_one_call_away(client: Client) -> None:
-    r = await ok(client, "append_execute_code_cell", "characters omitted", cell_source="print('a' * 100_000 + 'b' * 100_000)")
+    r = await ok(
+        client, "append_execute_code_cell", "characters omitted", cell_source="print('a' * 100_000 + 'b' * 100_000)"
+    )
     text = r.structured_content["text"]
     call = re.search(r"read_cell_output\(cell_id='([^']+)', output_index=0, offset=(\d+)\)", text)
     assert call is not None, text
@@ -155,7 +157,14 @@ async def test_ten_thousand_displays_stay_within_the_budget(client: Client) -> N
     code = "for i in range(10_000):\n    display(f'item {i}')"
     cell = await ok(client, "insert_cell", cell_index=-1, cell_type="code", cell_source=code)
     # 10,000 iopub messages take ipykernel itself some seconds: a generous timeout for a busy machine.
-    r = await ok(client, "execute_cell", "outputs ", "omitted", cell_index=cell.structured_content["cell_index"], timeout_seconds=240)
+    r = await ok(
+        client,
+        "execute_cell",
+        "outputs ",
+        "omitted",
+        cell_index=cell.structured_content["cell_index"],
+        timeout_seconds=240,
+    )
     content, _ = views(r)
     assert r.structured_content["status"] == "ok"
     assert "'item 0'" in content and "'item 9999'" in content
@@ -173,7 +182,9 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
     async with Client(build_server(Settings(path=path, timeout=60))) as client:
         r = await ok(client, "read_all_cells", "of 2000", "read_notebook(start_index=")
         sc = r.structured_content
-        assert sc["total_cells"] == 2000 and 0 < sc["end_index"] < 1999 and sc["next_start_index"] == sc["end_index"] + 1
+        assert (
+            sc["total_cells"] == 2000 and 0 < sc["end_index"] < 1999 and sc["next_start_index"] == sc["end_index"] + 1
+        )
         # Whole cells, in order: the last one shown has its source and output.
         last = sc["end_index"]
         assert f"value_{last} = {last}\nprint(value_{last})\nOutputs:\n{last}" in sc["text"]
@@ -186,7 +197,7 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
 
 
 async def test_a_10_mb_source_is_paged_not_sent(tmp_path: Path) -> None:
-    source = "".join(f"line_{i} = {i}\n" for i in range(700_000))[: 10_000_000]
+    source = "".join(f"line_{i} = {i}\n" for i in range(700_000))[:10_000_000]
     path = write_nb(tmp_path / "work" / "huge.ipynb", [nbformat.v4.new_code_cell(source)])
     async with Client(build_server(Settings(path=path, timeout=60))) as client:
         r = await ok(client, "read_cell", "source continues", "source_offset=", cell_index=0)
@@ -204,13 +215,20 @@ async def test_a_10_mb_source_is_paged_not_sent(tmp_path: Path) -> None:
 async def test_images_are_content_and_named_in_the_structured_view(client: Client) -> None:
     code = (
         "import base64\nfrom IPython.display import Image, display\n"
-        "png = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')\n"
+        "png = base64.b64decode("
+        "'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')\n"
         "display(Image(data=png))"
     )
     r = await ok(client, "append_execute_code_cell", "image/png image of", "shown as image content", cell_source=code)
     assert [b.type for b in r.content] == ["text", "image"]
     assert r.structured_content["images"] == [
-        {"output_index": 0, "mime_type": "image/png", "bytes": 70, "cell_index": 0, "cell_id": r.structured_content["cell_id"]}
+        {
+            "output_index": 0,
+            "mime_type": "image/png",
+            "bytes": 70,
+            "cell_index": 0,
+            "cell_id": r.structured_content["cell_id"],
+        }
     ]
     r = await ok(client, "read_cell", "shown as image content", cell_index=0)
     assert [b.type for b in r.content] == ["text", "image"] and r.structured_content["images"]

@@ -116,7 +116,9 @@ async def test_max_output_chars_and_image_cap_are_applied(nb_path: Path) -> None
         assert omitted and 4000 <= int(omitted.group(1)) < 4500, text
         assert len(text) < 1000 + 200  # the budget, plus the answer's first line
         assert not [c for c in r.content if c.type == "image"]
-        assert "image/png image of 69 bytes (output 1) not shown: over the 10-byte image cap (--max-image-bytes)" in text
+        assert (
+            "image/png image of 69 bytes (output 1) not shown: over the 10-byte image cap (--max-image-bytes)" in text
+        )
         r = await call(client, "read_cell_output", cell_index=0, max_chars=100_000)
         page = r.structured_content["text"].split("\n", 1)[1]
         assert len(page) == 1000  # never more than the budget per answer

@@ -90,12 +90,17 @@ def test_the_budget_is_shared_between_outputs_and_each_cut_names_its_exact_offse
 
 
 def test_many_small_outputs_share_one_marker_and_stay_within_the_budget() -> None:
-    outputs = [{"output_type": "display_data", "data": {"text/plain": f"<obj {i}>"}, "metadata": {}} for i in range(10_000)]
+    outputs = [
+        {"output_type": "display_data", "data": {"text/plain": f"<obj {i}>"}, "metadata": {}} for i in range(10_000)
+    ]
     rendered = render(outputs, max_chars=MAX_OUTPUT_CHARS, cell="cell_id='c1'")
     assert len(rendered.text) <= MAX_OUTPUT_CHARS
     assert rendered.text.startswith("<obj 0>\n<obj 1>\n") and rendered.text.endswith("<obj 9999>")
-    marker = re.search(r"\[\.\.\. outputs (\d+) to (\d+) \((\d+) outputs, \d+ characters\) omitted; "
-                       r"read_cell_output\(cell_id='c1', output_index=(\d+)\)", rendered.text)
+    marker = re.search(
+        r"\[\.\.\. outputs (\d+) to (\d+) \((\d+) outputs, \d+ characters\) omitted; "
+        r"read_cell_output\(cell_id='c1', output_index=(\d+)\)",
+        rendered.text,
+    )
     assert marker is not None
     first, last, count, index = map(int, marker.groups())
     assert count == last - first + 1 and index == first and rendered.text.count("omitted") == 1
@@ -110,7 +115,10 @@ def test_images_per_answer_are_capped_in_number_and_bytes() -> None:
     rendered = render(outputs, cell="cell_id='c1'")
     assert len(rendered.images) == MAX_ANSWER_IMAGES
     assert rendered.text.count("shown as image content") == MAX_ANSWER_IMAGES
-    assert "output 20) not shown: this answer's image budget is used; read_cell_output(cell_id='c1', output_index=20)" in rendered.text
+    assert (
+        "output 20) not shown: this answer's image budget is used; read_cell_output(cell_id='c1', output_index=20)"
+        in rendered.text
+    )
     budget = ImageBudget(250)
     two = render(outputs[:5], images=budget)
     assert len(two.images) == 2 and budget.bytes_left == 250 - 2 * 104

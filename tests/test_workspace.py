@@ -130,7 +130,7 @@ async def test_two_http_sessions_keep_their_own_active_notebook(folder: Path) ->
                 tg.start_soon(writes, one, "one")
                 tg.start_soon(writes, two, "two")
             r = await call(one, "list_notebooks")
-            assert [row for row in r.structured_content["text"].splitlines() if "[active]" in row][0].startswith(
+            assert next(row for row in r.structured_content["text"].splitlines() if "[active]" in row).startswith(
                 "- a.ipynb [active]"
             )
     finally:

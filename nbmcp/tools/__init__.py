@@ -17,7 +17,10 @@ from mcp.server.mcpserver import MCPServer
 from ..client_log import ClientLog
 from ..kernel import DEFAULT_TIMEOUT
 from ..render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
-from . import cells, execution, kernel, reading, workspace  # noqa: F401  (registers the tools)
+
+# Importing the family modules registers their tools.
+from . import cells, execution, kernel, reading  # noqa: F401
+from . import workspace as workspace_tools  # noqa: F401
 from .answers import ANSWER_OVERHEAD
 from .reading import MAX_READ_LIMIT, READ_NOTEBOOK_LIMIT
 from .registry import (

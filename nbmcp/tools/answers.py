@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mcp.types import CallToolResult, ImageContent, TextContent
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..render import ImagePart, truncate_middle
@@ -110,7 +110,9 @@ class ReadCellAnswer(Answer):
     execution_count: int | None
     outputs: int = Field(description="Number of outputs the cell has")
     source_chars: int
-    next_source_offset: int | None = Field(description="Where the rest of a cut source starts (read_cell source_offset)")
+    next_source_offset: int | None = Field(
+        description="Where the rest of a cut source starts (read_cell source_offset)"
+    )
 
 
 class PageAnswer(Answer):
@@ -186,10 +188,13 @@ def fit(text: str, limit: int) -> str:
 def reply(answer: Answer, images: Sequence[ImagePart], limit: int) -> CallToolResult:
     """Both views of `answer`: content (text, then images) and the structured model, each within `limit`."""
     answer.text = fit(answer.text, limit - _FIELDS_RESERVE)
-    content: list[TextContent | ImageContent] = [TextContent(type="text", text=answer.text)]
+    content: list[ContentBlock] = [TextContent(type="text", text=answer.text)]
     content += [ImageContent(type="image", data=i.data, mime_type=i.mime_type) for i in images]
     return CallToolResult(content=content, structured_content=answer.model_dump(mode="json"))
 
 
 def image_infos(images: Sequence[ImagePart], index: int | None = None, cell_id: str | None = None) -> list[ImageInfo]:
-    return [ImageInfo(output_index=i.output_index, mime_type=i.mime_type, bytes=i.size, cell_index=index, cell_id=cell_id) for i in images]
+    return [
+        ImageInfo(output_index=i.output_index, mime_type=i.mime_type, bytes=i.size, cell_index=index, cell_id=cell_id)
+        for i in images
+    ]

@@ -67,7 +67,9 @@ def _diff_text(diff: str) -> str:
     return truncate_middle(diff, toolbox().max_output_chars, "read_cell shows the cell's source as it is now")
 
 
-async def _inserted(ctx: Context, index: int | None, cell_id: str | None, cell_type: str, source: str) -> CallToolResult:
+async def _inserted(
+    ctx: Context, index: int | None, cell_id: str | None, cell_type: str, source: str
+) -> CallToolResult:
     session = await toolbox().session(ctx)
     ref = await session.insert_cell(index, cell_type, source, cell_id=cell_id)
     return _edited(f"Inserted {cell_type} {_ref_name(ref)}.", ref)

@@ -243,12 +243,15 @@ def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:
         status = "" if e.ok else f" [{e.result.status}]"
         entry = f"--- {cell_name(e.cell.index, e.cell.id)} execution_count={e.result.execution_count}{status}"
         if e is not failed:
-            out = render(e.result.outputs, max_chars=ALL_CELLS_OUTPUT_CHARS, cell=address(e.cell.index, e.cell.id), images=images)
+            out = render(
+                e.result.outputs, max_chars=ALL_CELLS_OUTPUT_CHARS, cell=address(e.cell.index, e.cell.id), images=images
+            )
             if out.text:
                 entry += "\n" + out.text
         if used + len(entry) + 1 > max_chars and shown > 0:
             rest = len(run.executions) - shown
-            lines.append(f"[... {rest} more cell(s) ran; read_notebook(start_index={e.cell.index}, response_format='detailed') shows them ...]")
+            more = f"read_notebook(start_index={e.cell.index}, response_format='detailed')"
+            lines.append(f"[... {rest} more cell(s) ran; {more} shows them ...]")
             break
         lines.append(entry)
         used += len(entry) + 1

@@ -43,7 +43,11 @@ async def interrupt_kernel(ctx: Context) -> Annotated[CallToolResult, KernelAnsw
     box = toolbox()
     session = await box.session(ctx)
     was_busy = await session.interrupt()
-    text = "Interrupted the running code." if was_busy else "The kernel was not running anything; sent the interrupt anyway."
+    text = (
+        "Interrupted the running code."
+        if was_busy
+        else "The kernel was not running anything; sent the interrupt anyway."
+    )
     return box.reply(KernelAnswer(text=text, was_running=was_busy))
 
 
