@@ -66,7 +66,8 @@ def _answer(res: ExecutionResult, cell: CellRef | None, notes: list[str], saved:
         cell_index=cell.index if cell else None,
         cell_id=cell.id if cell else None,
         status=res.status,
-        execution_count=res.execution_count,
+        # Scratch code (execute_code) takes no execution count: the kernel reports 0 for it.
+        execution_count=res.execution_count if cell is not None else None,
         elapsed_seconds=round(res.elapsed, 3),
         saved=saved,
     )
