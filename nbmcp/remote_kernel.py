@@ -369,11 +369,12 @@ class RemoteKernel:
         on_progress: ProgressHook | None = None,
         progress_every: float = 1.0,
         store_history: bool = True,
+        collector: OutputCollector | None = None,
     ) -> ExecutionResult:
         """Run `code` and return its outputs; never raises for code errors, timeouts or kernel death."""
         async with self._exec_lock:
             await self.ensure_started()
-            return await self._execute(code, timeout, on_progress, progress_every, store_history)
+            return await self._execute(code, timeout, on_progress, progress_every, store_history, collector)
 
     async def _execute(
         self,
@@ -382,8 +383,9 @@ class RemoteKernel:
         on_progress: ProgressHook | None,
         progress_every: float,
         store_history: bool,
+        collector: OutputCollector | None = None,
     ) -> ExecutionResult:
-        collector = OutputCollector()
+        collector = collector or OutputCollector()
         reply: dict[str, Any] = {}
         started = time.monotonic()
         self.state = KernelState.BUSY
