@@ -482,7 +482,7 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
         return
     import uvicorn
 
-    from .http import http_app
+    from .http import http_app, server_limits
 
     app = http_app(
         server,
@@ -500,7 +500,12 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
     )
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, then runs the lifespan's clean-up.
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level.lower()
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        **server_limits(),
     )
     await uvicorn.Server(config).serve()
 
