@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -209,6 +210,10 @@ class Variable:
     shape: list[int] | None = None
 
 
+class EditAbandoned(Exception):
+    """Raised inside a worker thread to drop an edit whose call was cancelled; nobody sees it."""
+
+
 def _source(cell: NotebookNode) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -380,13 +385,24 @@ class NotebookSession:
         return nb if nb is not None else await anyio.to_thread.run_sync(self.store.read)
 
     async def _edit(self, apply: Callable[[NotebookNode], Any]) -> Any:
+        abandoned = threading.Event()
+
         def with_ids(nb: NotebookNode) -> Any:
+            if abandoned.is_set():
+                # The call was cancelled (its client left) while the edit waited for the lock.
+                raise EditAbandoned("the call that asked for this edit was cancelled")
             # Every answer names cells by index and id, so the first change of a 4.4 notebook gives
             # it ids (as JupyterLab does on save); reading never changes the file.
             _ensure_ids(nb)
             return apply(nb)
 
-        return await anyio.to_thread.run_sync(self.store.edit, with_ids)
+        try:
+            # abandon_on_cancel: a cancelled call returns at once instead of waiting for the lock,
+            # and the flag keeps its edit from being applied afterwards.
+            return await anyio.to_thread.run_sync(self.store.edit, with_ids, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            abandoned.set()
+            raise
 
     async def info(self) -> dict[str, Any]:
         """Path, cell counts by type, format version and the kernel's name, state and origin."""

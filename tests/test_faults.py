@@ -18,6 +18,7 @@ from nbmcp.server import build_server
 from nbmcp.session import CANCELLED_NOTE
 
 from .conftest import read_nb, text_of
+from .test_stdio import RawStdio
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +145,30 @@ async def test_a_cancelled_call_saves_its_outputs_count_and_a_note(nb_path: Path
         with anyio.fail_after(10):
             r = await c.call_tool("execute_code", {"code": "print('next')"})
         assert "next" in text_of(r)
+
+
+@pytest.mark.timeout(180)
+def test_queued_edits_stop_within_a_second_of_stdin_closing(nb_path: Path) -> None:
+    server = RawStdio(nb_path)
+    rid = server.send(
+        "initialize",
+        {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+    )
+    server.response(rid)
+    server.send("notifications/initialized", notify=True)
+    rid = server.send("tools/call", {"name": "append_markdown_cell", "arguments": {"cell_source": "first"}})
+    server.response(rid)
+    sent = 300
+    for k in range(sent):
+        server.send("tools/call", {"name": "append_markdown_cell", "arguments": {"cell_source": f"queued {k}"}})
+    assert server.proc.stdin is not None
+    server.proc.stdin.close()  # the client went away with its requests queued
+    server.proc.stdin = None  # already closed: close() must not flush it
+    left = time.monotonic()
+    time.sleep(1.0)
+    applied = len(read_nb(nb_path).cells)
+    time.sleep(4.0)
+    assert len(read_nb(nb_path).cells) == applied, "edits went on after the client left"
+    assert applied < sent + 1
+    server.close()  # and the server exited
+    print(f"{applied - 1} of {sent} queued edits applied; exit {time.monotonic() - left:.1f} s after stdin closed")
