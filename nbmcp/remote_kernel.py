@@ -63,7 +63,7 @@ REPLY_GRACE = 2.0
 CLOSE_WAIT = 2.0
 #: Seconds between kernel_info_requests while waiting for a kernel's iopub channel to deliver.
 NUDGE_INTERVAL = 0.5
-#: Seconds a liveness check, an interrupt or a restart request may take: a frozen server (SIGSTOP,
+#: Seconds a liveness check or an interrupt request may take: a frozen server (SIGSTOP,
 #: swapped out) accepts connections but never answers, and a call must not wait HTTP_TIMEOUT for it
 #: several times over (issue 13: an execution answered minutes after its timeout).
 CONTROL_TIMEOUT = 3.0
@@ -105,6 +105,8 @@ class RemoteKernel:
         self._start_task: asyncio.Task[None] | None = None
         self._exec_lock = asyncio.Lock()
         self._next_liveness = 0.0
+        #: restart_kernel is under way: a running call that sees the kernel go says why.
+        self._restart_requested = False
         #: Why the server stopped answering during the current execution, once it did.
         self._unanswered: str | None = None
 
@@ -165,21 +167,22 @@ class RemoteKernel:
         logger.info("%s ready in %.2f s", self.choice.describe(), time.monotonic() - started)
 
     async def restart(self) -> None:
-        """Restart the kernel on the server (all variables are lost) and wait until it is ready."""
-        async with self._exec_lock:
+        """Restart the kernel on the server (all variables are lost) and wait until it is ready.
+
+        Does not wait for running code: the server restarts the kernel (killing it if need be), and the
+        running call answers within a poll interval with its partial outputs and a note.
+        """
+        self._restart_requested = True
+        try:
             if self.kernel_id is not None and self.state not in (KernelState.FAILED, KernelState.NOT_STARTED):
                 with contextlib.suppress(NbmcpError):
-                    await self._request(
-                        "POST",
-                        "kernels",
-                        self.kernel_id,
-                        "restart",
-                        what="restarting the kernel",
-                        timeout=CONTROL_TIMEOUT,
-                    )
-            await self._disconnect()
-            self._start_task = None
-            self.state = KernelState.NOT_STARTED
+                    await self._request("POST", "kernels", self.kernel_id, "restart", what="restarting the kernel")
+            async with self._exec_lock:
+                await self._disconnect()
+                self._start_task = None
+                self.state = KernelState.NOT_STARTED
+        finally:
+            self._restart_requested = False
         await self.ensure_started()
 
     async def interrupt(self) -> None:
@@ -441,6 +444,8 @@ class RemoteKernel:
                 not reply and any(o.get("output_type") == "error" for o in collector.outputs)
             ):
                 status = "error"
+        if status == "dead" and self._restart_requested:
+            status, note = "interrupted", f"stopped by restart_kernel after {time.monotonic() - started:.1f} s"
         unanswered = self._take_unanswered()
         if unanswered is not None:
             note = (
@@ -454,7 +459,9 @@ class RemoteKernel:
         return ExecutionResult(collector.finish(), collector.execution_count, status, time.monotonic() - started, note)
 
     async def _pump(self, collector: OutputCollector, reply: dict[str, Any], msg_id: str, wait: float) -> bool:
-        """Handle the messages that arrive within `wait` seconds; False if the kernel died."""
+        """Handle the messages that arrive within `wait` seconds; False if the kernel died or is restarting."""
+        if self._restart_requested:
+            return False  # restart_kernel: answer now, with what came so far
         try:
             msg = await asyncio.wait_for(self._inbox.get(), timeout=max(wait, 0.001))
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
@@ -533,9 +540,7 @@ class RemoteKernel:
         logger.warning("kernel did not stop after an interrupt; restarting it")
         if self.kernel_id is not None:
             with contextlib.suppress(NbmcpError):
-                await self._request(
-                    "POST", "kernels", self.kernel_id, "restart", what="restarting the kernel", timeout=CONTROL_TIMEOUT
-                )
+                await self._request("POST", "kernels", self.kernel_id, "restart", what="restarting the kernel")
         await self._disconnect()
         self._start_task = None
         self.state = KernelState.NOT_STARTED

@@ -17,6 +17,7 @@ from nbmcp.remote_kernel import CONTROL_TIMEOUT
 from nbmcp.server import build_server
 
 from .conftest import text_of
+from .test_faults import STUBBORN, Background
 from .test_remote import Jupyter, jupyter  # noqa: F401  (the fixture: a server for this module alone)
 
 pytestmark = pytest.mark.anyio
@@ -54,3 +55,23 @@ async def test_a_frozen_server_is_reported_within_the_timeout_plus_seconds(
         with anyio.fail_after(120):
             r = await c.call_tool("execute_code", {"code": "print('after the thaw')"})
         assert "after the thaw" in text_of(r), text_of(r)
+
+
+async def test_restart_rescues_a_stubborn_cell_on_the_server(jupyter: Jupyter) -> None:  # noqa: F811
+    server = build_server(settings_from_env(jupyter.env("stubborn.ipynb"), timeout=300))
+    async with Client(server) as c:
+        run = Background()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.call, c, "execute_code", {"code": STUBBORN})
+            with anyio.fail_after(60):
+                await run.started.wait()
+            asked = time.monotonic()
+            with anyio.fail_after(60):
+                r = await c.call_tool("restart_kernel", {})
+            assert not r.is_error, text_of(r)
+        assert run.answered_at is not None
+        print(f"remote: the running call answered {run.answered_at - asked:.1f} s after restart_kernel")
+        assert run.answered_at - asked < 20, "the running call waited for its timeout"
+        assert "restart_kernel" in text_of(run.result) and "started" in text_of(run.result)
+        r = await c.call_tool("execute_code", {"code": "print('fresh kernel')"})
+        assert "fresh kernel" in text_of(r)
