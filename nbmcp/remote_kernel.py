@@ -49,7 +49,7 @@ from .kernel import (
 from .outputs import OutputCollector
 from .remote import HTTP_TIMEOUT, JupyterServer, raise_for_status, translate_errors
 
-__all__ = ["LIVENESS_INTERVAL", "MAX_MESSAGE_BYTES", "RemoteKernel"]
+__all__ = ["CONTROL_TIMEOUT", "LIVENESS_INTERVAL", "MAX_MESSAGE_BYTES", "RemoteKernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ REPLY_GRACE = 2.0
 CLOSE_WAIT = 2.0
 #: Seconds between kernel_info_requests while waiting for a kernel's iopub channel to deliver.
 NUDGE_INTERVAL = 0.5
+#: Seconds a liveness check or an interrupt request may take: a frozen server (SIGSTOP,
+#: swapped out) accepts connections but never answers, and a call must not wait HTTP_TIMEOUT for it
+#: several times over (issue 13: an execution answered minutes after its timeout).
+CONTROL_TIMEOUT = 3.0
 
 
 class RemoteKernel:
@@ -101,6 +105,10 @@ class RemoteKernel:
         self._start_task: asyncio.Task[None] | None = None
         self._exec_lock = asyncio.Lock()
         self._next_liveness = 0.0
+        #: restart_kernel is under way: a running call that sees the kernel go says why.
+        self._restart_requested = False
+        #: Why the server stopped answering during the current execution, once it did.
+        self._unanswered: str | None = None
 
     @property
     def choice(self) -> KernelChoice:
@@ -159,20 +167,30 @@ class RemoteKernel:
         logger.info("%s ready in %.2f s", self.choice.describe(), time.monotonic() - started)
 
     async def restart(self) -> None:
-        """Restart the kernel on the server (all variables are lost) and wait until it is ready."""
-        async with self._exec_lock:
+        """Restart the kernel on the server (all variables are lost) and wait until it is ready.
+
+        Does not wait for running code: the server restarts the kernel (killing it if need be), and the
+        running call answers within a poll interval with its partial outputs and a note.
+        """
+        self._restart_requested = True
+        try:
             if self.kernel_id is not None and self.state not in (KernelState.FAILED, KernelState.NOT_STARTED):
                 with contextlib.suppress(NbmcpError):
                     await self._request("POST", "kernels", self.kernel_id, "restart", what="restarting the kernel")
-            await self._disconnect()
-            self._start_task = None
-            self.state = KernelState.NOT_STARTED
+            async with self._exec_lock:
+                await self._disconnect()
+                self._start_task = None
+                self.state = KernelState.NOT_STARTED
+        finally:
+            self._restart_requested = False
         await self.ensure_started()
 
     async def interrupt(self) -> None:
         """Interrupt whatever the kernel is running (`POST /api/kernels/<id>/interrupt`)."""
         if self.kernel_id is not None and self.state in (KernelState.BUSY, KernelState.IDLE):
-            await self._request("POST", "kernels", self.kernel_id, "interrupt", what="interrupting the kernel")
+            await self._request(
+                "POST", "kernels", self.kernel_id, "interrupt", what="interrupting the kernel", timeout=CONTROL_TIMEOUT
+            )
 
     async def shutdown(self) -> None:
         """Let go of the kernel; shut it down on the server only if nbmcp started it for itself."""
@@ -196,12 +214,18 @@ class RemoteKernel:
     # -- the REST API -----------------------------------------------------------------------------
 
     async def _request(
-        self, method: str, *parts: str, what: str, json_body: Any = None, ok: tuple[int, ...] = ()
+        self,
+        method: str,
+        *parts: str,
+        what: str,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (),
+        timeout: float = HTTP_TIMEOUT,
     ) -> httpx2.Response:
         if self._http is None:
             self._http = self.server.async_client()
         with translate_errors(self.server):
-            r = await self._http.request(method, self.server.api_url(*parts), json=json_body)
+            r = await self._http.request(method, self.server.api_url(*parts), json=json_body, timeout=timeout)
         if r.status_code not in ok:
             raise_for_status(self.server, r, what)
         return r
@@ -211,8 +235,8 @@ class RemoteKernel:
         if http is not None:
             await http.aclose()
 
-    async def _kernel_model(self, kernel_id: str) -> dict[str, Any] | None:
-        r = await self._request("GET", "kernels", kernel_id, what="looking up the kernel", ok=(404,))
+    async def _kernel_model(self, kernel_id: str, *, timeout: float = HTTP_TIMEOUT) -> dict[str, Any] | None:
+        r = await self._request("GET", "kernels", kernel_id, what="looking up the kernel", ok=(404,), timeout=timeout)
         if r.status_code == 404:
             return None
         model: dict[str, Any] = r.json()
@@ -311,7 +335,7 @@ class RemoteKernel:
         self._inbox = asyncio.Queue()
         self._reader = asyncio.get_running_loop().create_task(_read_loop(self._ws, self._inbox))
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, wait: float = CLOSE_WAIT) -> None:
         ws, reader = self._ws, self._reader
         self._ws = self._reader = None
         protocol = ws.protocol if ws is not None else None
@@ -320,7 +344,7 @@ class RemoteKernel:
         if reader is not None:
             # The reader ends when the server acknowledges the close; then no socket is left open.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader, CLOSE_WAIT)
+                await asyncio.wait_for(reader, wait)
         # Whatever the server did, the socket is closed now: tornado would otherwise leave it to
         # a 5 s abort timer on an event loop that may be gone by then.
         if protocol is not None and protocol.stream is not None and not protocol.stream.closed():
@@ -369,11 +393,12 @@ class RemoteKernel:
         on_progress: ProgressHook | None = None,
         progress_every: float = 1.0,
         store_history: bool = True,
+        collector: OutputCollector | None = None,
     ) -> ExecutionResult:
         """Run `code` and return its outputs; never raises for code errors, timeouts or kernel death."""
         async with self._exec_lock:
             await self.ensure_started()
-            return await self._execute(code, timeout, on_progress, progress_every, store_history)
+            return await self._execute(code, timeout, on_progress, progress_every, store_history, collector)
 
     async def _execute(
         self,
@@ -382,8 +407,9 @@ class RemoteKernel:
         on_progress: ProgressHook | None,
         progress_every: float,
         store_history: bool,
+        collector: OutputCollector | None = None,
     ) -> ExecutionResult:
-        collector = OutputCollector()
+        collector = collector or OutputCollector()
         reply: dict[str, Any] = {}
         started = time.monotonic()
         self.state = KernelState.BUSY
@@ -398,6 +424,7 @@ class RemoteKernel:
             "stop_on_error": True,
         }
         msg_id = self._send("execute_request", content)
+        self._unanswered = None
         status, note = await drive_execution(
             collector,
             started=started,
@@ -417,6 +444,14 @@ class RemoteKernel:
                 not reply and any(o.get("output_type") == "error" for o in collector.outputs)
             ):
                 status = "error"
+        if status == "dead" and self._restart_requested:
+            status, note = "interrupted", f"stopped by restart_kernel after {time.monotonic() - started:.1f} s"
+        unanswered = self._take_unanswered()
+        if unanswered is not None:
+            note = (
+                f"{unanswered.rstrip('.')}; the server stopped answering while this code ran, which may still "
+                "be running there; nbmcp reconnects on the next call"
+            )
         if collector.execution_count is None and reply.get("execution_count") is not None:
             collector.execution_count = reply["execution_count"]
         if self.state == KernelState.BUSY:
@@ -424,7 +459,9 @@ class RemoteKernel:
         return ExecutionResult(collector.finish(), collector.execution_count, status, time.monotonic() - started, note)
 
     async def _pump(self, collector: OutputCollector, reply: dict[str, Any], msg_id: str, wait: float) -> bool:
-        """Handle the messages that arrive within `wait` seconds; False if the kernel died."""
+        """Handle the messages that arrive within `wait` seconds; False if the kernel died or is restarting."""
+        if self._restart_requested:
+            return False  # restart_kernel: answer now, with what came so far
         try:
             msg = await asyncio.wait_for(self._inbox.get(), timeout=max(wait, 0.001))
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
@@ -471,15 +508,23 @@ class RemoteKernel:
         if self.kernel_id is None:
             return False
         try:
-            model = await self._kernel_model(self.kernel_id)
+            model = await self._kernel_model(self.kernel_id, timeout=CONTROL_TIMEOUT)
         except NbmcpError:
-            return True  # the server is busy or unreachable; a closed websocket says more
+            return True  # the server is busy or unreachable; a closed websocket or the interrupt says more
         return model is not None and model.get("execution_state") != "dead"
 
     async def _interrupt_and_drain(self, collector: OutputCollector, reply: dict[str, Any], msg_id: str) -> bool:
         """Interrupt, then collect output until the kernel is idle; restart it if it will not stop."""
-        with contextlib.suppress(NbmcpError):
+        try:
             await self.interrupt()
+        except ServerUnreachableError as exc:
+            # Frozen or gone: waiting for it would only delay the answer. Reconnect on the next call.
+            self._unanswered = str(exc)
+            self.state = KernelState.DEAD
+            await self._disconnect(wait=0)  # a frozen server would not acknowledge the close either
+            return False
+        except NbmcpError as exc:
+            logger.warning("could not interrupt the kernel: %s", exc)
         grace_end = time.monotonic() + INTERRUPT_GRACE
         while not collector.idle and time.monotonic() < grace_end:
             if not await self._pump(collector, reply, msg_id, POLL_INTERVAL):
@@ -501,6 +546,10 @@ class RemoteKernel:
         self.state = KernelState.NOT_STARTED
         self.start_background()
         return False
+
+    def _take_unanswered(self) -> str | None:
+        unanswered, self._unanswered = self._unanswered, None
+        return unanswered
 
     def _death_note(self) -> str:
         logger.warning("the kernel on %s died while running code", self.server.url)

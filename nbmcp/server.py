@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import select
 import signal
 import weakref
 from collections.abc import AsyncIterator
@@ -455,6 +456,36 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
             return
 
 
+#: How often (seconds) stdio mode checks whether the client closed its end of stdin.
+STDIN_HANGUP_POLL = 0.2
+
+
+def _dup_stdin() -> int | None:
+    if not hasattr(select, "poll"):
+        return None  # Windows: the SDK's own end-of-file handling is all there is
+    try:
+        return os.dup(0)
+    except OSError:
+        return None
+
+
+async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
+    """Stop serving as soon as the client closes stdin, even with requests still unread in the pipe.
+
+    The SDK reads stdin a line at a time and notices the end only after the last queued request, so
+    a client that left with hundreds of edits queued had them applied for minutes (issue 13). The
+    pipe's hang-up flag is set as soon as the writer closes, whatever is still buffered.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP | select.POLLERR)  # no POLLIN: data waiting is not the question
+    while True:
+        await anyio.sleep(STDIN_HANGUP_POLL)  # a poll of one descriptor five times a second costs nothing
+        if poller.poll(0):
+            break
+    logger.info("the client closed stdin; its unanswered requests are dropped")
+    scope.cancel()
+
+
 async def serve(settings: Settings, store: LocalStore | None = None) -> None:
     """Serve on the transport of `settings` until the client leaves or a signal arrives.
 
@@ -463,14 +494,22 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
     session = make_session(settings, store) if store is not None else None
     server, workspace = create_server(settings, session)
     if settings.transport == "stdio":
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_signals, tg.cancel_scope)
-            await server.run_stdio_async()
-            tg.cancel_scope.cancel()
+        # A duplicate of stdin, taken before the SDK claims fd 0, to watch for the client hanging up.
+        hangup_fd = _dup_stdin()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_signals, tg.cancel_scope)
+                if hangup_fd is not None:
+                    tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
+                await server.run_stdio_async()
+                tg.cancel_scope.cancel()
+        finally:
+            if hangup_fd is not None:
+                os.close(hangup_fd)
         return
     import uvicorn
 
-    from .http import http_app
+    from .http import http_app, server_limits
 
     app = http_app(
         server,
@@ -488,7 +527,12 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
     )
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, then runs the lifespan's clean-up.
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level.lower()
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        **server_limits(),
     )
     await uvicorn.Server(config).serve()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ from .render import output_text
 from .store import LocalStore, NotebookStore
 
 __all__ = [
+    "CANCELLED_NOTE",
     "CELL_TYPES",
     "MAX_VARIABLES",
     "RAISES_TAG",
@@ -61,6 +63,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CELL_TYPES = ("code", "markdown", "raw")
+#: The note saved under the outputs of a cell whose call the client cancelled.
+CANCELLED_NOTE = "the client cancelled this call"
 #: Seconds between saves of a running cell's outputs while it streams.
 WRITEBACK_INTERVAL = 2.0
 
@@ -204,6 +208,10 @@ class Variable:
     type: str
     repr: str
     shape: list[int] | None = None
+
+
+class EditAbandoned(Exception):
+    """Raised inside a worker thread to drop an edit whose call was cancelled; nobody sees it."""
 
 
 def _source(cell: NotebookNode) -> str:
@@ -379,13 +387,24 @@ class NotebookSession:
         return nb if nb is not None else await anyio.to_thread.run_sync(self.store.read)
 
     async def _edit(self, apply: Callable[[NotebookNode], Any]) -> Any:
+        abandoned = threading.Event()
+
         def with_ids(nb: NotebookNode) -> Any:
+            if abandoned.is_set():
+                # The call was cancelled (its client left) while the edit waited for the lock.
+                raise EditAbandoned("the call that asked for this edit was cancelled")
             # Every answer names cells by index and id, so the first change of a 4.4 notebook gives
             # it ids (as JupyterLab does on save); reading never changes the file.
             _ensure_ids(nb)
             return apply(nb)
 
-        return await anyio.to_thread.run_sync(self.store.edit, with_ids)
+        try:
+            # abandon_on_cancel: a cancelled call returns at once instead of waiting for the lock,
+            # and the flag keeps its edit from being applied afterwards.
+            return await anyio.to_thread.run_sync(self.store.edit, with_ids, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            abandoned.set()
+            raise
 
     async def info(self) -> dict[str, Any]:
         """Path, cell counts by type, format version and the kernel's name, state and origin."""
@@ -632,12 +651,22 @@ class NotebookSession:
             if on_progress is not None:
                 await on_progress(elapsed, collector.last_line)
 
-        result = await kernel.execute(
-            code,
-            timeout=timeout or self.timeout,
-            on_progress=hook,
-            progress_every=min(progress_every, WRITEBACK_INTERVAL),
-        )
+        collector = OutputCollector()
+        started = time.monotonic()
+        try:
+            result = await kernel.execute(
+                code,
+                timeout=timeout or self.timeout,
+                on_progress=hook,
+                progress_every=min(progress_every, WRITEBACK_INTERVAL),
+                collector=collector,
+            )
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled the call (the kernel was interrupted on the way out): keep what the
+            # cell printed, its execution count and a note saying why it stopped; answer nothing more.
+            with anyio.CancelScope(shield=True):
+                await self._save_cancelled(run_id, collector, time.monotonic() - started)
+            raise
         final_index = await self._write_outputs(run_id, result.outputs, result.execution_count)
         execution = Execution(CellRef(final_index if final_index is not None else i, run_id, "code"), result)
         if final_index is None:
@@ -767,6 +796,18 @@ class NotebookSession:
             return _find_id(await self._read(), cell_id)
         except CellNotFoundError:
             return None
+
+    async def _save_cancelled(self, cell_id: str, collector: OutputCollector, elapsed: float) -> None:
+        note = nbformat.v4.new_output(
+            "stream",
+            name="stderr",
+            text=f"[nbmcp] {CANCELLED_NOTE} after {elapsed:.1f} s; the kernel was interrupted\n",
+        )
+        outputs = [NotebookNode(dict(o)) for o in collector.finish()] + [note]
+        try:
+            await self._write_outputs(cell_id, outputs, collector.execution_count)
+        except Exception as exc:  # the call is over either way; the file keeps what it had
+            logger.warning("could not save the outputs of a cancelled cell: %s", exc)
 
     async def _write_outputs(self, cell_id: str, outputs: list[NotebookNode], count: int | None) -> int | None:
         """Save outputs into the cell with `cell_id`; returns its index, or None if it is gone."""

@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from nbmcp.http import MAX_REQUEST_BODY_BYTES, is_loopback
+from nbmcp.http import MAX_CONNECTIONS, MAX_REQUEST_BODY_BYTES, REQUEST_TIMEOUT, is_loopback
 
 from .conftest import read_nb, text_of
 
@@ -114,7 +114,12 @@ async def test_legacy_handshake_client_over_streamable_http(server: ServerProces
 
 
 def test_healthz_reports_status_version_and_notebook_without_secrets(token_server: ServerProcess) -> None:
+    # Without the token: only the status (issue 13: the paths were anyone's to read).
     r = httpx2.get(f"{token_server.url}/api/healthz", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = httpx2.get(f"{token_server.url}/api/healthz", headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert r.json() == {"status": "ok"}
+    r = httpx2.get(f"{token_server.url}/api/healthz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["version"]
@@ -127,6 +132,52 @@ def test_healthz_reports_status_version_and_notebook_without_secrets(token_serve
 def test_bad_host_header_gets_421(server: ServerProcess) -> None:
     assert post_initialize(server.url, Host="evil.example").status_code == 421
     assert post_initialize(server.url, Host=f"127.0.0.1:{server.port}").status_code == 200
+
+
+def test_healthz_gets_the_host_and_origin_checks(server: ServerProcess) -> None:
+    # A DNS-rebinding page reaches us under its own name: it must not read the folder and notebook paths.
+    r = httpx2.get(f"{server.url}/api/healthz", headers={"Host": "evil.example"}, timeout=10)
+    assert r.status_code == 421 and "notebook" not in r.text
+    r = httpx2.get(f"{server.url}/api/healthz", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert r.status_code == 403 and "notebook" not in r.text
+    r = httpx2.get(f"{server.url}/api/healthz", headers={"Origin": f"http://localhost:{server.port}"}, timeout=10)
+    assert r.status_code == 200 and r.json()["notebooks"]
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_an_incomplete_request_is_timed_out(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /api/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the headers never end
+        started = time.monotonic()
+        assert _closed_by_server(sock, REQUEST_TIMEOUT + 10), "the half-open connection was kept"
+        assert time.monotonic() - started >= REQUEST_TIMEOUT - 1
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        # A body announced but never sent is a stalled request too.
+        sock.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        assert _closed_by_server(sock, REQUEST_TIMEOUT + 10)
+
+
+def test_connections_beyond_the_cap_are_closed_at_once_and_the_server_recovers(server: ServerProcess) -> None:
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONNECTIONS + 20)]
+    try:
+        # The newest ones are over the cap: closed as soon as accepted, not held until a timeout.
+        assert sum(_closed_by_server(s, 2.0) for s in socks[-10:]) == 10
+        assert not _closed_by_server(socks[0], 0.1)
+    finally:
+        for s in socks:
+            s.close()
+    assert httpx2.get(f"{server.url}/api/healthz", timeout=10).status_code == 200
 
 
 def test_bad_origin_gets_403(server: ServerProcess) -> None:
