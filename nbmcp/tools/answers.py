@@ -86,7 +86,7 @@ class ExecutionAnswer(Answer):
 
     cell_index: int | None = None
     cell_id: str | None = None
-    status: str = Field(description="ok, error, timeout or dead (the kernel died)")
+    status: str = Field(description="ok, error, timeout, dead (the kernel died) or interrupted")
     execution_count: int | None = None
     elapsed_seconds: float
     saved: bool = Field(description="Whether the outputs were saved in the notebook")

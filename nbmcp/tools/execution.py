@@ -43,6 +43,7 @@ _STATUS = {
     "error": "; the code raised an error (traceback below)",
     "timeout": "; TIMED OUT",
     "dead": "; THE KERNEL DIED",
+    "interrupted": "; INTERRUPTED (restart_kernel or interrupt_kernel stopped it)",
 }
 
 
@@ -227,7 +228,12 @@ def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:
         head = f"Ran {len(run.executions)} of {run.total} code cells in {run.elapsed:.2f} s"
         head += "; every cell ran without error." if not run.errors else f"; {len(run.errors)} raised (allowed)."
     else:
-        what = {"error": "raised an error", "timeout": "TIMED OUT", "dead": "KILLED THE KERNEL"}
+        what = {
+            "error": "raised an error",
+            "timeout": "TIMED OUT",
+            "dead": "KILLED THE KERNEL",
+            "interrupted": "WAS INTERRUPTED",
+        }
         head = (
             f"Stopped: {cell_name(failed.cell.index, failed.cell.id)} {what.get(failed.result.status, '')}; "
             f"ran {len(run.executions)} of {run.total} code cells in {run.elapsed:.2f} s. "
