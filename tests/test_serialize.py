@@ -6,6 +6,7 @@ import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -187,7 +188,12 @@ def test_incremental_writes_reencode_only_the_changed_cell(monkeypatch: pytest.M
     writer.dumps(nb)
     encoded: list[object] = []
     real = store._cell_for_disk
-    monkeypatch.setattr(store, "_cell_for_disk", lambda cell: encoded.append(cell) or real(cell))
+
+    def spy(cell: NotebookNode) -> dict[str, Any]:
+        encoded.append(cell)
+        return real(cell)
+
+    monkeypatch.setattr(store, "_cell_for_disk", spy)
     nb.cells[100]["source"] = "changed"
     nb.cells.insert(50, nbformat.v4.new_markdown_cell("# new"))
     assert writer.dumps(nb) == nbformat_bytes(nb)
