@@ -11,13 +11,16 @@ made by an editor, git or another process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import logging
 import operator
 import os
+import random
 import stat as stat_mod
+import sys
 import tempfile
 import threading
 import time
@@ -35,16 +38,21 @@ from nbformat.v4.rwbase import rejoin_lines, strip_transient
 from .errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 
 __all__ = [
+    "COARSE_RACY_WINDOW_NS",
     "EDIT_ATTEMPTS",
+    "EDIT_BACKOFF",
     "LOCK_TIMEOUT",
     "PARSE_RETRY_SECONDS",
+    "RACY_WINDOW_NS",
     "TEMP_MARKER",
     "Fingerprint",
+    "IncrementalWriter",
     "LocalStore",
     "NotebookStore",
     "dumps_notebook",
     "lock_dir",
     "new_notebook",
+    "parse_notebook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +73,11 @@ RACY_WINDOW_NS = 100_000_000
 #: shares) or 2 s (FAT) timestamps, where two saves within the same second or two look alike.
 COARSE_RACY_WINDOW_NS = 2_000_000_000
 #: How many times an edit is re-applied when the file keeps changing under it before giving up.
-EDIT_ATTEMPTS = 5
+#: Writers that share no lock (two lock folders, an editor) can collide often; see EDIT_BACKOFF.
+EDIT_ATTEMPTS = 50
+#: Longest pause (seconds) before applying an edit again; each pause is random up to a doubling bound,
+#: so two writers that keep colliding fall out of step instead of colliding forever.
+EDIT_BACKOFF = 0.05
 
 
 def _racy_window(mtime_ns: int) -> int:
@@ -507,7 +519,9 @@ class LocalStore:
         instead of overwriting it; `apply` must therefore depend only on the notebook it is given.
         """
         with self._locked():
-            for _ in range(EDIT_ATTEMPTS):
+            for attempt in range(EDIT_ATTEMPTS):
+                if attempt:
+                    time.sleep(random.uniform(0, min(EDIT_BACKOFF, 0.001 * 2**attempt)))
                 # A stat equal to what we saw is enough here even when racy: the last look before the
                 # rename compares the bytes, and a change found then applies the edit again.
                 nb = self._refresh(verify_racy=False)
@@ -649,7 +663,7 @@ class LocalStore:
                 return False
 
         try:
-            if not self._write_atomic(target, data, mode, unchanged):
+            if not self._write_atomic(target, data, mode, unchanged, expected):
                 return False
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
@@ -675,7 +689,9 @@ class LocalStore:
         return True
 
     @staticmethod
-    def _write_atomic(target: Path, data: bytes, mode: int, still_ok: Callable[[], bool]) -> bool:
+    def _write_atomic(
+        target: Path, data: bytes, mode: int, still_ok: Callable[[], bool], expected: Fingerprint | None
+    ) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -686,12 +702,59 @@ class LocalStore:
             if not still_ok():
                 os.unlink(tmp)
                 return False
-            os.replace(tmp, target)
+            if expected is not None and _exchange(tmp, target):
+                # The file we replaced is now at `tmp`. If it is not the one just checked, another
+                # writer renamed its save in between: give it back and report the conflict, so that
+                # the edit is applied again to that save instead of losing it (issue 13).
+                if not expected.same_stat(os.stat(tmp)):
+                    _exchange(tmp, target)
+                    os.unlink(tmp)
+                    return False
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return True
+
+
+#: renameat2(2) flag: swap two names atomically (Linux 3.15+; ext4, xfs, btrfs, tmpfs...).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(a: str, b: Path) -> bool:
+    """Swap the files named `a` and `b` in one step; False where the system cannot (then rename instead).
+
+    A rename cannot check what it replaces, so a save by another writer between our last look and our
+    rename would be lost; swapping instead keeps the replaced file, so we can tell whose it was.
+    """
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(AttributeError, OSError):
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # a file system without the swap (some network and overlay ones): rename instead
+    if err == errno.ENOENT:
+        return False  # the notebook was deleted meanwhile: the rename recreates it
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _file_kind(mode: int) -> str:
