@@ -288,10 +288,12 @@ class Workspace:
                 )
             if not await anyio.Path(path.parent).is_dir():
                 raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
+            # Made outside the lock (a store resolves its path); dropped if another call got there first.
+            candidate = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
             async with self._lock:
                 host = self.hosts.get(path) or self._opening.get(path)
                 if host is None:
-                    host = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
+                    host = candidate
                     self._register_resource(host)
                     self._opening[path] = host
         async with host.opening:
