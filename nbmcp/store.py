@@ -33,7 +33,6 @@ from typing import Any, Protocol, TypeVar
 import nbformat
 from filelock import FileLock, Timeout
 from nbformat import NotebookNode
-from nbformat.v4.rwbase import rejoin_lines, strip_transient
 
 from .errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 
@@ -365,14 +364,15 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
     if not text.strip():
         raise NotebookFormatError(path, "the file is empty")
     try:
-        raw = json.loads(text, object_hook=NotebookNode)
+        raw = json.loads(text, object_hook=_Node)
     except json.JSONDecodeError as exc:
         raise NotebookFormatError(path, f"not JSON: {exc}") from exc
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw) or "nbformat" not in raw:
         raise NotebookFormatError(path, "JSON without the 'nbformat' and 'cells' keys of a notebook")
     if _plain_v4(raw):
         try:
-            return strip_transient(rejoin_lines(raw))
+            _rejoin_and_strip(raw)  # type: ignore[arg-type]  # object_hook made every object a NotebookNode
+            return raw  # type: ignore[return-value]
         except (AttributeError, TypeError):
             pass  # an odd shape in an output or attachment: nbformat says what is wrong with it
     try:
@@ -414,6 +414,54 @@ def _plain_v4(raw: dict[str, Any]) -> bool:
 
 
 _CELL_TYPES = frozenset({"code", "markdown", "raw"})
+
+
+class _Node(NotebookNode):
+    """A NotebookNode built without running Python code: json.loads makes one per JSON object.
+
+    NotebookNode's own __init__ is a Python function that only calls dict's; calling dict's directly
+    takes a third off a large notebook's parse. Attribute access and item assignment are NotebookNode's.
+    """
+
+    __init__ = dict.__init__
+
+
+_set = dict.__setitem__  # NotebookNode's own __setitem__ runs Python code; a string needs none of it
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _rejoin_bundle(data: dict[str, Any]) -> None:
+    for key, value in list(data.items()):
+        if not _is_json_mime(key) and isinstance(value, list) and all(isinstance(line, str) for line in value):
+            _set(data, key, "".join(value))
+
+
+def _rejoin_and_strip(nb: NotebookNode) -> None:
+    """nbformat.v4's rejoin_lines and strip_transient, in place, with item access.
+
+    The same rules (nbformat.v4.rwbase, checked against it by the tests), but nbformat's attribute
+    access runs a Python `__getattr__` per use, which made up most of a large notebook's reload.
+    """
+    metadata = nb["metadata"]
+    for key in _TRANSIENT:
+        metadata.pop(key, None)
+    for cell in nb["cells"]:
+        source = cell.get("source")
+        if isinstance(source, list):
+            _set(cell, "source", "".join(source))
+        for attachment in cell.get("attachments", {}).values():
+            _rejoin_bundle(attachment)
+        if cell.get("cell_type") == "code":
+            for output in cell.get("outputs", []):
+                output_type = output.get("output_type", "")
+                if output_type in {"execute_result", "display_data"}:
+                    _rejoin_bundle(output.get("data", {}))
+                elif output_type and isinstance(output.get("text", ""), list):
+                    _set(output, "text", "".join(output["text"]))
+        cell["metadata"].pop("trusted", None)
 
 
 class NotebookStore(Protocol):
