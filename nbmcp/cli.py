@@ -6,6 +6,14 @@ import argparse
 import logging
 import sys
 
+# jsonschema (imported by nbformat) imports rfc3987_syntax when it is installed, as it is beside
+# jupyter_server or jupyterlab, only to check the "iri" string formats, which nbformat's schemas never
+# use; that import builds a grammar and takes over a second, which a client waits for before
+# `initialize` is answered (issue 14). The command's own process does without it; a process that
+# already imported jsonschema (a test, a script calling cli()) is left as it is.
+if "jsonschema" not in sys.modules:
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 from . import __version__
 from .config import (
     LOG_LEVELS,

@@ -133,6 +133,8 @@ class NotebookHost:
         self.watcher_ready = anyio.Event()
         self.external_changes = 0
         self._watch_scope: anyio.CancelScope | None = None
+        #: Held while the notebook is opened, so two first calls open it once.
+        self.opening = anyio.Lock()
 
     async def start(self, tg: TaskGroup, *, start_kernel: bool = True) -> None:
         """Open the notebook (its kernel starts in the background) and start watching it."""
@@ -226,7 +228,10 @@ class Workspace:
             self.hosts[self.default.session.path] = self.default
         self._active: dict[Any, Path] = {}
         self._tg: TaskGroup | None = None
+        #: Guards `hosts` and `_opening` only; never held during file I/O.
         self._lock = anyio.Lock()
+        #: Hosts created but not yet opened (their file is being read, their kernel started).
+        self._opening: dict[Path, NotebookHost] = {}
         self._server: MCPServer | None = None
         #: nbmcp's log records as MCP log messages (the logging capability).
         self.client_log = ClientLog()
@@ -257,26 +262,37 @@ class Workspace:
                 self._tg = None
 
     async def open(self, path: Path, *, create: bool = False) -> NotebookHost:
-        """The host of the notebook at `path` (confined to the root), opening it if needed."""
-        async with self._lock:
-            host = self.hosts.get(path)
-            if host is not None and host.session.kernel is not None:
-                return host
-            if host is None:
-                if not create and not await anyio.Path(path).exists():
-                    raise UsageError(
-                        f"no notebook at {relative_name(self.root, path)}; list_notebooks() shows the notebooks, "
-                        "use_notebook(path, create=True) creates one"
-                    )
-                if not await anyio.Path(path.parent).is_dir():
-                    raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
-                host = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
-                self._register_resource(host)
-            if self._tg is None:
-                raise UsageError("the server is not running")
-            await host.start(self._tg)
-            self.hosts[path] = host
-            return host
+        """The host of the notebook at `path` (confined to the root), opening it if needed.
+
+        The workspace's lock guards only its dicts: the file is opened under the notebook's own lock,
+        so a notebook that is slow to open (a FIFO, a hung network share) holds up no other (issue 13).
+        """
+        host = self.hosts.get(path) or self._opening.get(path)
+        if host is None:
+            if not create and not await anyio.Path(path).exists():
+                raise UsageError(
+                    f"no notebook at {relative_name(self.root, path)}; list_notebooks() shows the notebooks, "
+                    "use_notebook(path, create=True) creates one"
+                )
+            if not await anyio.Path(path.parent).is_dir():
+                raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
+            # Made outside the lock (a store resolves its path); dropped if another call got there first.
+            candidate = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
+            async with self._lock:
+                host = self.hosts.get(path) or self._opening.get(path)
+                if host is None:
+                    host = candidate
+                    self._register_resource(host)
+                    self._opening[path] = host
+        async with host.opening:
+            if host.session.kernel is None:
+                if self._tg is None:
+                    raise UsageError("the server is not running")
+                await host.start(self._tg)
+            async with self._lock:
+                self._opening.pop(path, None)
+                self.hosts[path] = host
+        return host
 
     async def close(self, path: Path) -> bool:
         """Shut a notebook's kernel down and stop watching it; False if it was not open."""

@@ -11,14 +11,20 @@ made by an editor, git or another process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import logging
+import operator
 import os
+import random
+import stat as stat_mod
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_str  # json's C escaping
 from pathlib import Path
@@ -31,16 +37,21 @@ from nbformat import NotebookNode
 from .errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 
 __all__ = [
+    "COARSE_RACY_WINDOW_NS",
     "EDIT_ATTEMPTS",
+    "EDIT_BACKOFF",
     "LOCK_TIMEOUT",
     "PARSE_RETRY_SECONDS",
+    "RACY_WINDOW_NS",
     "TEMP_MARKER",
     "Fingerprint",
+    "IncrementalWriter",
     "LocalStore",
     "NotebookStore",
     "dumps_notebook",
     "lock_dir",
     "new_notebook",
+    "parse_notebook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,32 +65,56 @@ PARSE_RETRY_SECONDS = 1.0
 #: Marks nbmcp's temporary files, so a later start can remove those a killed process left behind.
 TEMP_MARKER = ".nbmcp-tmp"
 #: A file modified this close to the moment we looked at it may change again within the same mtime
-#: tick, so its bytes are hashed instead of trusting the stat (git's "racily clean" rule).
+#: tick, so its bytes are compared instead of trusting the stat (git's "racily clean" rule). Linux
+#: file systems stamp files with the kernel's coarse clock (one tick: 1 to 10 ms); this is well past it.
 RACY_WINDOW_NS = 100_000_000
+#: The window for a file whose mtime has no sub-second part: a file system with 1 s (HFS+, some network
+#: shares) or 2 s (FAT) timestamps, where two saves within the same second or two look alike.
+COARSE_RACY_WINDOW_NS = 2_000_000_000
 #: How many times an edit is re-applied when the file keeps changing under it before giving up.
-EDIT_ATTEMPTS = 5
+#: Writers that share no lock (two lock folders, an editor) can collide often; see EDIT_BACKOFF.
+EDIT_ATTEMPTS = 50
+#: Longest pause (seconds) before applying an edit again; each pause is random up to a doubling bound,
+#: so two writers that keep colliding fall out of step instead of colliding forever.
+EDIT_BACKOFF = 0.05
+
+
+def _racy_window(mtime_ns: int) -> int:
+    return COARSE_RACY_WINDOW_NS if mtime_ns % 1_000_000_000 == 0 else RACY_WINDOW_NS
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What we last saw of the file: its stat identity plus a hash of its bytes."""
+    """What we last saw of the file: its stat identity and when we looked.
+
+    The bytes themselves are kept by the store (to compare when the stat cannot be trusted), so no
+    hash of the whole file is computed on each save (issue 14).
+    """
 
     mtime_ns: int
     size: int
     inode: int
-    digest: str
     seen_at_ns: int
 
     def same_stat(self, st: os.stat_result) -> bool:
         return (st.st_mtime_ns, st.st_size, st.st_ino) == (self.mtime_ns, self.size, self.inode)
 
     def trusted(self, st: os.stat_result) -> bool:
-        """True when the stat alone proves the file is unchanged."""
-        return self.same_stat(st) and st.st_mtime_ns + RACY_WINDOW_NS < self.seen_at_ns
+        """True when the stat alone proves the file is unchanged.
+
+        Only when the file's mtime was older than one timestamp tick at the moment we looked: a save
+        after that moment gets a later mtime. A save within the same tick may keep mtime, size and
+        even the inode (ext4 reuses freed inodes at once; issue 13), so then the bytes must be compared.
+        """
+        return self.same_stat(st) and st.st_mtime_ns + _racy_window(st.st_mtime_ns) < self.seen_at_ns
 
 
 def lock_dir() -> Path:
-    """The per-user folder holding nbmcp's lock files (never the user's notebook folder)."""
+    """The per-user folder holding nbmcp's lock files (never the user's notebook folder).
+
+    NBMCP_LOCK_DIR overrides it; processes with different lock folders do not exclude each other and
+    are kept from losing each other's saves by the content check before each rename only.
+    """
     override = os.environ.get("NBMCP_LOCK_DIR")
     if override:
         return Path(override)
@@ -154,35 +189,124 @@ def _split_bundle(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _cell_for_disk(cell: NotebookNode) -> dict[str, Any]:
+    """One cell as nbformat.v4.writes encodes it (split_lines, no transient metadata), copying only what changes."""
+    # Attribute access where nbformat uses it, so a notebook it rejects fails here too (and goes to it).
+    disk = dict(cell)
+    source = cell.get("source", None)
+    if isinstance(source, str):
+        disk["source"] = source.splitlines(True)
+    attachments = cell.get("attachments", {})
+    if attachments:
+        disk["attachments"] = {k: _split_bundle(v) for k, v in attachments.items()}
+    if cell.cell_type == "code":
+        outputs = []
+        for output in cell.outputs:
+            if output.output_type in {"execute_result", "display_data"}:
+                if "data" in output:
+                    output = dict(output, data=_split_bundle(output["data"]))
+            elif output.output_type == "stream" and isinstance(output.text, str):
+                output = dict(output, text=output.text.splitlines(True))
+            outputs.append(output)
+        disk["outputs"] = outputs
+    if "trusted" in cell.metadata:
+        disk["metadata"] = {k: v for k, v in cell.metadata.items() if k != "trusted"}
+    return disk
+
+
 def _for_disk(nb: NotebookNode) -> dict[str, Any]:
     """What nbformat.v4.writes encodes (split_lines, strip_transient), copying only what changes."""
-    # Attribute access where nbformat uses it, so a notebook it rejects fails here too (and goes to it).
     top = dict(nb)
     top["metadata"] = {k: v for k, v in nb.metadata.items() if k not in _TRANSIENT}
-    cells = []
-    for cell in nb.cells:
-        disk = dict(cell)
-        source = cell.get("source", None)
-        if isinstance(source, str):
-            disk["source"] = source.splitlines(True)
-        attachments = cell.get("attachments", {})
-        if attachments:
-            disk["attachments"] = {k: _split_bundle(v) for k, v in attachments.items()}
-        if cell.cell_type == "code":
-            outputs = []
-            for output in cell.outputs:
-                if output.output_type in {"execute_result", "display_data"}:
-                    if "data" in output:
-                        output = dict(output, data=_split_bundle(output["data"]))
-                elif output.output_type == "stream" and isinstance(output.text, str):
-                    output = dict(output, text=output.text.splitlines(True))
-                outputs.append(output)
-            disk["outputs"] = outputs
-        if "trusted" in cell.metadata:
-            disk["metadata"] = {k: v for k, v in cell.metadata.items() if k != "trusted"}
-        cells.append(disk)
-    top["cells"] = cells
+    top["cells"] = [_cell_for_disk(cell) for cell in nb.cells]
     return top
+
+
+def _copy_containers(o: Any) -> Any:
+    """A copy of `o`'s dicts and lists that shares its leaves (strings, numbers): what a cell was."""
+    if isinstance(o, dict):
+        return {k: _copy_containers(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_copy_containers(v) for v in o]
+    return o  # a tuple is kept as it is, and never equals the list copy: such a cell is always re-encoded
+
+
+#: Indentation of a cell in the file: the cells list is the second level of indent-1 JSON.
+_CELL_NEWLINE = "\n  "
+
+
+class IncrementalWriter:
+    """Serializes a notebook the way `dumps_notebook` does, re-encoding only the cells that changed.
+
+    An edit changes one cell of thousands, so its cost should follow its change (issue 14). Each
+    cell's bytes are kept with a copy of the cell's dicts and lists that shares its leaves; a cell
+    still equal to its copy reuses its bytes. The comparison runs in C and mostly meets the very same
+    string objects, so it costs a fraction of encoding. Cells are followed by identity, so a move or
+    an insert re-encodes only the cells that changed.
+
+    One blind spot of `==`: a value replaced in place by an equal one of another type (1 by 1.0 or
+    True) is not noticed; nbmcp never does that, and nbformat's schema treats them alike.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every cell (the notebook was reloaded or is unknown)."""
+        self._cells: list[NotebookNode] = []  # held, so that their ids keep naming them
+        self._copies: list[Any] = []
+        self._chunks: list[bytes] = []
+
+    def dumps(self, nb: NotebookNode) -> bytes:
+        try:
+            return self._dumps(nb)
+        except Exception:
+            self.clear()
+            return dumps_notebook(nb)  # nbformat serializes what the fast encoder does not know, or raises
+
+    def _dumps(self, nb: NotebookNode) -> bytes:
+        cells = list(nb.cells)
+        if len(cells) == len(self._cells) and all(map(operator.is_, cells, self._cells)):
+            # The same cells in the same order (an overwrite, outputs written back): compare all in C.
+            copies, chunks = list(self._copies), list(self._chunks)
+            changed: Iterable[int] = itertools.compress(range(len(cells)), map(operator.ne, copies, cells))
+        else:
+            where = {id(cell): i for i, cell in enumerate(self._cells)}
+            copies, chunks, changed_list = [], [], []
+            for i, cell in enumerate(cells):
+                k = where.get(id(cell))
+                if k is not None and self._copies[k] == cell:
+                    copies.append(self._copies[k])
+                    chunks.append(self._chunks[k])
+                else:
+                    copies.append(None)
+                    chunks.append(b"")
+                    changed_list.append(i)
+            changed = iter(changed_list)
+        for i in changed:
+            copies[i] = _copy_containers(cells[i])
+            chunks[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
+        top = dict(nb)
+        top["metadata"] = {k: v for k, v in nb.metadata.items() if k not in _TRANSIENT}
+        del top["cells"]
+        if not all(isinstance(k, str) for k in top):
+            raise _Unsupported("a key that is not a string")
+        # The top level as _encode writes it, with the cells' kept bytes in their sorted place.
+        before: list[bytes] = []
+        after: list[bytes] = []
+        for key in sorted(top):
+            part = (_encode_str(key) + ": " + _encode(top[key], "\n ")).encode("utf-8")
+            (before if key < "cells" else after).append(part)
+        head = b"{\n " + b"".join(p + b",\n " for p in before) + b'"cells": '
+        tail = b"".join(b",\n " + p for p in after) + b"\n}\n"
+        self._cells, self._copies, self._chunks = cells, copies, chunks
+        if not chunks:
+            return head + b"[]" + tail
+        # One copy of the file's bytes: the head and tail ride on the first and last cells.
+        ends = list(chunks)
+        ends[0] = head + b"[\n  " + ends[0]
+        ends[-1] = ends[-1] + b"\n ]" + tail
+        return b",\n  ".join(ends)
 
 
 def _encode(o: Any, newline: str) -> str:
@@ -225,7 +349,14 @@ def _encode(o: Any, newline: str) -> str:
 
 
 def parse_notebook(data: bytes, path: Path) -> NotebookNode:
-    """Parse bytes into a v4 notebook, or raise NotebookFormatError saying why."""
+    """Parse bytes into a v4 notebook, or raise NotebookFormatError saying why.
+
+    A v4 notebook takes the fast path: `json.loads` building NotebookNodes directly, then nbformat's
+    own rejoin_lines and strip_transient, as `nbformat.reads` does, but without its JSON-schema
+    validation of every cell, which costs several times the parse (issue 14) and only ever led to a
+    logged warning here. What nbmcp relies on is checked instead (cells are objects with a type; code
+    cells have a list of outputs). Anything else (nbformat 3, odd shapes) goes through `nbformat.reads`.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -233,13 +364,19 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
     if not text.strip():
         raise NotebookFormatError(path, "the file is empty")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_hook=_Node)
     except json.JSONDecodeError as exc:
         raise NotebookFormatError(path, f"not JSON: {exc}") from exc
     except RecursionError as exc:
         raise NotebookFormatError(path, "JSON nested too deeply to be a notebook") from exc
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw) or "nbformat" not in raw:
         raise NotebookFormatError(path, "JSON without the 'nbformat' and 'cells' keys of a notebook")
+    if _plain_v4(raw):
+        try:
+            _rejoin_and_strip(raw)  # type: ignore[arg-type]  # object_hook made every object a NotebookNode
+            return raw  # type: ignore[return-value]
+        except (AttributeError, TypeError):
+            pass  # an odd shape in an output or attachment: nbformat says what is wrong with it
     try:
         holder: dict[str, Any] = {}
         nb = nbformat.reads(text, as_version=4, capture_validation_error=holder)
@@ -251,6 +388,82 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         # Jupyter opens such notebooks with a warning; refusing them would strand the user.
         logger.warning("%s does not fully match the nbformat schema: %s", path, holder["ValidationError"].message)
     return nb
+
+
+def _plain_v4(raw: dict[str, Any]) -> bool:
+    """Whether `raw` has the shape nbmcp relies on, so it can skip nbformat's full validation."""
+    if raw.get("nbformat") != 4 or not isinstance(raw.get("nbformat_minor"), int):
+        return False
+    if not isinstance(raw.get("metadata"), dict):
+        return False
+    cells = raw.get("cells")
+    if not isinstance(cells, list):
+        return False
+    for cell in cells:
+        if not isinstance(cell, dict) or not isinstance(cell.get("metadata"), dict):
+            return False
+        kind = cell.get("cell_type")
+        source = cell.get("source")
+        if kind not in _CELL_TYPES or not isinstance(source, (str, list)):
+            return False
+        if kind == "code":
+            outputs = cell.get("outputs")
+            if not isinstance(outputs, list) or not all(
+                isinstance(o, dict) and isinstance(o.get("output_type"), str) for o in outputs
+            ):
+                return False
+    return True
+
+
+_CELL_TYPES = frozenset({"code", "markdown", "raw"})
+
+
+class _Node(NotebookNode):
+    """A NotebookNode built without running Python code: json.loads makes one per JSON object.
+
+    NotebookNode's own __init__ is a Python function that only calls dict's; calling dict's directly
+    takes a third off a large notebook's parse. Attribute access and item assignment are NotebookNode's.
+    """
+
+    __init__ = dict.__init__
+
+
+_set = dict.__setitem__  # NotebookNode's own __setitem__ runs Python code; a string needs none of it
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _rejoin_bundle(data: dict[str, Any]) -> None:
+    for key, value in list(data.items()):
+        if not _is_json_mime(key) and isinstance(value, list) and all(isinstance(line, str) for line in value):
+            _set(data, key, "".join(value))
+
+
+def _rejoin_and_strip(nb: NotebookNode) -> None:
+    """nbformat.v4's rejoin_lines and strip_transient, in place, with item access.
+
+    The same rules (nbformat.v4.rwbase, checked against it by the tests), but nbformat's attribute
+    access runs a Python `__getattr__` per use, which made up most of a large notebook's reload.
+    """
+    metadata = nb["metadata"]
+    for key in _TRANSIENT:
+        metadata.pop(key, None)
+    for cell in nb["cells"]:
+        source = cell.get("source")
+        if isinstance(source, list):
+            _set(cell, "source", "".join(source))
+        for attachment in cell.get("attachments", {}).values():
+            _rejoin_bundle(attachment)
+        if cell.get("cell_type") == "code":
+            for output in cell.get("outputs", []):
+                output_type = output.get("output_type", "")
+                if output_type in {"execute_result", "display_data"}:
+                    _rejoin_bundle(output.get("data", {}))
+                elif output_type and isinstance(output.get("text", ""), list):
+                    _set(output, "text", "".join(output["text"]))
+        cell["metadata"].pop("trusted", None)
 
 
 class NotebookStore(Protocol):
@@ -284,6 +497,9 @@ class LocalStore:
         self._mutex = threading.RLock()
         self._nb: NotebookNode | None = None
         self._seen: Fingerprint | None = None
+        #: The file's bytes as we last read or wrote them: compared when a stat cannot be trusted.
+        self._data: bytes | None = None
+        self._writer = IncrementalWriter()
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -340,12 +556,9 @@ class LocalStore:
             if self._seen is None:
                 return True
             try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
+                return not self._unchanged(self._seen)
+            except OSError:
                 return True
-            if self._seen.trusted(st):
-                return False
-            return hashlib.sha256(self._read_bytes()).hexdigest() != self._seen.digest
 
     def edit(self, apply: Callable[[NotebookNode], T]) -> T:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
@@ -356,8 +569,12 @@ class LocalStore:
         instead of overwriting it; `apply` must therefore depend only on the notebook it is given.
         """
         with self._locked():
-            for _ in range(EDIT_ATTEMPTS):
-                nb = self._refresh()
+            for attempt in range(EDIT_ATTEMPTS):
+                if attempt:
+                    time.sleep(random.uniform(0, min(EDIT_BACKOFF, 0.001 * 2**attempt)))
+                # A stat equal to what we saw is enough here even when racy: the last look before the
+                # rename compares the bytes, and a change found then applies the edit again.
+                nb = self._refresh(verify_racy=False)
                 try:
                     result = apply(nb)
                 except BaseException:
@@ -404,25 +621,52 @@ class LocalStore:
             finally:
                 self._lock.release()
 
+    def _stat(self) -> os.stat_result:
+        """The notebook's stat; a FIFO, device or folder is refused before anything opens it (issue 13)."""
+        st = os.stat(self.path)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(st.st_mode)}); a notebook is a file")
+        return st
+
     def _read_bytes(self) -> bytes:
-        with open(self.path, "rb") as f:
+        # O_NONBLOCK: a FIFO put in the file's place after the stat must not block the open.
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat_mod.S_ISREG(mode):
+                raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(mode)}); a notebook is a file")
             return f.read()
 
-    def _refresh(self) -> NotebookNode:
+    def _unchanged(self, expected: Fingerprint) -> bool:
+        """Whether the file still holds the bytes `expected` describes: a stat, and the bytes when it is racy."""
+        st = os.stat(self.path)
+        if not expected.same_stat(st):
+            return False
+        if expected.trusted(st):
+            return True
+        seen_at = time.time_ns()
+        if self._read_bytes() != self._data:
+            return False
+        # Looked at again, later: the same stat may now be trusted (it was racy only then).
+        if self._seen is expected:
+            self._seen = Fingerprint(st.st_mtime_ns, st.st_size, st.st_ino, seen_at)
+        return True
+
+    def _refresh(self, *, verify_racy: bool = True) -> NotebookNode:
         try:
-            st = os.stat(self.path)
+            st = self._stat()
         except FileNotFoundError:
             raise NotebookWriteError(f"{self.path} does not exist (was it deleted or moved?)") from None
-        if self._nb is not None and self._seen is not None and self._seen.trusted(st):
+        seen = self._seen
+        if self._nb is not None and seen is not None and seen.same_stat(st) and (not verify_racy or seen.trusted(st)):
             return self._nb
         deadline = time.monotonic() + PARSE_RETRY_SECONDS
         while True:
             seen_at = time.time_ns()
-            st = os.stat(self.path)
+            st = self._stat()
             data = self._read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            if self._nb is not None and self._seen is not None and digest == self._seen.digest:
-                self._remember(st, digest, seen_at)
+            if self._nb is not None and data == self._data:
+                self._remember(st, data, seen_at)
                 return self._nb
             try:
                 nb = parse_notebook(data, self.path)
@@ -435,19 +679,23 @@ class LocalStore:
             if self._nb is not None:
                 logger.info("%s changed on disk; reloaded", self.path)
             self._nb = nb
-            self._remember(st, digest, seen_at)
+            self._writer.clear()
+            self._remember(st, data, seen_at)
             return nb
 
-    def _remember(self, st: os.stat_result, digest: str, seen_at_ns: int) -> None:
-        self._seen = Fingerprint(st.st_mtime_ns, st.st_size, st.st_ino, digest, seen_at_ns)
+    def _remember(self, st: os.stat_result, data: bytes, seen_at_ns: int) -> None:
+        self._seen = Fingerprint(st.st_mtime_ns, st.st_size, st.st_ino, seen_at_ns)
+        self._data = data
 
     def _forget(self) -> None:
         self._nb = None
         self._seen = None
+        self._data = None
+        self._writer.clear()
 
     def _write(self, nb: NotebookNode, expected: Fingerprint | None = None) -> bool:
         """Save `nb`; returns False, writing nothing, if the file no longer matches `expected`."""
-        data = dumps_notebook(nb)
+        data = self._writer.dumps(nb)
         target = Path(os.path.realpath(self.path))  # write through a symlink to its target
         try:
             mode = os.stat(target).st_mode & 0o7777
@@ -455,16 +703,17 @@ class LocalStore:
             mode = 0o666 & ~_UMASK
 
         def unchanged() -> bool:
-            # Last look just before the rename: an external save since our read must not be lost.
+            # Last look just before the rename: an external save since our read must not be lost,
+            # even one that kept the stat (a save within the same timestamp tick; issue 13).
             if expected is None:
                 return True
             try:
-                return expected.same_stat(os.stat(target))
+                return self._unchanged(expected)
             except FileNotFoundError:
                 return False
 
         try:
-            if not self._write_atomic(target, data, mode, unchanged):
+            if not self._write_atomic(target, data, mode, unchanged, expected):
                 return False
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
@@ -481,13 +730,18 @@ class LocalStore:
                 os.fsync(f.fileno())
         except OSError as exc:
             raise NotebookWriteError(f"cannot write {target}: {exc}") from exc
+        # The time before the stat: a save by someone else after our rename but before this stat
+        # is then within the racy window, and its bytes get compared on the next look.
+        seen_at = time.time_ns()
         st = os.stat(self.path)
         self._nb = nb
-        self._remember(st, hashlib.sha256(data).hexdigest(), time.time_ns())
+        self._remember(st, data, seen_at)
         return True
 
     @staticmethod
-    def _write_atomic(target: Path, data: bytes, mode: int, still_ok: Callable[[], bool]) -> bool:
+    def _write_atomic(
+        target: Path, data: bytes, mode: int, still_ok: Callable[[], bool], expected: Fingerprint | None
+    ) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -498,12 +752,71 @@ class LocalStore:
             if not still_ok():
                 os.unlink(tmp)
                 return False
-            os.replace(tmp, target)
+            if expected is not None and _exchange(tmp, target):
+                # The file we replaced is now at `tmp`. If it is not the one just checked, another
+                # writer renamed its save in between: give it back and report the conflict, so that
+                # the edit is applied again to that save instead of losing it (issue 13).
+                if not expected.same_stat(os.stat(tmp)):
+                    _exchange(tmp, target)
+                    os.unlink(tmp)
+                    return False
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         return True
+
+
+#: renameat2(2) flag: swap two names atomically (Linux 3.15+; ext4, xfs, btrfs, tmpfs...).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(a: str, b: Path) -> bool:
+    """Swap the files named `a` and `b` in one step; False where the system cannot (then rename instead).
+
+    A rename cannot check what it replaces, so a save by another writer between our last look and our
+    rename would be lost; swapping instead keeps the replaced file, so we can tell whose it was.
+    """
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(AttributeError, OSError):
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # a file system without the swap (some network and overlay ones): rename instead
+    if err == errno.ENOENT:
+        return False  # the notebook was deleted meanwhile: the rename recreates it
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _file_kind(mode: int) -> str:
+    if stat_mod.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat_mod.S_ISDIR(mode):
+        return "a folder"
+    if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
+        return "a device"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def _read_umask() -> int:

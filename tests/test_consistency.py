@@ -5,6 +5,7 @@ Real processes and the real file system throughout; nothing here mocks a file op
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from mcp import Client, StdioServerParameters
 from nbmcp.config import Settings
 from nbmcp.server import create_server
 from nbmcp.session import NotebookSession
-from nbmcp.store import TEMP_MARKER, LocalStore, lock_dir, new_notebook
+from nbmcp.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
 
 from .conftest import read_nb, text_of
 
@@ -314,3 +315,107 @@ async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_pa
             await both.wait()
     assert any("changed on disk; reloaded" in line for line in logs), logs
     assert updates == [host.uri]
+
+
+# -- issue 13: writers that share no lock ---------------------------------------------------------
+
+
+def _env_with_lock_dir(folder: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONUNBUFFERED="1", NBMCP_LOCK_DIR=str(folder), NBMCP_LOG_LEVEL="WARNING")
+
+
+@pytest.mark.timeout(300)
+async def test_two_servers_with_separate_lock_folders_lose_no_append(nb_path: Path, tmp_path: Path) -> None:
+    """Two users (or two Jupyter runtime folders): no shared lock, only the check before each rename.
+
+    Saves a few milliseconds apart often keep mtime, size and inode; the content check must catch them.
+    Three rounds of 60 appends each, in parallel, with the same two servers.
+    """
+    LocalStore(nb_path).create_if_missing()
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for tag in "AB":
+            params = StdioServerParameters(
+                command=sys.executable,
+                args=["-m", "nbmcp", str(nb_path), "--no-watch"],
+                env=_env_with_lock_dir(tmp_path / f"locks-{tag}"),
+            )
+            clients.append((tag, await stack.enter_async_context(Client(params))))
+
+        async def writer(tag: str, client: Client, round_: int) -> None:
+            for i in range(60):
+                r = await client.call_tool("append_markdown_cell", {"cell_source": f"{tag} {round_} {i}"})
+                assert not r.is_error, text_of(r)
+
+        for round_ in range(3):
+            async with anyio.create_task_group() as tg:
+                for tag, client in clients:
+                    tg.start_soon(writer, tag, client, round_)
+            sources = [c.source for c in read_nb(nb_path).cells]
+            assert len(sources) == 120 * (round_ + 1), f"round {round_}: {120 * (round_ + 1) - len(sources)} lost"
+            for tag in "AB":
+                mine = [s for s in sources if s.startswith(f"{tag} {round_} ")]
+                assert mine == [f"{tag} {round_} {i}" for i in range(60)]
+
+
+# A careful editor that takes no lock (as JupyterLab and VS Code take none): read, append, and save by
+# rename only if the file still holds what it read, else read again.
+CAREFUL_UNLOCKED_WRITER = textwrap.dedent(
+    """
+    import os, sys, tempfile
+    import nbformat
+    path, n = sys.argv[1], int(sys.argv[2])
+    for i in range(n):
+        while True:
+            with open(path, "rb") as f:
+                before = f.read()
+            nb = nbformat.reads(before.decode(), 4)
+            nb.cells.append(nbformat.v4.new_markdown_cell(f"external {i}"))
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+            with os.fdopen(fd, "w") as f:
+                f.write(nbformat.writes(nb) + "\\n")
+            with open(path, "rb") as f:
+                if f.read() == before:
+                    os.replace(tmp, path)
+                    break
+            os.unlink(tmp)
+    """
+)
+
+
+@pytest.mark.timeout(240)
+async def test_an_unlocked_careful_writer_and_nbmcp_appending_in_parallel_keep_every_cell(nb_path: Path) -> None:
+    server, _workspace = create_server(Settings(path=nb_path, timeout=60, watch=False))
+    async with Client(server) as client:
+        for round_ in range(3):
+            proc = await anyio.open_process([sys.executable, "-c", CAREFUL_UNLOCKED_WRITER, str(nb_path), "60"])
+            try:
+                for i in range(60):
+                    r = await client.call_tool("append_markdown_cell", {"cell_source": f"nbmcp {round_} {i}"})
+                    assert not r.is_error, text_of(r)
+                with anyio.fail_after(120):
+                    await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+            assert proc.returncode == 0
+            sources = [c.source for c in read_nb(nb_path).cells]
+            ours = [s for s in sources if s.startswith(f"nbmcp {round_} ")]
+            assert ours == [f"nbmcp {round_} {i}" for i in range(60)], f"round {round_}"
+            assert len([s for s in sources if s.startswith("external")]) == 60 * (round_ + 1), f"round {round_}"
+
+
+def test_a_save_that_keeps_mtime_size_and_inode_is_not_overwritten(nb_path: Path) -> None:
+    """The racy case made deterministic: another writer saves within the same timestamp tick."""
+    store = LocalStore(nb_path)
+    store.create_if_missing()
+    store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("ours")))
+    st = os.stat(nb_path)
+    theirs = read_nb(nb_path)
+    theirs.cells[0]["source"] = "THEM"  # same length: same size
+    with open(nb_path, "r+b") as f:  # in place: same inode
+        f.write(dumps_notebook(theirs))
+    os.utime(nb_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as within one tick
+    assert (os.stat(nb_path).st_size, os.stat(nb_path).st_ino) == (st.st_size, st.st_ino)
+    store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("next")))
+    assert [c.source for c in read_nb(nb_path).cells] == ["THEM", "next"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from nbmcp.store import _encode, _for_disk, dumps_notebook, new_notebook
+from nbmcp import store
+from nbmcp.store import IncrementalWriter, _encode, _for_disk, dumps_notebook, new_notebook, parse_notebook
 
 from .bench.notebooks import make_notebook
 
@@ -129,3 +133,83 @@ def test_a_broken_notebook_fails_as_nbformat_fails() -> None:
         nbformat.v4.writes(nb)
     with pytest.raises(AttributeError):
         dumps_notebook(nb)
+
+
+# -- issue 14: only changed cells are re-encoded, and the bytes stay nbformat's ---------------------
+
+
+def _changes() -> list[tuple[str, Callable[[NotebookNode], object]]]:
+    """Edits of every shape, in place and nested, as a session or a person's script might make them."""
+    return [
+        ("overwrite a source", lambda nb: nb.cells[3].__setitem__("source", "x = 1\ny = 2")),
+        ("append a tag (nested, in place)", lambda nb: nb.cells[5].metadata.setdefault("tags", []).append("t")),
+        ("edit an output's text in place", lambda nb: _first_stream(nb).__setitem__("text", "changed\n")),
+        ("append an output", lambda nb: _first_code(nb).outputs.append(_stream("more\n"))),
+        ("clear outputs", lambda nb: _first_code(nb).__setitem__("outputs", [])),
+        ("insert a cell", lambda nb: nb.cells.insert(7, nbformat.v4.new_markdown_cell("# new"))),
+        ("delete a cell", lambda nb: nb.cells.pop(2)),
+        ("move a cell", lambda nb: nb.cells.insert(0, nb.cells.pop(10))),
+        ("swap two cells", lambda nb: nb.cells.__setitem__(slice(1, 3), [nb.cells[2], nb.cells[1]])),
+        ("replace a cell by an equal copy", lambda nb: nb.cells.__setitem__(4, copy.deepcopy(nb.cells[4]))),
+        ("top-level metadata", lambda nb: nb.metadata.__setitem__("title", "T")),
+        ("transient metadata", lambda nb: nb.cells[6].metadata.__setitem__("trusted", True)),
+        ("a unicode source", lambda nb: nb.cells[8].__setitem__("source", "é \u2028 \U0001f600 \x00")),
+        ("an execution count", lambda nb: _first_code(nb).__setitem__("execution_count", 99)),
+        ("delete every cell", lambda nb: nb.cells.clear()),
+        ("add one back", lambda nb: nb.cells.append(nbformat.v4.new_code_cell("1"))),
+    ]
+
+
+def _first_code(nb: NotebookNode) -> NotebookNode:
+    return next(c for c in nb.cells if c.cell_type == "code")
+
+
+def _first_stream(nb: NotebookNode) -> NotebookNode:
+    return next(o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream")
+
+
+def _stream(text: str) -> NotebookNode:
+    return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+
+def test_incremental_writes_stay_byte_identical_through_every_kind_of_change() -> None:
+    nb = round_trip(make_notebook(60, seed=14))
+    writer = IncrementalWriter()
+    assert writer.dumps(nb) == nbformat_bytes(nb)
+    for name, change in _changes():
+        change(nb)
+        assert writer.dumps(nb) == nbformat_bytes(nb), name
+        assert writer.dumps(nb) == nbformat_bytes(nb), f"{name}, written twice"
+
+
+def test_incremental_writes_reencode_only_the_changed_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = round_trip(make_notebook(200, seed=3))
+    writer = IncrementalWriter()
+    writer.dumps(nb)
+    encoded: list[object] = []
+    real = store._cell_for_disk
+
+    def spy(cell: NotebookNode) -> dict[str, Any]:
+        encoded.append(cell)
+        return real(cell)
+
+    monkeypatch.setattr(store, "_cell_for_disk", spy)
+    nb.cells[100]["source"] = "changed"
+    nb.cells.insert(50, nbformat.v4.new_markdown_cell("# new"))
+    assert writer.dumps(nb) == nbformat_bytes(nb)
+    assert encoded == [nb.cells[50], nb.cells[101]]
+
+
+def test_the_fast_parse_reads_what_nbformat_reads() -> None:
+    for nb in (round_trip(make_notebook(80, seed=5)), round_trip(tricky_notebook())):
+        data = nbformat_bytes(nb)
+        ours = parse_notebook(data, Path("x.ipynb"))
+        assert ours == nbformat.reads(data.decode(), as_version=4)
+        assert isinstance(ours.cells[0], NotebookNode) and isinstance(ours.cells[0].source, str)
+
+
+def test_a_notebook_of_another_shape_goes_through_nbformat() -> None:
+    nb = round_trip(make_notebook(5, seed=1))
+    nb.cells[0]["cell_type"] = "heading"  # not a v4 cell type: nbformat decides (and warns)
+    data = nbformat_bytes(nb)
+    assert parse_notebook(data, Path("x.ipynb")) == nbformat.reads(data.decode(), as_version=4)

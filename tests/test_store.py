@@ -187,3 +187,23 @@ def test_writable_notebook_in_a_read_only_folder_is_still_saved(tmp_path: Path) 
         subprocess.run(undo, check=True)
     assert [c.source for c in read_nb(path).cells] == ["saved in place"]
     assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb"]
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_named_like_a_notebook_is_refused_at_once(nb_path: Path) -> None:
+    """Only regular files are notebooks: a FIFO would block the open forever (issue 13)."""
+    nb_path.parent.mkdir(exist_ok=True)
+    os.mkfifo(nb_path)
+    store = LocalStore(nb_path)
+    assert store.create_if_missing() is False  # something is there: nothing is created over it
+    for call in (store.read, lambda: store.edit(add_cell("x"))):
+        with pytest.raises(NotebookFormatError, match="not a regular file \\(a FIFO\\)"):
+            call()
+    assert stat.S_ISFIFO(os.stat(nb_path).st_mode)  # left as it was
+
+
+@pytest.mark.timeout(30)
+def test_a_folder_named_like_a_notebook_is_refused(nb_path: Path) -> None:
+    nb_path.mkdir(parents=True)
+    with pytest.raises(NotebookFormatError, match="a folder"):
+        LocalStore(nb_path).read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import anyio
@@ -11,7 +13,7 @@ from mcp import Client
 
 from nbmcp.config import Settings
 from nbmcp.server import create_server
-from nbmcp.store import new_notebook
+from nbmcp.store import LocalStore, new_notebook
 
 from .conftest import read_nb, text_of
 from .test_http import ServerProcess
@@ -152,3 +154,45 @@ async def test_stateless_http_clients_name_the_notebook_on_each_call(folder: Pat
     finally:
         server.stop()
     assert [c.source for c in read_nb(folder / "a.ipynb").cells] == ["# a.ipynb", "stateless"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_fifo_notebook_gets_an_error_at_once_and_blocks_no_other(folder: Path) -> None:
+    os.mkfifo(folder / "x.ipynb")
+    server, _ = create_server(Settings(path=folder, timeout=60))
+    async with Client(server) as client:
+        for _ in range(2):  # the second call too: nothing was left holding a lock
+            with anyio.fail_after(20):
+                r = await client.call_tool("read_all_cells", {"notebook_path": "x.ipynb"})
+            assert r.is_error and "not a regular file (a FIFO)" in text_of(r)
+        with anyio.fail_after(20):
+            r = await call(client, "read_all_cells", notebook_path="a.ipynb")
+        assert "# a.ipynb" in text_of(r)
+
+
+@pytest.mark.timeout(60)
+async def test_a_notebook_slow_to_open_holds_up_no_other(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung network share cannot be made on demand: its read is held back here instead."""
+    release = threading.Event()
+    real_read = LocalStore.read
+
+    def read(self: LocalStore) -> nbformat.NotebookNode:
+        if self.path.name == "b.ipynb":
+            release.wait(30)
+        return real_read(self)
+
+    monkeypatch.setattr(LocalStore, "read", read)
+    server, _ = create_server(Settings(path=folder, timeout=60))
+    async with Client(server) as client, anyio.create_task_group() as tg:
+        slow: list[str] = []
+
+        async def open_slow() -> None:
+            slow.append(text_of(await call(client, "read_all_cells", notebook_path="sub/b.ipynb")))
+
+        tg.start_soon(open_slow)
+        await anyio.sleep(0.5)
+        with anyio.fail_after(20):
+            r = await call(client, "read_all_cells", notebook_path="a.ipynb")
+        assert "# a.ipynb" in text_of(r) and not slow
+        release.set()
+    assert "# sub/b.ipynb" in slow[0]
