@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .batch import NotebookResult
 from .contents import ContentsStore
 from .errors import (
     CellExecutionError,
@@ -53,6 +54,7 @@ __all__ = [
     "NotebookError",
     "NotebookFormatError",
     "NotebookNotFoundError",
+    "NotebookResult",
     "NotebookSession",
     "NotebookWriteError",
     "RemoteKernel",
