@@ -379,8 +379,11 @@ class _NotebookLines:
         now = time.monotonic()
         lines = [f"running {len(self.running)}, done {self.done}/{self.total}, failed {self.failed}"]
         for path, (started, k, n) in self.running.items():
-            cell = f"cell {k}/{n}" if n else "starting"
-            lines.append(f"  {_shown(path)}  {cell}  {now - started:.1f} s")
+            status = f"  {f'cell {k}/{n}' if n else 'starting'}  {now - started:.1f} s"
+            name, room = _shown(path), max(8, width - len(status) - 2)
+            if len(name) > room:
+                name = "..." + name[len(name) - room + 3 :]  # keep the file name, drop the start of the folder
+            lines.append(f"  {name}{status}")
         self.stream.write("".join(line[:width] + "\n" for line in lines))
         self.drawn = len(lines)
 
