@@ -249,3 +249,36 @@ async def test_a_terminal_gets_a_live_display_redrawn_in_place(tmp_path: Path, m
     await quiet.notebook_started(a)
     await quiet.notebook_finished(NotebookResult(a, None, 1.5))
     assert "\x1b" not in plain.getvalue() and plain.getvalue().count("\n") == 1
+
+
+@pytest.mark.anyio
+async def test_a_ci_log_gets_a_still_running_line_now_and_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stream = io.StringIO()
+    lines = _NotebookLines(2, stream, live=False)
+    job = NotebookJob(tmp_path / "slow.ipynb", tmp_path / "slow.ipynb")
+    await lines.notebook_started(job)
+    await lines.cell_started(job, 3, 7, CellRef(4, "c4", "code"))
+    await lines.cell_running(job, 1.0, "")
+    assert stream.getvalue() == ""  # not yet: every 3 heartbeat intervals (30 s)
+    lines.next_heartbeat = 0.0
+    await lines.cell_running(job, 31.0, "")
+    assert re.fullmatch(r"nbmcp exec: still running: slow\.ipynb \(cell 3/7, \d+ s\)\n", stream.getvalue())
+
+
+def test_unreadable_notebooks_are_errors_in_the_junit_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path / "work")
+    (tmp_path / "work" / "broken.ipynb").write_text("{not json")
+    (tmp_path / "work" / "empty.ipynb").write_text("")
+    assert cli("exec", "broken.ipynb", "empty.ipynb", "--junit-xml", "junit.xml") == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "FAILED broken.ipynb (no cells" in err and "is not a valid Jupyter notebook (not JSON" in err
+    assert "0 of 2 notebooks passed" in err
+    root = ET.fromstring((tmp_path / "work" / "junit.xml").read_bytes())
+    _check_junit_schema(root)
+    assert (root[0].get("failures"), root[0].get("errors")) == ("0", "2")
+    errors = [c.find("error") for c in root[0].iter("testcase")]
+    assert [e.get("type") for e in errors if e is not None] == ["NotebookFormatError"] * 2
+    assert (tmp_path / "work" / "broken.ipynb").read_text() == "{not json"  # never overwritten
