@@ -427,15 +427,25 @@ def _report_many(results: Sequence[NotebookResult], elapsed: float) -> None:
 # -- the command --------------------------------------------------------------------------------------
 
 
-def _find_notebooks(paths: Sequence[str]) -> tuple[list[Path], str | None]:
-    """The notebooks named (folders searched); or a message saying which path is not usable."""
+def _find_notebooks(paths: Sequence[str], skip: Path | None = None) -> tuple[list[Path], str | None]:
+    """The notebooks named (folders searched, except `skip`); or a message saying which path is not usable.
+
+    `skip` is the --output-dir: when it lies inside a folder given, the runs it holds from last time
+    are not notebooks to run again.
+    """
     found: list[Path] = []
     for arg in paths:
         path = Path(arg).expanduser()
         if path.is_dir():
             inside = []
             for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if not d.startswith(".")
+                    and d not in SKIPPED_DIRS
+                    and (skip is None or (Path(folder) / d).absolute() != skip)
+                )
                 inside += [Path(folder) / f for f in sorted(files) if f.endswith(".ipynb") and not f.startswith(".")]
             if not inside:
                 return [], f"{path} is a folder with no notebook (.ipynb) under it"
@@ -492,7 +502,8 @@ def exec_cli(*args: str) -> int:
     if ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     _configure_logging(ns.log_level)
-    inputs, problem = _find_notebooks(ns.paths)
+    skip = Path(ns.output_dir).expanduser().absolute() if ns.output_dir else None
+    inputs, problem = _find_notebooks(ns.paths, skip)
     if problem:
         _say(f"error: {problem}")
         return ExitCode.USAGE

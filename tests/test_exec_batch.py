@@ -186,6 +186,13 @@ def test_output_dir_keeps_the_inputs_relative_folders(tmp_path: Path, capsys: py
     assert read_nb(out / "a" / "nb.ipynb").cells[-1].outputs[0].text == "41\n"
     assert read_nb(out / "b" / "nb.ipynb").cells[-1].outputs[0].text == "42\n"
 
+    # Runs written inside the folder given are not picked up as notebooks by the next run.
+    inside = tmp_path / "work" / "nbs" / "executed"
+    assert cli("exec", str(tmp_path / "work" / "nbs"), "--output-dir", str(inside), "-p", "alpha", "1", "-j", "2") == 0
+    assert cli("exec", str(tmp_path / "work" / "nbs"), "--output-dir", str(inside), "-p", "alpha", "2", "-j", "2") == 0
+    assert sorted(p.relative_to(inside).as_posix() for p in inside.rglob("*.ipynb")) == ["a/nb.ipynb", "b/nb.ipynb"]
+    assert "running 2 notebooks" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "extra, message",
