@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .batch import NotebookResult
     from .contents import ContentsStore
     from .errors import (
         CellExecutionError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOMES = {
+    "NotebookResult": "batch",
     "ContentsStore": "contents",
     "ExecutionResult": "kernel",
     "KernelState": "kernel",
@@ -118,6 +120,7 @@ __all__ = [
     "NotebookError",
     "NotebookFormatError",
     "NotebookNotFoundError",
+    "NotebookResult",
     "NotebookSession",
     "NotebookWriteError",
     "RemoteKernel",

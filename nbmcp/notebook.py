@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
+from .batch import NotebookJob, NotebookResult, run_notebook
 from .kernel import DEFAULT_TIMEOUT
 from .session import CellRef, CellView, Execution, NotebookSession, RunAll
 
@@ -35,6 +36,40 @@ class Notebook:
     once. Executions return an `Execution` (outputs, status); with `check=True` a cell that raises,
     times out or kills its kernel raises `CellExecutionError` instead, as nbclient does.
     """
+
+    @staticmethod
+    def run(
+        path: Path | str,
+        output: Path | str | None = None,
+        *,
+        parameters: dict[str, Any] | None = None,
+        kernel_name: str | None = None,
+        python: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        stop_on_error: bool = True,
+        check: bool = True,
+    ) -> NotebookResult:
+        """Run a whole notebook on a fresh kernel, as `nbmcp exec` does; the papermill-style entry point.
+
+        With `output`, the run (outputs, injected parameters, `metadata.papermill`) is written there and
+        `path` is left byte-identical; without it, `path` itself is run and saved. `parameters` go
+        into a cell tagged `injected-parameters` with the source papermill would inject (after the
+        cell tagged `parameters`, or first). The kernel runs in `path`'s folder. With `check` (the
+        default), a failed run raises: CellExecutionError for the cell that stopped it, NbmcpError if
+        the notebook could not be read or its kernel could not start; else see `result.status`.
+
+            Notebook.run("report.ipynb", "out/report-21.ipynb", parameters={"alpha": 21})
+        """
+        source = Path(path).absolute()
+        job = NotebookJob(source, Path(output).absolute() if output is not None else source, parameters)
+
+        async def go() -> NotebookResult:
+            return await run_notebook(
+                job, kernel_name=kernel_name, python=python, timeout=timeout, stop_on_error=stop_on_error
+            )
+
+        result = _run_in_thread(go)
+        return result.raise_for_status() if check else result
 
     def __init__(
         self,
@@ -205,3 +240,21 @@ class Notebook:
     def restart_kernel(self) -> None:
         """Restart the kernel; its variables are lost."""
         self._call(self.session.restart_kernel())
+
+
+def _run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a new event loop in a thread of its own: works even under a running loop (Jupyter)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="nbmcp-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -337,8 +337,12 @@ class NotebookSession:
         timeout: float = DEFAULT_TIMEOUT,
         store: NotebookStore | None = None,
         kernel_factory: KernelFactory | None = None,
+        cwd: Path | str | None = None,
     ) -> None:
         self.path = Path(path).absolute()
+        # The kernel's working folder, and where a .venv is looked for: the notebook's own folder,
+        # unless the file run is a copy elsewhere (`nbmcp exec -o`), whose code expects the original's.
+        self.cwd = Path(cwd).absolute() if cwd is not None else self.path.parent
         self.store: NotebookStore = store or LocalStore(self.path)
         self.timeout = timeout
         self._kernel_name = kernel_name
@@ -363,10 +367,10 @@ class NotebookSession:
             kernel_name=self._kernel_name,
             python=self._python,
             notebook_kernel=metadata_kernel,
-            notebook_dir=self.path.parent,
+            notebook_dir=self.cwd,
         )
         logger.info("notebook %s: kernel %s", self.path, choice.describe())
-        self.kernel = LocalKernel(choice, self.path.parent)
+        self.kernel = LocalKernel(choice, self.cwd)
         if start_kernel:
             self.kernel.start_background()
 

@@ -588,6 +588,17 @@ class LocalStore:
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
         )
 
+    def replace(self, nb: NotebookNode) -> None:
+        """Write `nb` as the whole file, atomically under the lock, whatever the file held (or if none).
+
+        For a file nbmcp produces from another (`nbmcp exec -o OUT`): an old OUT, even one that no
+        longer parses, is simply replaced, as papermill replaces its output notebook.
+        """
+        if not self.path.parent.is_dir():
+            raise NotebookWriteError(f"cannot create {self.path}: folder {self.path.parent} does not exist")
+        with self._locked():
+            self._write(nb)
+
     def close(self) -> None:
         """Nothing to release: the lock is held only during an edit."""
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,23 @@ def test_github_workflow_builds_the_report_and_runs_it(tmp_path: Path) -> None:
     assert "| Wed | 341 | +32.4 |" in code[1].outputs[0].data["text/markdown"]
     png = base64.b64decode(code[2].outputs[0].data["image/png"])
     assert png.startswith(b"\x89PNG") and len(png) > 5_000  # a real plot, not a placeholder
-    demo = read_nb(repo / "examples" / "demo.ipynb")
-    assert all(c.outputs for c in demo.cells if c.cell_type == "code")
+    # The parameterized report: the injected values were used; the source notebook is untouched.
+    assert (repo / "examples" / "sales.ipynb").read_bytes() == (EXAMPLES / "sales.ipynb").read_bytes()
+    sales = read_nb(repo / "build" / "sales-eu.ipynb")
+    assert sales.cells[2].metadata["tags"] == ["injected-parameters"]
+    assert sales.cells[2].source == '# Parameters\nmonths = [1, 2, 3]\nregion = "eu"\n'  # -y before -p, as papermill
+    assert sales.cells[-1].outputs[0].text == "region=eu months=1-3 total=367.2\n"
+    assert sales.metadata["papermill"]["parameters"] == {"months": [1, 2, 3], "region": "eu"}
+    # Every example notebook ran into build/executed, and the JUnit report lists each one as passed.
+    for name in ("demo.ipynb", "sales.ipynb"):
+        executed = read_nb(repo / "build" / "executed" / name)
+        assert all(c.execution_count for c in executed.cells if c.cell_type == "code"), name
+        assert executed.cells[-1].outputs, name
+    assert (repo / "examples" / "demo.ipynb").read_bytes() == (EXAMPLES / "demo.ipynb").read_bytes()
+    suite = ET.fromstring((repo / "build" / "junit.xml").read_bytes())[0]
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "0")
+    assert sorted(c.get("name") for c in suite.iter("testcase")) == ["demo.ipynb", "sales.ipynb"]
+    assert {c.get("classname") for c in suite.iter("testcase")} == {"examples"}
 
 
 def test_ci_report_fails_loudly_when_a_cell_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
