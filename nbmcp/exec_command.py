@@ -293,7 +293,9 @@ def _report_one(result: NotebookResult) -> None:
         if not job.in_place:
             _say(f"wrote {where}")
         return
-    what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed the kernel"}[failed.result.status]
+    what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed the kernel"}.get(
+        failed.result.status, failed.result.status
+    )
     _say(
         f"FAILED: {_cell(failed.cell)} {what}; stopped after {len(run.executions)} of {run.total} code cells "
         f"(outputs up to it are saved in {where})"
