@@ -100,8 +100,15 @@ def kernel_choice(settings: Settings, notebook_kernel: str | None, notebook_dir:
 
 
 def _is_own_python(choice: KernelChoice) -> bool:
-    """True when the kernel fell back to the interpreter nbmcp itself runs on."""
-    return choice.reason == "default"
+    """True when the kernel runs on nbmcp's own interpreter without the user asking for it.
+
+    Also through the generic ``python3`` kernelspec named in the notebook's metadata, which resolves to
+    the interpreter nbmcp runs on. Paths are compared unresolved: every virtual environment's python is
+    a symlink to the same base interpreter.
+    """
+    if choice.reason in ("--python", "--kernel"):
+        return False
+    return choice.reason == "default" or os.path.abspath(choice.argv0) == os.path.abspath(sys.executable)
 
 
 def _ipykernel_python(choice: KernelChoice) -> str | None:

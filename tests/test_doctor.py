@@ -50,6 +50,8 @@ def test_a_good_notebook_passes_and_names_the_kernel_and_its_timing(
     assert f"{good_nb}: 2 cells, nbformat 4." in out
     kernel_line = next(line for line in out.splitlines() if " kernel " in line)
     assert sys.executable in kernel_line and "chosen by" in kernel_line
+    # The tests' kernel is nbmcp's own Python: said plainly, with the way to the project's, but no failure.
+    assert kernel_line.startswith("[warn]") and "the Python nbmcp itself runs on" in kernel_line
     run_line = next(line for line in out.splitlines() if "kernel run" in line)
     assert run_line.startswith("[ ok ]") and "ran 1+1 = 2 in" in run_line and "started in" in run_line
     assert "FAIL" not in out
@@ -69,6 +71,12 @@ def test_read_only_starts_no_kernel(good_nb: Path, capsys: pytest.CaptureFixture
     code, rep = report(capsys, str(good_nb), "--read-only")
     assert code == 0
     assert by_name(rep)["kernel"]["verdict"] == "skip" and "kernel run" not in by_name(rep)
+
+
+def test_an_interpreter_given_on_purpose_is_no_warning(good_nb: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, rep = report(capsys, str(good_nb), "--python", sys.executable)
+    assert code == 0 and by_name(rep)["kernel"]["verdict"] == "pass"
+    assert "chosen by --python" in by_name(rep)["kernel"]["detail"]
 
 
 def test_an_interpreter_without_ipykernel_fails_with_the_install_command(
