@@ -298,19 +298,24 @@ def _check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_di
 
 
 def _bind_error(host: str, port: int) -> OSError | None:
-    """The error binding (host, port) gives, or None if a server could listen there."""
+    """The error binding (host, port) gives, or None if a server could listen there.
+
+    Binds what uvicorn binds (through asyncio's create_server): every address the host resolves to
+    (``localhost`` is 127.0.0.1 and ::1), with SO_REUSEADDR, so a port in TIME_WAIT counts as free.
+    """
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+        infos = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:  # a name that does not resolve
         return exc
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as s:
-        # As uvicorn does: a port in TIME_WAIT from a previous run is free for a new server.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(address)
-        except OSError as exc:
-            return exc
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+            try:
+                s.bind(address)
+            except OSError as exc:  # in use, or not an address of this machine
+                return exc
     return None
 
 
@@ -375,7 +380,7 @@ def _server_fix(server: JupyterServer) -> str:
 
 
 def _check_server_access(server: JupyterServer, label: str, http: httpx2.Client) -> list[Check]:
-    """Reachable, and the token accepted. Empty lists never: the last check says whether to go on."""
+    """Reachable, then the token accepted (checked only when reachable): one or two lines."""
     try:
         r = http.get(server.api_url())
     except httpx2.TransportError as exc:
@@ -481,7 +486,7 @@ def _check_contents(
     return checks, nb
 
 
-def _check_kernels_api(settings: Settings, server: JupyterServer, notebook: str, http: httpx2.Client) -> Check:
+def _check_kernels_api(settings: Settings, server: JupyterServer, http: httpx2.Client) -> Check:
     specs = http.get(server.api_url("kernelspecs"))
     kernels = http.get(server.api_url("kernels"))
     if specs.status_code == 404 or kernels.status_code == 404:
@@ -537,7 +542,7 @@ def _check_remote(settings: Settings) -> list[Check]:
                     checks.append(Check("notebook", Verdict.SKIP, "not checked: the server cannot be used"))
             if role in ("runtime", "server"):
                 if usable:
-                    api = _check_kernels_api(settings, server, notebook, http)
+                    api = _check_kernels_api(settings, server, http)
                     checks.append(api)
                     runtime_ok = api.verdict is Verdict.PASS
                 else:
