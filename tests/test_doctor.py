@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,6 +24,18 @@ def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     code = cli("doctor", *args)
     out = capsys.readouterr()
     return code, out.out + out.err
+
+
+def doctor_process(*args: str) -> tuple[int, str]:
+    """`nbmcp doctor ARGS` as a real process (the environment is this one's, monkeypatched variables included)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbmcp", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -138,12 +151,13 @@ def test_a_wrong_token_is_refused_and_never_printed(
 ) -> None:
     wrong = "wrong-token-5c8e2f"
     monkeypatch.setenv("DOCUMENT_TOKEN", wrong)
-    code, out = doctor(capsys, "--server-url", jupyter.url, "analysis.ipynb")
+    code, out = doctor_process("--server-url", jupyter.url, "analysis.ipynb")
     assert code == 1
     assert "[FAIL] jupyter token" in out and "refused the token (HTTP 403)" in out and "jupyter server list" in out
     assert wrong not in out and TOKEN not in out
-    code, rep = report(capsys, "--server-url", jupyter.url, "analysis.ipynb")
-    assert code == 1 and wrong not in json.dumps(rep)
+    code, out = doctor_process("--json", "--server-url", jupyter.url, "analysis.ipynb")
+    assert code == 1 and wrong not in out
+    assert json.loads(out[: out.rindex("}") + 1])["ok"] is False  # stdout is the report (stderr is empty)
 
 
 def test_a_good_jupyter_server_passes_every_check(
@@ -155,7 +169,7 @@ def test_a_good_jupyter_server_passes_every_check(
     monkeypatch.setenv("DOCUMENT_TOKEN", TOKEN)
     with jupyter.http() as http:
         before = {k["id"] for k in http.get("/api/kernels").json()}
-    code, out = doctor(capsys, "--server-url", jupyter.url, "doc.ipynb")
+    code, out = doctor_process("--server-url", jupyter.url, "doc.ipynb")
     assert code == 0, out
     for line in ("jupyter reachable", "jupyter token", "contents API", "notebook", "kernels API", "kernel run"):
         assert f"[ ok ] {line}" in out
@@ -163,7 +177,7 @@ def test_a_good_jupyter_server_passes_every_check(
     with jupyter.http() as http:
         assert {k["id"] for k in http.get("/api/kernels").json()} == before  # its own kernel is gone
     # A notebook that is not there yet is fine (nbmcp creates it); one in a missing folder is not.
-    code, out = doctor(capsys, "--server-url", jupyter.url, "new.ipynb", "--read-only")
+    code, out = doctor_process("--server-url", jupyter.url, "new.ipynb", "--read-only")
     assert "[ ok ] notebook" in out and "would be created" in out
-    code, out = doctor(capsys, "--server-url", jupyter.url, "nope/new.ipynb", "--read-only")
+    code, out = doctor_process("--server-url", jupyter.url, "nope/new.ipynb", "--read-only")
     assert code == 1 and "[FAIL] notebook" in out and "neither is its folder nope" in out
