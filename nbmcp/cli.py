@@ -61,6 +61,7 @@ environment variables:
 examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
   nbmcp exec analysis.ipynb                run all its cells headless, e.g. in CI (see nbmcp exec --help)
+  nbmcp doctor analysis.ipynb              check the set-up (kernel, lock folder, port, server) without serving
   nbmcp analysis.ipynb --kernel ir         run code with the installed kernel named "ir"
   nbmcp analysis.ipynb --python .venv/bin/python
                                            run code with that interpreter (it needs ipykernel)
@@ -287,6 +288,11 @@ def cli(*args: str) -> int:
         from .exec_command import exec_cli
 
         return exec_cli(*args[1:])
+    if args[:1] == ("doctor",):
+        # `nbmcp doctor [PATH] [the server's flags] [--json]`: checks a set-up without serving (issue 17).
+        from .doctor import doctor_cli
+
+        return doctor_cli(*args[1:])
     parser = _parser()
     ns = parser.parse_args(args)
     if ns.timeout <= 0:
