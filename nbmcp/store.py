@@ -345,13 +345,15 @@ class LocalStore:
                 return False
             return hashlib.sha256(self._read_bytes()).hexdigest() != self._seen.digest
 
-    def edit(self, apply: Callable[[NotebookNode], T]) -> T:
+    def edit(self, apply: Callable[[NotebookNode], T], *, on_saved: Callable[[], None] | None = None) -> T:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
 
         If `apply` raises, nothing is written and the in-memory copy is dropped, so a half-applied
         change never reaches the disk or a later read. If the file changes while the change is being
         applied (an editor does not take our lock), the change is applied again to the new content
         instead of overwriting it; `apply` must therefore depend only on the notebook it is given.
+        `on_saved` runs after the write, still under the lock, so what it records (the undo journal,
+        issue 15) is in step with the file for every nbmcp process.
         """
         with self._locked():
             for _ in range(EDIT_ATTEMPTS):
@@ -362,12 +364,18 @@ class LocalStore:
                     self._forget()
                     raise
                 if self._write(nb, expected=self._seen):
+                    if on_saved is not None:
+                        on_saved()
                     return result
                 logger.info("%s changed on disk while an edit was applied; applying it again", self.path)
                 self._forget()
         raise NotebookWriteError(
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
         )
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the notebook's lock: no nbmcp process edits it meanwhile (the undo journal uses it)."""
+        return self._locked()
 
     def close(self) -> None:
         """Nothing to release: the lock is held only during an edit."""
