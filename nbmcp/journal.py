@@ -11,9 +11,10 @@ touched must be as nbmcp left them (`invert` compares them and raises `UndoConfl
 written by executions are not journaled, and undo keeps them: undoing a source change restores the
 source and leaves the cell's current outputs.
 
-The journal is bounded: at most MAX_JOURNAL_ENTRIES changes and MAX_JOURNAL_BYTES bytes per notebook,
-the oldest dropped first. A change too large to record alone (a deleted cell with big images) is
-recorded as a barrier that undo cannot go past.
+The journal is bounded: at most MAX_JOURNAL_ENTRIES changes and MAX_JOURNAL_BYTES bytes per notebook.
+When a change would pass a bound, the oldest changes are dropped down to TRIM_TO of both bounds. A
+change too large to record alone (a deleted cell with big images) is recorded as a barrier that undo
+cannot go past.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ logger = logging.getLogger(__name__)
 MAX_JOURNAL_ENTRIES = 100
 #: Bytes of journal kept per notebook (deleted cells are stored whole, outputs included).
 MAX_JOURNAL_BYTES = 8 * 1024 * 1024
+#: A full journal drops its oldest changes down to this fraction of both bounds at once, so that
+#: every later edit costs an append, not a rewrite of the whole journal.
+TRIM_TO = 0.75
 #: Environment variable naming the state folder (tests, or to keep the journal elsewhere).
 STATE_DIR_ENV = "NBMCP_STATE_DIR"
 #: The kind of an entry that stands for a change that could not be recorded.
@@ -164,8 +168,9 @@ class Journal:
         lines = [*data.splitlines(keepends=True), line]
         total = 0
         keep: list[bytes] = []
+        max_entries, max_bytes = int(MAX_JOURNAL_ENTRIES * TRIM_TO), int(MAX_JOURNAL_BYTES * TRIM_TO)
         for old in reversed(lines):
-            if len(keep) == MAX_JOURNAL_ENTRIES or total + len(old) > MAX_JOURNAL_BYTES:
+            if keep and (len(keep) == max_entries or total + len(old) > max_bytes):
                 break
             keep.append(old)
             total += len(old)

@@ -25,7 +25,7 @@ from nbmcp.cli import cli
 from nbmcp.config import Settings
 from nbmcp.contents import ContentsStore
 from nbmcp.errors import UndoConflictError, UsageError
-from nbmcp.journal import BARRIER, MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, Journal, state_dir
+from nbmcp.journal import BARRIER, MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, TRIM_TO, Journal, state_dir
 from nbmcp.remote import JupyterServer
 from nbmcp.server import build_server
 from nbmcp.session import NotebookSession
@@ -302,15 +302,20 @@ def test_state_dir_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert state_dir() == tmp_path / "xdg" / "nbmcp"
 
 
-async def test_journal_keeps_the_newest_max_entries(session: NotebookSession, nb_path: Path) -> None:
+async def test_journal_keeps_at_most_max_entries(session: NotebookSession, nb_path: Path) -> None:
+    lengths = []
     for i in range(MAX_JOURNAL_ENTRIES + 5):
         await session.overwrite_source(4, f"y = {i}")
+        lengths.append(len(await session.history()))
+    # Full at MAX_JOURNAL_ENTRIES; the next change drops the oldest down to TRIM_TO of the bound.
+    kept = int(MAX_JOURNAL_ENTRIES * TRIM_TO)
+    assert lengths == [*range(1, MAX_JOURNAL_ENTRIES + 1), *range(kept, kept + 5)]
     history = await session.history()
-    assert len(history) == MAX_JOURNAL_ENTRIES
     assert history[0].summary.endswith(f"y = {MAX_JOURNAL_ENTRIES + 4}")
-    assert history[-1].summary.endswith("y = 5")  # the five oldest were dropped
-    await session.undo(steps=MAX_JOURNAL_ENTRIES)
-    assert _cells(nb_path)[4]["source"] == "y = 4"
+    oldest = MAX_JOURNAL_ENTRIES + 5 - len(history)
+    assert history[-1].summary.endswith(f"y = {oldest}")  # the oldest were dropped
+    await session.undo(steps=len(history))
+    assert _cells(nb_path)[4]["source"] == f"y = {oldest - 1}"
 
 
 async def test_journal_stays_within_max_bytes(session: NotebookSession, nb_path: Path) -> None:
