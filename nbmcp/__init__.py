@@ -22,13 +22,14 @@ from .errors import (
     ServerUnreachableError,
     SourceMatchError,
     ToolDisabledError,
+    UndoConflictError,
     UsageError,
 )
 from .kernel import ExecutionResult, KernelState
 from .notebook import Notebook
 from .remote import JupyterServer
 from .remote_kernel import RemoteKernel
-from .session import CellRef, CellView, Execution, NotebookSession, RunAll, Variable
+from .session import CellRef, CellView, Change, Execution, NotebookSession, RunAll, UndoResult, Variable
 from .store import LocalStore
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "CellNotFoundError",
     "CellRef",
     "CellView",
+    "Change",
     "ContentsStore",
     "DeadKernelError",
     "Execution",
@@ -62,6 +64,8 @@ __all__ = [
     "ServerUnreachableError",
     "SourceMatchError",
     "ToolDisabledError",
+    "UndoConflictError",
+    "UndoResult",
     "UsageError",
     "Variable",
     "__version__",
