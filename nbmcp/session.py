@@ -451,7 +451,7 @@ class NotebookSession:
                 return  # the edit changed nothing worth undoing
             try:
                 journal.append(entry)
-            except OSError as exc:
+            except (OSError, TypeError, ValueError) as exc:
                 # The edit is saved; failing it now would misreport it. Undo then stops at this change
                 # (the cells it touched are not as the journal says) instead of taking back a wrong one.
                 logger.warning("could not record the change in the undo journal %s: %s", journal.path, exc)
@@ -704,9 +704,10 @@ class NotebookSession:
             if not entries:
                 raise UsageError(f"nothing to undo: nbmcp has no recorded change to {self.path}")
             if steps > len(entries):
+                valid = f"1 to {len(entries)}" if len(entries) > 1 else "only 1"
                 raise UsageError(
-                    f"only {len(entries)} change(s) to {self.path.name} are recorded (the journal keeps the last "
-                    f"{MAX_JOURNAL_ENTRIES}); steps can be 1 to {len(entries)}"
+                    f"only {len(entries)} change(s) to {self.path.name} are recorded (the journal keeps up to "
+                    f"{MAX_JOURNAL_ENTRIES}); steps can be {valid}"
                 )
             newest_first = entries[::-1][:steps]
             for step, entry in enumerate(newest_first, 1):
@@ -720,7 +721,12 @@ class NotebookSession:
             return len(nb.cells)
 
         def forget() -> None:
-            journal.drop_last(len(taken))
+            try:
+                journal.drop_last(len(taken))
+            except OSError as exc:
+                # The undo is saved. The entries left behind no longer match their cells, so a later
+                # undo refuses them instead of applying them twice.
+                logger.warning("could not update the undo journal %s: %s", journal.path, exc)
 
         total: int = await self._edit(apply, on_saved=forget)
         remaining = len(await anyio.to_thread.run_sync(journal.entries))

@@ -275,6 +275,10 @@ async def test_steps_beyond_the_journal_are_refused(session: NotebookSession, nb
     with pytest.raises(UsageError, match="at least 1"):
         await session.undo(steps=0)
     assert nb_path.read_bytes() == data
+    await session.insert_cell(0, "markdown", "b")
+    assert [c.summary[-1] for c in await session.history(limit=1)] == ["b"]
+    with pytest.raises(UsageError, match="limit must be at least 1"):
+        await session.history(limit=0)
 
 
 # -- the journal: where it lives, its bounds, torn lines ----------------------------------------------
