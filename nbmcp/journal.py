@@ -121,6 +121,17 @@ class Entry:
             return barrier(f"an unreadable journal line ({exc})")
 
 
+def _complete_lines(data: bytes) -> list[bytes]:
+    """The journal's non-blank lines, each with its newline.
+
+    A last piece without a newline is left out: another process may be appending it right now
+    (`nbmcp history` reads without the lock), or a crash tore it; the next append ends it with a
+    newline, and from then on it reads as a barrier.
+    """
+    pieces = data.split(b"\n")[:-1]
+    return [piece + b"\n" for piece in pieces if piece.strip()]
+
+
 def barrier(why: str) -> Entry:
     """An entry undo stops at: a change that happened but could not be recorded."""
     return Entry(BARRIER, f"not recorded: {why}; undo cannot go past this change", {})
@@ -140,10 +151,7 @@ class Journal:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        lines = data.split(b"\n")
-        # The last piece is empty after a complete write; anything else is a line being appended
-        # right now by a reader that did not take the lock (`nbmcp history`): not a change yet.
-        return [Entry.from_line(line) for line in lines[:-1] if line.strip()]
+        return [Entry.from_line(line) for line in _complete_lines(data)]
 
     def append(self, entry: Entry) -> None:
         """Record `entry` as the newest change, dropping the oldest ones beyond the bounds."""
@@ -165,7 +173,7 @@ class Journal:
             with open(self.path, "ab") as f:
                 f.write(torn + line)
             return
-        lines = [*data.splitlines(keepends=True), line]
+        lines = [*_complete_lines(data), line]
         total = 0
         keep: list[bytes] = []
         max_entries, max_bytes = int(MAX_JOURNAL_ENTRIES * TRIM_TO), int(MAX_JOURNAL_BYTES * TRIM_TO)
@@ -178,8 +186,7 @@ class Journal:
 
     def drop_last(self, n: int) -> None:
         """Forget the `n` newest changes (they were undone)."""
-        data = self.path.read_bytes()
-        lines = data.splitlines(keepends=True)
+        lines = _complete_lines(self.path.read_bytes())
         self._replace(b"".join(lines[: max(len(lines) - n, 0)]))
 
     def clear(self) -> int:

@@ -365,6 +365,17 @@ async def test_a_torn_journal_line_stops_undo_there(session: NotebookSession, nb
     assert _cells(nb_path)[0]["source"] == "before the crash"
 
 
+async def test_a_line_being_appended_is_not_an_entry_yet(session: NotebookSession, nb_path: Path) -> None:
+    await session.insert_cell(0, "markdown", "one")
+    await session.insert_cell(0, "markdown", "two")
+    with open(Journal(nb_path).path, "ab") as f:
+        f.write(b'{"v":1,"kind":"ins')  # another process half-way through its append (or a crash)
+    assert [c.summary[-3:] for c in await session.history()] == ["two", "one"]
+    await session.undo()  # takes back "two" and nothing else
+    assert [c.summary[-3:] for c in await session.history()] == ["one"]
+    assert _cells(nb_path)[0]["source"] == "one"
+
+
 async def test_undo_needs_a_local_file() -> None:
     # A notebook on a Jupyter server has no cross-process lock for the journal: refused before any I/O.
     store = ContentsStore(JupyterServer("http://127.0.0.1:9", None), "work/a.ipynb")
