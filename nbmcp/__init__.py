@@ -33,13 +33,14 @@ if TYPE_CHECKING:
         ServerUnreachableError,
         SourceMatchError,
         ToolDisabledError,
+        UndoConflictError,
         UsageError,
     )
     from .kernel import ExecutionResult, KernelState
     from .notebook import Notebook
     from .remote import JupyterServer
     from .remote_kernel import RemoteKernel
-    from .session import CellRef, CellView, Execution, NotebookSession, RunAll, Variable
+    from .session import CellRef, CellView, Change, Execution, NotebookSession, RunAll, UndoResult, Variable
     from .store import LocalStore
 
 #: Where each public name lives.
@@ -56,6 +57,8 @@ _HOMES = {
     "Execution": "session",
     "NotebookSession": "session",
     "RunAll": "session",
+    "Change": "session",
+    "UndoResult": "session",
     "Variable": "session",
     "LocalStore": "store",
     **dict.fromkeys(
@@ -78,6 +81,7 @@ _HOMES = {
             "ServerUnreachableError",
             "SourceMatchError",
             "ToolDisabledError",
+            "UndoConflictError",
             "UsageError",
         ],
         "errors",
@@ -104,6 +108,7 @@ __all__ = [
     "CellNotFoundError",
     "CellRef",
     "CellView",
+    "Change",
     "ContentsStore",
     "DeadKernelError",
     "Execution",
@@ -130,6 +135,8 @@ __all__ = [
     "ServerUnreachableError",
     "SourceMatchError",
     "ToolDisabledError",
+    "UndoConflictError",
+    "UndoResult",
     "UsageError",
     "Variable",
     "__version__",

@@ -53,6 +53,7 @@ environment variables:
   NBMCP_TIMEOUT     default for --timeout
   NBMCP_TOKEN       default for --token (preferred: it stays out of the process list)
   NBMCP_LOCK_DIR    where lock files live (default: Jupyter's runtime folder)
+  NBMCP_STATE_DIR   where the undo journal lives (default: the per-user state folder)
   DOCUMENT_URL, DOCUMENT_TOKEN, DOCUMENT_ID
                     a notebook on a Jupyter server (URL, token, path relative to the server's root)
   RUNTIME_URL, RUNTIME_TOKEN, RUNTIME_ID, START_NEW_RUNTIME
@@ -74,6 +75,8 @@ examples:
   nbmcp --server-url http://127.0.0.1:8888 work/analysis.ipynb
                                            a notebook and kernel on a running Jupyter server
                                            (token in DOCUMENT_TOKEN, or --server-token)
+  nbmcp history analysis.ipynb             list the changes nbmcp made to it, newest first
+  nbmcp undo analysis.ipynb --steps 2      take back the last two of them
 
 Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmcp repository.
 """
@@ -293,6 +296,11 @@ def cli(*args: str) -> int:
         from .doctor import doctor_cli
 
         return doctor_cli(*args[1:])
+    if args[:1] in (("history",), ("undo",)):
+        # The undo journal (issue 15): sub-commands told apart like exec above.
+        from .undo_command import history_cli, undo_cli
+
+        return (history_cli if args[0] == "history" else undo_cli)(*args[1:])
     parser = _parser()
     ns = parser.parse_args(args)
     if ns.timeout <= 0:

@@ -11,6 +11,7 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     │   ├── SourceMatchError(ValueError)      edit_cell_source's old_string is absent or ambiguous
     │   ├── LockTimeoutError(TimeoutError)    another process held the notebook's lock too long
     │   ├── NotebookWriteError(OSError)       the notebook could not be written
+    │   ├── UndoConflictError(RuntimeError)   undo would overwrite a later change by someone else
     │   └── NotebookNotFoundError(FileNotFoundError)  no such notebook (or folder) on a Jupyter server
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
@@ -52,6 +53,7 @@ __all__ = [
     "ServerUnreachableError",
     "SourceMatchError",
     "ToolDisabledError",
+    "UndoConflictError",
     "UsageError",
 ]
 
@@ -133,6 +135,20 @@ class LockTimeoutError(NotebookError, TimeoutError):
 
 class NotebookWriteError(NotebookError, OSError):
     """The notebook could not be saved; the file on disk is unchanged."""
+
+
+class UndoConflictError(NotebookError, RuntimeError):
+    """Undo would overwrite a change someone else made since nbmcp's change; nothing was written."""
+
+    def __init__(self, cell: str, reason: str, change: str = "") -> None:
+        self.cell = cell
+        self.reason = reason
+        self.change = change
+        what = f" ({change})" if change else ""
+        super().__init__(
+            f"cannot undo{what}: {cell} {reason}. Undoing would overwrite that later change, so nothing "
+            "was written; read the cell and change it by hand if needed"
+        )
 
 
 class NotebookNotFoundError(NotebookError, FileNotFoundError):

@@ -31,6 +31,18 @@ from .errors import (
     SourceMatchError,
     UsageError,
 )
+from .journal import (
+    BARRIER,
+    MAX_JOURNAL_ENTRIES,
+    Entry,
+    Journal,
+    clear_outputs_entry,
+    delete_entry,
+    insert_entry,
+    invert,
+    move_entry,
+    source_entry,
+)
 from .kernel import (
     DEFAULT_TIMEOUT,
     ExecutionResult,
@@ -54,9 +66,11 @@ __all__ = [
     "WRITEBACK_INTERVAL",
     "CellRef",
     "CellView",
+    "Change",
     "Execution",
     "NotebookSession",
     "RunAll",
+    "UndoResult",
     "Variable",
 ]
 
@@ -198,6 +212,35 @@ class RunAll:
         if self.failed is not None:
             self.failed.raise_for_status()
         return self
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change nbmcp made to the notebook, as the undo journal records it."""
+
+    step: int
+    """1 for the newest change; `undo(steps=k)` takes back steps 1 to k."""
+    kind: str
+    """insert, overwrite, edit, delete, move, clear_outputs; or barrier (a change too large to record)."""
+    time: str
+    """When nbmcp made it (ISO 8601, UTC)."""
+    summary: str
+    cell_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    """What `NotebookSession.undo` took back (newest first) and what is left to undo."""
+
+    undone: list[Change]
+    remaining: int
+    """Changes still recorded, which a later undo can take back."""
+    total_cells: int
+    """Cells in the notebook after the undo."""
+
+
+def _change(step: int, entry: Entry) -> Change:
+    return Change(step, entry.kind, entry.time, entry.summary, tuple(entry.cell_ids()))
 
 
 @dataclass(frozen=True)
@@ -349,6 +392,8 @@ class NotebookSession:
         self._python = python
         self._kernel_factory = kernel_factory
         self.kernel: Kernel | None = None
+        # The undo journal needs the cross-process lock of a local file (issue 15).
+        self._journal = Journal(self.store.path) if isinstance(self.store, LocalStore) else None
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -390,7 +435,7 @@ class NotebookSession:
         nb = self.store.read_if_unchanged()  # a stat on the event loop; a thread only when needed
         return nb if nb is not None else await anyio.to_thread.run_sync(self.store.read)
 
-    async def _edit(self, apply: Callable[[NotebookNode], Any]) -> Any:
+    async def _edit(self, apply: Callable[[NotebookNode], Any], *, on_saved: Callable[[], None] | None = None) -> Any:
         abandoned = threading.Event()
 
         def with_ids(nb: NotebookNode) -> Any:
@@ -402,13 +447,43 @@ class NotebookSession:
             _ensure_ids(nb)
             return apply(nb)
 
+        store = self.store
         try:
             # abandon_on_cancel: a cancelled call returns at once instead of waiting for the lock,
             # and the flag keeps its edit from being applied afterwards.
-            return await anyio.to_thread.run_sync(self.store.edit, with_ids, abandon_on_cancel=True)
+            if on_saved is not None and isinstance(store, LocalStore):
+                return await anyio.to_thread.run_sync(
+                    lambda: store.edit(with_ids, on_saved=on_saved), abandon_on_cancel=True
+                )
+            return await anyio.to_thread.run_sync(store.edit, with_ids, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
             abandoned.set()
             raise
+
+    async def _journaled(self, apply: Callable[[NotebookNode], tuple[Any, Entry | None]]) -> Any:
+        """Run an edit whose `apply` also returns its journal entry, recorded under the same lock."""
+        journal = self._journal
+        if journal is None:
+            return await self._edit(lambda nb: apply(nb)[0])
+        pending: list[Entry | None] = [None]
+
+        def run(nb: NotebookNode) -> Any:
+            # The store may apply the edit again (the file changed meanwhile): keep the last entry.
+            result, pending[0] = apply(nb)
+            return result
+
+        def record() -> None:
+            entry = pending[0]
+            if entry is None:
+                return  # the edit changed nothing worth undoing
+            try:
+                journal.append(entry)
+            except (OSError, TypeError, ValueError) as exc:
+                # The edit is saved; failing it now would misreport it. Undo then stops at this change
+                # (the cells it touched are not as the journal says) instead of taking back a wrong one.
+                logger.warning("could not record the change in the undo journal %s: %s", journal.path, exc)
+
+        return await self._edit(run, on_saved=record)
 
     async def info(self) -> dict[str, Any]:
         """Path, cell counts by type, format version and the kernel's name, state and origin."""
@@ -480,7 +555,7 @@ class NotebookSession:
         """Insert a new cell before `index` (-1 or the cell count appends), or before the cell `cell_id`."""
         _new_cell(cell_type, source)  # a bad cell_type fails before the file is locked
 
-        def apply(nb: NotebookNode) -> CellRef:
+        def apply(nb: NotebookNode) -> tuple[CellRef, Entry]:
             # The store may apply an edit twice (the file changed meanwhile): build the cell here.
             cell = _new_cell(cell_type, source)
             n = len(nb.cells)
@@ -495,9 +570,9 @@ class NotebookSession:
             else:
                 raise CellIndexError(index or 0, n, allow_end=True)
             nb.cells.insert(at, cell)
-            return _ref(at, cell)
+            return _ref(at, cell), insert_entry(nb, at)
 
-        ref: CellRef = await self._edit(apply)
+        ref: CellRef = await self._journaled(apply)
         return ref
 
     async def overwrite_source(
@@ -505,14 +580,14 @@ class NotebookSession:
     ) -> tuple[CellRef, str]:
         """Replace a cell's source; returns the cell and a unified diff of the change."""
 
-        def apply(nb: NotebookNode) -> tuple[CellRef, str]:
+        def apply(nb: NotebookNode) -> tuple[tuple[CellRef, str], Entry | None]:
             i = _locate(nb, index, cell_id)
             cell = nb.cells[i]
             old = _source(cell)
             cell["source"] = source
-            return _ref(i, cell), _diff(old, source, i)
+            return (_ref(i, cell), _diff(old, source, i)), source_entry("overwrite", nb, i, old)
 
-        result: tuple[CellRef, str] = await self._edit(apply)
+        result: tuple[CellRef, str] = await self._journaled(apply)
         return result
 
     async def edit_source(
@@ -534,7 +609,7 @@ class NotebookSession:
         if old_string == new_string:
             raise UsageError("old_string and new_string are the same; there is nothing to change")
 
-        def apply(nb: NotebookNode) -> tuple[CellRef, str, int]:
+        def apply(nb: NotebookNode) -> tuple[tuple[CellRef, str, int], Entry | None]:
             i = _locate(nb, index, cell_id)
             cell = nb.cells[i]
             old = _source(cell)
@@ -543,9 +618,9 @@ class NotebookSession:
                 raise SourceMatchError(_name(_ref(i, cell)), old_string, count)
             new = old.replace(old_string, new_string)
             cell["source"] = new
-            return _ref(i, cell), _diff(old, new, i), count
+            return (_ref(i, cell), _diff(old, new, i), count), source_entry("edit", nb, i, old)
 
-        result: tuple[CellRef, str, int] = await self._edit(apply)
+        result: tuple[CellRef, str, int] = await self._journaled(apply)
         return result
 
     async def move_cell(
@@ -553,7 +628,7 @@ class NotebookSession:
     ) -> tuple[CellRef, CellRef]:
         """Move a cell so that it ends up at `target_index` (-1 = last); returns where it was and is."""
 
-        def apply(nb: NotebookNode) -> tuple[CellRef, CellRef]:
+        def apply(nb: NotebookNode) -> tuple[tuple[CellRef, CellRef], Entry | None]:
             i = _locate(nb, index, cell_id, what="source_index", id_name="source_cell_id")
             n = len(nb.cells)
             try:
@@ -563,27 +638,29 @@ class NotebookSession:
                     f"target_index {target_index} is out of range; the notebook has {n} cells "
                     f"(valid: 0 to {n - 1}, or -1 for the end)"
                 ) from None
+            prev_before = nb.cells[i - 1].get("id") if i > 0 else None
             cell = nb.cells.pop(i)
             nb.cells.insert(target, cell)
-            return _ref(i, cell), _ref(target, cell)
+            return (_ref(i, cell), _ref(target, cell)), move_entry(nb, i, target, prev_before)
 
-        result: tuple[CellRef, CellRef] = await self._edit(apply)
+        result: tuple[CellRef, CellRef] = await self._journaled(apply)
         return result
 
     async def delete_cell(self, index: int | None, *, cell_id: str | None = None) -> CellView:
         """Delete a cell; returns what it held."""
 
-        def apply(nb: NotebookNode) -> CellView:
+        def apply(nb: NotebookNode) -> tuple[CellView, Entry]:
             i = _locate(nb, index, cell_id)
-            return _view(i, nb.cells.pop(i))
+            entry = delete_entry(nb, i)
+            return _view(i, nb.cells.pop(i)), entry
 
-        view: CellView = await self._edit(apply)
+        view: CellView = await self._journaled(apply)
         return view
 
     async def clear_outputs(self, index: int | None, *, cell_id: str | None = None) -> tuple[CellRef, int]:
         """Clear one code cell's outputs and execution count; returns the cell and how many outputs went."""
 
-        def apply(nb: NotebookNode) -> tuple[CellRef, int]:
+        def apply(nb: NotebookNode) -> tuple[tuple[CellRef, int], Entry | None]:
             i = _locate(nb, index, cell_id)
             cell = nb.cells[i]
             if cell.get("cell_type") != "code":
@@ -591,27 +668,108 @@ class NotebookSession:
                     f"{_name(_ref(i, cell))} is a {cell.get('cell_type')} cell; only code cells have outputs"
                 )
             removed = len(cell.get("outputs", []))
+            entry = clear_outputs_entry(nb, [i])
             cell["outputs"] = []
             cell["execution_count"] = None
-            return _ref(i, cell), removed
+            return (_ref(i, cell), removed), entry
 
-        result: tuple[CellRef, int] = await self._edit(apply)
+        result: tuple[CellRef, int] = await self._journaled(apply)
         return result
 
     async def clear_all_outputs(self) -> int:
         """Clear the outputs and execution counts of every code cell; returns how many cells had outputs."""
 
-        def apply(nb: NotebookNode) -> int:
+        def apply(nb: NotebookNode) -> tuple[int, Entry | None]:
+            entry = clear_outputs_entry(nb, [i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"])
             cleared = 0
             for cell in nb.cells:
                 if cell.get("cell_type") == "code":
                     cleared += bool(cell.get("outputs"))
                     cell["outputs"] = []
                     cell["execution_count"] = None
-            return cleared
+            return cleared, entry
 
-        cleared: int = await self._edit(apply)
+        cleared: int = await self._journaled(apply)
         return cleared
+
+    # -- undo (issue 15) ----------------------------------------------------------------------------
+
+    def _require_journal(self) -> Journal:
+        if self._journal is None:
+            raise UsageError(
+                f"undo and history work on local notebook files only; {self.store.path} is on a Jupyter server"
+            )
+        return self._journal
+
+    async def history(self, limit: int | None = None) -> list[Change]:
+        """The changes nbmcp made to this notebook that undo can take back, newest first (step 1).
+
+        Every nbmcp process on the notebook (MCP server, CLI, Python API) records into the same journal.
+        """
+        journal = self._require_journal()
+        if limit is not None and limit < 1:
+            raise UsageError(f"limit must be at least 1, not {limit}")
+        entries = await anyio.to_thread.run_sync(journal.entries)
+        changes = [_change(k, e) for k, e in enumerate(reversed(entries), 1)]
+        return changes if limit is None else changes[:limit]
+
+    async def undo(self, steps: int = 1) -> UndoResult:
+        """Take back the last `steps` changes nbmcp made, newest first, in one write.
+
+        Refuses with UndoConflictError, writing nothing, when a cell it would restore was changed
+        since by someone else (or by an nbmcp change not in the journal). Outputs written by
+        executions are kept: undoing a source change restores the source, not the outputs.
+        """
+        journal = self._require_journal()
+        if steps < 1:
+            raise UsageError(f"steps must be at least 1, not {steps}")
+        taken: list[Change] = []
+
+        def apply(nb: NotebookNode) -> int:
+            # Read under the notebook's lock: another nbmcp process may have recorded a change since.
+            entries = journal.entries()
+            if not entries:
+                raise UsageError(f"nothing to undo: nbmcp has no recorded change to {self.path}")
+            if steps > len(entries):
+                valid = f"1 to {len(entries)}" if len(entries) > 1 else "only 1"
+                raise UsageError(
+                    f"only {len(entries)} change(s) to {self.path.name} are recorded (the journal keeps up to "
+                    f"{MAX_JOURNAL_ENTRIES}); steps can be {valid}"
+                )
+            newest_first = entries[::-1][:steps]
+            for step, entry in enumerate(newest_first, 1):
+                if entry.kind == BARRIER:
+                    raise UsageError(
+                        f"change {step} was {entry.summary}; "
+                        + (f"steps can be at most {step - 1}" if step > 1 else "nothing can be undone")
+                    )
+                invert(nb, entry)
+            taken[:] = [_change(k, e) for k, e in enumerate(newest_first, 1)]
+            return len(nb.cells)
+
+        def forget() -> None:
+            try:
+                journal.drop_last(len(taken))
+            except OSError as exc:
+                # The undo is saved. The entries left behind no longer match their cells, so a later
+                # undo refuses them instead of applying them twice.
+                logger.warning("could not update the undo journal %s: %s", journal.path, exc)
+
+        total: int = await self._edit(apply, on_saved=forget)
+        remaining = len(await anyio.to_thread.run_sync(journal.entries))
+        return UndoResult(taken, remaining, total)
+
+    async def clear_history(self) -> int:
+        """Forget every recorded change to this notebook (undo can then take back nothing); returns how many."""
+        journal = self._require_journal()
+        store = self.store
+        assert isinstance(store, LocalStore)
+
+        def clear() -> int:
+            with store.locked():
+                return journal.clear()
+
+        return await anyio.to_thread.run_sync(clear)
 
     # -- execution --------------------------------------------------------------------------------
 

@@ -560,13 +560,15 @@ class LocalStore:
             except OSError:
                 return True
 
-    def edit(self, apply: Callable[[NotebookNode], T]) -> T:
+    def edit(self, apply: Callable[[NotebookNode], T], *, on_saved: Callable[[], None] | None = None) -> T:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
 
         If `apply` raises, nothing is written and the in-memory copy is dropped, so a half-applied
         change never reaches the disk or a later read. If the file changes while the change is being
         applied (an editor does not take our lock), the change is applied again to the new content
         instead of overwriting it; `apply` must therefore depend only on the notebook it is given.
+        `on_saved` runs after the write, still under the lock, so what it records (the undo journal,
+        issue 15) is in step with the file for every nbmcp process.
         """
         with self._locked():
             for attempt in range(EDIT_ATTEMPTS):
@@ -581,6 +583,8 @@ class LocalStore:
                     self._forget()
                     raise
                 if self._write(nb, expected=self._seen):
+                    if on_saved is not None:
+                        on_saved()
                     return result
                 logger.info("%s changed on disk while an edit was applied; applying it again", self.path)
                 self._forget()
@@ -598,6 +602,10 @@ class LocalStore:
             raise NotebookWriteError(f"cannot create {self.path}: folder {self.path.parent} does not exist")
         with self._locked():
             self._write(nb)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the notebook's lock: no nbmcp process edits it meanwhile (the undo journal uses it)."""
+        return self._locked()
 
     def close(self) -> None:
         """Nothing to release: the lock is held only during an edit."""

@@ -28,8 +28,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _lock_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keep lock files out of the user's runtime folder.
+    # Keep lock files out of the user's runtime folder, and undo journals out of their state folder.
     monkeypatch.setenv("NBMCP_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+    monkeypatch.setenv("NBMCP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture
