@@ -245,6 +245,9 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         raise NotebookFormatError(path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(nb.get("cells"), list):
         raise NotebookFormatError(path, "'cells' is not a list")
+    original = nb.metadata.get("orig_nbformat")
+    if original is not None and original < 4:
+        logger.info("%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)", path, original)
     if holder.get("ValidationError") is not None:
         # Jupyter opens such notebooks with a warning; refusing them would strand the user.
         logger.warning("%s does not fully match the nbformat schema: %s", path, holder["ValidationError"].message)
