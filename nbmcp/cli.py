@@ -79,8 +79,9 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--kernel",
         metavar="NAME",
-        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: the "
-        "notebook's own kernelspec if installed, else a .venv beside the notebook, else this Python",
+        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: a specific "
+        "kernelspec named in the notebook if installed, else the project's .venv/venv (from the notebook's folder up "
+        "to the project root), else an activated VIRTUAL_ENV/CONDA_PREFIX, else nbmcp's own Python",
     )
     kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run code with")
 

@@ -1,6 +1,6 @@
 """The local store: one `.ipynb` file, read and written safely.
 
-The file on disk is the truth (DESIGN.md, "Consistency"). Every edit runs as
+The file on disk is the truth. Every edit runs as
 
     lock -> stat -> reload if the file is not what we last saw -> apply -> atomic write -> remember
 
