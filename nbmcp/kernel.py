@@ -518,10 +518,11 @@ class LocalKernel:
         km = AsyncKernelManager(kernel_name=self.choice.name)
         if spec is not None:
             km.kernel_spec_manager = _OneSpecManager(spec)
-        if os.name == "posix":
+        if os.name == "posix" and spec is not None and any("ipykernel" in arg for arg in spec.argv):
             # Unix sockets, private to this user, instead of loopback TCP: ipykernel 7 warns at every TCP start
-            # that it runs unencrypted. The sockets live beside the connection file (an absolute path: the
-            # kernel runs in the notebook's folder), and cleanup_resources removes them.
+            # that it runs unencrypted. The sockets live in Jupyter's runtime folder (an absolute path: the
+            # kernel runs in the notebook's folder), and cleanup_resources removes them. Only for ipykernel:
+            # other kernels (IRkernel, say) do not all understand the ipc transport.
             km.transport = "ipc"
             km.ip = _ipc_prefix()
         self._km = km

@@ -106,6 +106,8 @@ def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Pat
         msg = json.loads(line)  # every byte of stdout is a JSON-RPC message
         assert msg.get("jsonrpc") == "2.0", line
     assert "kernel" in stderr  # the logs went to stderr instead
+    # The kernel talks over Unix sockets: ipykernel's warning about unencrypted TCP is not printed (issue 12).
+    assert "without encryption" not in stderr
     cell = read_nb(nb_path).cells[0]
     assert cell.outputs[-1].data["text/plain"] == "42"
 
