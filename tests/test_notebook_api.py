@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import nbmcp
 from nbmcp import CellExecutionError, Execution, Notebook
+from nbmcp.kernel import KernelState
 
 from .conftest import read_nb
 
@@ -72,7 +74,18 @@ def test_run_all_with_progress_callbacks(nb_path: Path) -> None:
 
 def test_interrupt_from_another_thread(nb_path: Path) -> None:
     with Notebook(nb_path, timeout=60) as nb:
-        threading.Timer(1.0, nb.interrupt).start()
+
+        def interrupt_once_running() -> None:
+            # Not after a fixed delay: on a busy machine the kernel may still be starting then (nothing to stop).
+            deadline = time.monotonic() + 60
+            while nb.session.kernel is None or nb.session.kernel.state != KernelState.BUSY:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            time.sleep(0.5)  # into time.sleep(30)
+            nb.interrupt()
+
+        threading.Thread(target=interrupt_once_running, daemon=True).start()
         execution = nb.add_code("import time\nx = 1\ntime.sleep(30)", run=True, check=False)
         after = nb.add_code("x + 1", run=True)
     assert execution.result.status == "error" and "KeyboardInterrupt" in execution.error_text()
