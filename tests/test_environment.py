@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from nbmcp.cli import cli
 from nbmcp.config import Settings
 from nbmcp.kernel import choose_kernel, find_project_env
 from nbmcp.server import build_server
@@ -43,11 +44,10 @@ def make_venv(env: Path, *, ipykernel: bool) -> Path:
     return python
 
 
-def nbmcp(*args: str, cwd: Path | str | None = None) -> subprocess.CompletedProcess[str]:
+def nbmcp(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real command, as a client would, and wait for it to give up."""
     return subprocess.run(
         [sys.executable, "-m", "nbmcp", *args],
-        cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -126,7 +126,7 @@ def test_unknown_kernel_exits_2_at_once_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["missing", "not executable", "no ipykernel"])
-def test_an_unusable_python_exits_2_with_the_fix(tmp_path: Path, kind: str) -> None:
+def test_an_unusable_python_exits_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     if kind == "missing":
         python, expected = tmp_path / "nope" / "python", "no such file"
     elif kind == "not executable":
@@ -135,27 +135,34 @@ def test_an_unusable_python_exits_2_with_the_fix(tmp_path: Path, kind: str) -> N
     else:
         python = make_venv(tmp_path / "bare", ipykernel=False)
         expected = f"has no ipykernel, which a Jupyter kernel needs; install it with: uv pip install --python {python}"
-    done = nbmcp(str(tmp_path / "work" / "nb.ipynb"), "--python", str(python))
-    assert done.returncode == 2, done.stderr
-    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    # In process (cli() returns the exit code): the real process's exit is checked above for --kernel.
+    assert cli(str(tmp_path / "work" / "nb.ipynb"), "--python", str(python)) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
 
 
-def test_no_path_from_the_root_folder_exits_2() -> None:
-    done = nbmcp(cwd="/")
-    assert done.returncode == 2
-    assert "no PATH given and the current folder is /" in done.stderr and "Give a notebook or a folder" in done.stderr
+def test_no_path_from_the_root_folder_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir("/")
+    assert cli() == 2
+    err = capsys.readouterr().err
+    assert "no PATH given and the current folder is /" in err and "Give a notebook or a folder" in err
 
 
-def test_a_port_in_use_exits_2_before_any_kernel_starts(tmp_path: Path) -> None:
+def test_a_port_in_use_exits_2_before_any_kernel_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         nb = tmp_path / "work" / "nb.ipynb"
-        done = nbmcp(str(nb), "--transport", "streamable-http", "--port", str(port), "--log-level", "INFO")
-    assert done.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
-    assert "kernel" not in done.stderr.lower()  # found before the kernel was chosen or started
+        assert cli(str(nb), "--transport", "streamable-http", "--port", str(port)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+    assert not any("kernel" in r.getMessage() for r in caplog.records)  # found before a kernel was chosen
 
 
 def _tracing_venv(folder: Path, trace: Path) -> None:
