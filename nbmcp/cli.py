@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--read-only",
         action="store_true",
-        help="expose only tools that change nothing (reading the notebook and the kernel's variables)",
+        help="expose only tools that change nothing; no kernel starts and no program from the notebook's folder runs",
     )
     p.add_argument(
         "--max-output-chars",
