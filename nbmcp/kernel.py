@@ -168,6 +168,13 @@ def has_ipykernel(python: str) -> bool:
     """
     if python in _WITH_IPYKERNEL:
         return True
+    env = Path(python).parent.parent
+    # Most environments hold it in their own site-packages: found without running anything.
+    patterns = ("lib/python*/site-packages/ipykernel_launcher.py", "Lib/site-packages/ipykernel_launcher.py")
+    if any(glob.glob(str(env / pattern)) for pattern in patterns):
+        _WITH_IPYKERNEL.add(python)
+        return True
+    # Else ask the interpreter (system site-packages, .pth files, conda layouts).
     try:
         done = subprocess.run(
             [
@@ -314,6 +321,9 @@ def choose_kernel(
         if environ.get(var):
             candidates.append((Path(environ[var]), f"the activated environment {var}={environ[var]}"))
     for env, why in candidates:
+        if env.resolve() == Path(sys.prefix).resolve():
+            # nbmcp's own environment, activated (tox, a developer's venv): it has ipykernel.
+            return _own_python(f"{why} (nbmcp's own environment)")
         env_python = _env_python(env)
         if env_python is None:
             passed_over.append(f"{why} has no Python interpreter")
