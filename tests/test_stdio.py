@@ -160,7 +160,8 @@ def test_unusable_paths_are_refused(
     assert problem in capsys.readouterr().err
 
 
-@pytest.mark.timeout(60)
+# Generous: on the shared 2-core machine under load, importing nbmcp alone has taken 30 s.
+@pytest.mark.timeout(150)
 def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None:
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
@@ -170,7 +171,7 @@ def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None
     try:
         assert proc.stderr is not None
         seen = b""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while b"Ctrl+C" not in seen and time.monotonic() < deadline:
             line = proc.stderr.readline()
             if not line:
