@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from pathlib import Path
 
 # jsonschema (imported by nbformat) imports rfc3987_syntax when it is installed, as it is beside
 # jupyter_server or jupyterlab, only to check the "iri" string formats, which nbformat's schemas never
@@ -25,6 +27,7 @@ from .config import (
     settings_from_env,
 )
 from .errors import NbmcpError, UsageError
+from .kernel import check_kernel_options
 from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from .store import LocalStore
 from .tools import ALL_TOOLS, exposed_tools
@@ -88,8 +91,9 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--kernel",
         metavar="NAME",
-        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: the "
-        "notebook's own kernelspec if installed, else a .venv beside the notebook, else this Python",
+        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: a specific "
+        "kernelspec named in the notebook if installed, else the project's .venv/venv (from the notebook's folder up "
+        "to the project root), else an activated VIRTUAL_ENV/CONDA_PREFIX, else nbmcp's own Python",
     )
     kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run code with")
 
@@ -158,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--read-only",
         action="store_true",
-        help="expose only tools that change nothing (reading the notebook and the kernel's variables)",
+        help="expose only tools that change nothing; no kernel starts and no program from the notebook's folder runs",
     )
     p.add_argument(
         "--max-output-chars",
@@ -283,6 +287,42 @@ def _check_path(settings: Settings) -> tuple[str | None, LocalStore | None]:
     return None, store
 
 
+def _check_kernel(settings: Settings) -> str | None:
+    """A message if --kernel or --python cannot work (checked before serving, before any kernel starts)."""
+    if settings.runtime_url:
+        return None  # the kernel runs on a Jupyter server, which checks its own kernel names
+    try:
+        # Under --read-only nothing runs, not even `--python` to see whether it has ipykernel.
+        check_kernel_options(kernel_name=settings.kernel, python=settings.python, probe=not settings.read_only)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+def _bind(settings: Settings) -> tuple[socket.socket | None, str | None]:
+    """The HTTP listening socket, bound now so that a port in use stops us before a kernel starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        return None, f"cannot listen on {settings.host}:{settings.port}: {exc}"
+    try:
+        # As uvicorn does: a port left in TIME_WAIT by a previous run is reusable, one in use is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        return None, f"cannot listen on {settings.host}:{settings.port} ({reason}); choose another port with --port N"
+    return sock, None
+
+
+def _fail(message: str) -> int:
+    """Start-up failures: one line on stderr and exit code 2, before anything is served or started."""
+    print(f"nbmcp: error: {message}", file=sys.stderr)
+    return 2
+
+
 def cli(*args: str) -> int:
     """Run nbmcp with command-line `args`; returns the exit code."""
     if args[:1] == ("exec",):
@@ -320,6 +360,15 @@ def cli(*args: str) -> int:
     except NbmcpError as exc:
         parser.error(str(exc))
     _configure_logging(settings.log_level)
+    if ns.path is None and not settings.document_url and settings.path == Path(settings.path.anchor):
+        # GUI clients often start servers in /; serving every notebook on the disk is never what was meant.
+        return _fail(
+            f"no PATH given and the current folder is {settings.path}; refusing to serve every notebook on the disk. "
+            "Give a notebook or a folder, e.g. nbmcp ~/project/analysis.ipynb"
+        )
+    problem = _check_kernel(settings)
+    if problem:
+        return _fail(problem)
     if settings.transport == "streamable-http":
         from .http import is_loopback
 
@@ -345,12 +394,20 @@ def cli(*args: str) -> int:
             "See README.md for ready-to-copy configurations. Press Ctrl+C to stop.",
             file=sys.stderr,
         )
+    sock = None
+    if settings.transport == "streamable-http":
+        sock, problem = _bind(settings)
+        if problem:
+            return _fail(problem)
     from .server import run
 
     try:
-        run(settings, store=store)
+        run(settings, store=store, sock=sock)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if sock is not None:
+            sock.close()
     return 0
 
 

@@ -55,7 +55,7 @@ class Settings:
     tools: tuple[str, ...] | None = None
     """Only these tools are listed (--tools); None lists all."""
     read_only: bool = False
-    """List only tools that change nothing (--read-only); the others refuse when called."""
+    """List only tools that change nothing (--read-only); the others refuse when called. No kernel starts."""
     #: A Jupyter server holding the notebook (then `path` is relative to its root), else a local file.
     document_url: str | None = None
     document_token: str | None = field(default=None, repr=False)

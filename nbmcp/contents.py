@@ -2,8 +2,8 @@
 
 It has the local store's operations (`read`, `edit`, `create_if_missing`, `changed_on_disk`), so the
 session does not know where the notebook lives. The server has no lock and no conditional PUT, so
-the check of DESIGN.md ("Consistency") becomes: before each PUT, ask the server for the notebook's
-``last_modified``, ``size`` and ``hash`` (`GET ?content=0&hash=1`, cheap) and compare them with what
+the local store's check (is the file what we last saw?) becomes: before each PUT, ask the server for the
+notebook's ``last_modified``, ``size`` and ``hash`` (`GET ?content=0&hash=1`, cheap) and compare them with what
 we last read or wrote; on a mismatch someone else saved meanwhile, so reload and apply the change
 again to their version instead of overwriting it. Reads make the same check, so a tool never answers
 from a stale copy; this polling is what replaces the file watcher for remote notebooks.

@@ -1,7 +1,7 @@
 """A remote Jupyter server: its address and token, HTTP clients for its REST API, and error mapping.
 
 Shared by the Contents-API store (`nbmcp.contents`) and the remote kernel (`nbmcp.remote_kernel`).
-The token travels only in the ``Authorization`` header (DESIGN.md, "Remote servers"): never in a URL,
+The token travels only in the ``Authorization`` header: never in a URL,
 an error message or a log line, and `JupyterServer`'s repr leaves it out.
 
 HTTP goes through httpx2, which the MCP SDK already depends on: one API for the store's synchronous

@@ -262,8 +262,10 @@ class RemoteKernel:
             self._kernel_name = model.get("name")
             kernel_id = self._wanted_id
         elif self._start_new:
-            body = {"name": await self._installed(self._kernel_name)} if self._kernel_name else {}
-            r = await self._request("POST", "kernels", what="starting a kernel", json_body=body or None)
+            name = await self._installed(self._kernel_name) if self._kernel_name else None
+            # The kernel starts in the notebook's folder on the server, as JupyterLab's do (issue 12).
+            body: dict[str, Any] = {"path": self.notebook_path.rpartition("/")[0]} | ({"name": name} if name else {})
+            r = await self._request("POST", "kernels", what="starting a kernel", json_body=body)
             model = r.json()
             kernel_id, self._kernel_name = model["id"], model.get("name")
             self._owned_kernel = True

@@ -7,6 +7,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -116,6 +117,7 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
         timeout=settings.timeout,
         store=store,
         kernel_factory=kernel_factory,
+        read_only=settings.read_only,
     )
 
 
@@ -502,10 +504,11 @@ async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-async def serve(settings: Settings, store: LocalStore | None = None) -> None:
+async def serve(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:
     """Serve on the transport of `settings` until the client leaves or a signal arrives.
 
     `store`: the notebook's store, already read by the command line's check (parsed once).
+    `sock`: for HTTP, the socket the command line bound (a port in use is found before any kernel starts).
     """
     session = make_session(settings, store) if store is not None else None
     server, workspace = create_server(settings, session)
@@ -538,7 +541,7 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
         "serving %s over streamable HTTP at http://%s:%d/mcp (health: /api/healthz)%s",
         settings.path,
         settings.host,
-        settings.port,
+        sock.getsockname()[1] if sock is not None else settings.port,
         "; bearer token required" if settings.token else "",
     )
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, then runs the lifespan's clean-up.
@@ -550,9 +553,9 @@ async def serve(settings: Settings, store: LocalStore | None = None) -> None:
         log_level=settings.log_level.lower(),
         **server_limits(),
     )
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[sock] if sock is not None else None)
 
 
-def run(settings: Settings, store: LocalStore | None = None) -> None:
+def run(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:
     """Serve until the client disconnects (stdio) or the process is told to stop."""
-    anyio.run(serve, settings, store)
+    anyio.run(serve, settings, store, sock)

@@ -50,6 +50,7 @@ from .kernel import (
     KernelChoice,
     KernelState,
     LocalKernel,
+    NoKernel,
     choose_kernel,
 )
 from .outputs import OutputCollector
@@ -309,14 +310,15 @@ def _name(ref: CellRef) -> str:
 
 
 def _diff(old: str, new: str, index: int) -> str:
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=f"cell {index} (before)",
-            tofile=f"cell {index} (after)",
-        )
+    """A unified diff of a cell's source; a last line without a newline is marked, as git marks it."""
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"cell {index} (before)",
+        tofile=f"cell {index} (after)",
     )
+    # difflib glues a line without its final newline to the next one ("-b = 2+b = 3"): end each line.
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of cell\n" for line in lines)
 
 
 def _new_cell(cell_type: str, source: str) -> NotebookNode:
@@ -381,6 +383,7 @@ class NotebookSession:
         store: NotebookStore | None = None,
         kernel_factory: KernelFactory | None = None,
         cwd: Path | str | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path).absolute()
         # The kernel's working folder, and where a .venv is looked for: the notebook's own folder,
@@ -391,6 +394,8 @@ class NotebookSession:
         self._kernel_name = kernel_name
         self._python = python
         self._kernel_factory = kernel_factory
+        #: --read-only: no kernel starts and no program is run, not even to choose one (issue 12).
+        self.read_only = read_only
         self.kernel: Kernel | None = None
         # The undo journal needs the cross-process lock of a local file (issue 15).
         self._journal = Journal(self.store.path) if isinstance(self.store, LocalStore) else None
@@ -402,17 +407,23 @@ class NotebookSession:
         if create:
             await anyio.to_thread.run_sync(self.store.create_if_missing)
         nb = await self._read()
+        if self.read_only:
+            self.kernel = NoKernel()
+            return
         if self._kernel_factory is not None:
-            self.kernel = self._kernel_factory(nb)
+            # A worker thread: choosing a local kernel runs the candidate interpreter once.
+            self.kernel = await anyio.to_thread.run_sync(self._kernel_factory, nb)
             if start_kernel:
                 self.kernel.start_background()
             return
         metadata_kernel = nb.metadata.get("kernelspec", {}).get("name")
-        choice = choose_kernel(
-            kernel_name=self._kernel_name,
-            python=self._python,
-            notebook_kernel=metadata_kernel,
-            notebook_dir=self.cwd,
+        choice = await anyio.to_thread.run_sync(
+            lambda: choose_kernel(
+                kernel_name=self._kernel_name,
+                python=self._python,
+                notebook_kernel=metadata_kernel,
+                notebook_dir=self.cwd,
+            )
         )
         logger.info("notebook %s: kernel %s", self.path, choice.describe())
         self.kernel = LocalKernel(choice, self.cwd)
@@ -497,9 +508,11 @@ class NotebookSession:
                 "interpreter": self.kernel.choice.argv0,
                 "chosen_by": self.kernel.choice.reason,
             }
+            if self.kernel.choice.install_hint:
+                kernel["install_packages"] = self.kernel.choice.install_hint
             if self.kernel.error:
                 kernel["error"] = self.kernel.error
-        return {
+        info: dict[str, Any] = {
             "path": str(self.store.path),
             "total_cells": len(nb.cells),
             "cell_types": {t: counts.get(t, 0) for t in CELL_TYPES}
@@ -507,6 +520,15 @@ class NotebookSession:
             "nbformat": f"{nb.nbformat}.{nb.nbformat_minor}",
             "kernel": kernel,
         }
+        original = nb.metadata.get("orig_nbformat")
+        if original is not None and original < nb.nbformat:
+            # nbformat upgrades old notebooks as it reads them; the file stays as it was until a change.
+            info["upgraded_from_nbformat"] = original
+            info["note"] = (
+                f"the file is nbformat {original}; it was upgraded to {nb.nbformat} when read, and the first "
+                f"change saves it as nbformat {nb.nbformat}.{max(nb.nbformat_minor, 5)}"
+            )
+        return info
 
     async def read_cell(self, index: int | None = None, *, cell_id: str | None = None) -> CellView:
         """One cell, by index (negative counts from the end) or by id."""

@@ -1,6 +1,6 @@
 """The local store: one `.ipynb` file, read and written safely.
 
-The file on disk is the truth (DESIGN.md, "Consistency"). Every edit runs as
+The file on disk is the truth. Every edit runs as
 
     lock -> stat -> reload if the file is not what we last saw -> apply -> atomic write -> remember
 
@@ -384,6 +384,9 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         raise NotebookFormatError(path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(nb.get("cells"), list):
         raise NotebookFormatError(path, "'cells' is not a list")
+    original = nb.metadata.get("orig_nbformat")
+    if original is not None and original < 4:
+        logger.info("%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)", path, original)
     if holder.get("ValidationError") is not None:
         # Jupyter opens such notebooks with a warning; refusing them would strand the user.
         logger.warning("%s does not fully match the nbformat schema: %s", path, holder["ValidationError"].message)

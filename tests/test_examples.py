@@ -29,9 +29,12 @@ def test_client_configurations_start_nbmcp(name: str) -> None:
     config = json.loads((EXAMPLES / name).read_text())
     servers = config.get("mcpServers") or config["servers"]
     entry = servers["notebook"]
-    assert entry["command"] == "uvx"
-    assert entry["args"][:3] == ["--from", "/path/to/nbmcp-checkout", "nbmcp"]
-    assert entry["args"][3].endswith(".ipynb")
+    # The installed command (uv tool install / pipx install): it starts offline and in about a second.
+    assert entry["command"] == "nbmcp"
+    [notebook] = entry["args"]
+    assert notebook.endswith(".ipynb")
+    # The README shows the same configuration.
+    assert json.dumps(entry["args"]) in (EXAMPLES.parent / "README.md").read_text()
 
 
 @pytest.mark.anyio
@@ -61,13 +64,15 @@ def test_github_workflow_installs_from_the_checkout_never_from_pypi() -> None:
     assert any(c.startswith("nbmcp exec build/report.ipynb") for c in commands)
 
 
+# Three real processes (a plot, two kernels): on the shared 2-core machine under load this took over 120 s.
+@pytest.mark.timeout(360)
 def test_github_workflow_builds_the_report_and_runs_it(tmp_path: Path) -> None:
     # The workflow's own commands (minus pip: nbmcp is installed here), in a copy of the checkout.
     repo = tmp_path / "work" / "repo"
     shutil.copytree(EXAMPLES, repo / "examples")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for command in _workflow_commands()[1:]:
-        done = subprocess.run(command, shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{command}\n{done.stderr}"
         assert done.stdout == ""
     report = read_nb(repo / "build" / "report.ipynb")

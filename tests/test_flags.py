@@ -56,8 +56,9 @@ async def test_read_only_lists_no_mutating_tool_and_refuses_one_called_by_name(n
             assert "--read-only" in text_of(r) and "read_notebook" in text_of(r)
         r = await call(client, "read_cell", cell_index=0)
         assert "42" in text_of(r)
-        r = await call(client, "list_variables")
-        assert r.structured_content["total"] == 0  # a fresh kernel: the file's outputs are not variables
+        # --read-only starts no kernel (issue 12): tools that need one are refused with the reason.
+        r = await client.call_tool("list_variables", {})
+        assert r.is_error and "runs no kernel" in text_of(r)
     assert nb_path.read_bytes() == before
 
 

@@ -45,14 +45,18 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded 2-core machine importing nbmcp alone has taken 30 s.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
+            if self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError(f"server exited: {self.log()}")
             try:
                 if httpx2.get(f"{self.url}/api/healthz", timeout=1).status_code == 200:
                     return
             except httpx2.TransportError:
                 time.sleep(0.1)
+        self.stop()  # leave no process behind (its ResourceWarning would fail a later test)
         raise AssertionError(f"server did not start: {self.log()}")
 
     def log(self) -> str:

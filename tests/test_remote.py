@@ -395,10 +395,15 @@ async def test_big_outputs_fit_in_a_websocket_message(client: Client, jupyter: J
 async def test_start_new_runtime_starts_a_kernel_of_its_own_and_shuts_it_down(jupyter: Jupyter, notebook: str) -> None:
     with jupyter.http() as http:
         before = {k["id"] for k in http.get("/api/kernels").json()}
+    # In a sub-folder: the new kernel must run there (as JupyterLab's do), not in the server's own folder.
+    (jupyter.root / "sub").mkdir(exist_ok=True)
+    notebook = f"sub/{notebook}"
     session = make_session(settings_from_env(jupyter.env(notebook, START_NEW_RUNTIME="true")))
     await session.open()
-    execution = await session.execute_cell((await session.insert_cell(-1, "code", "1 + 1")).index, timeout=60)
+    ref = await session.insert_cell(-1, "code", "import os\nprint(os.getcwd())")
+    execution = await session.execute_cell(ref.index, timeout=60)
     assert execution.result.status == "ok"
+    assert Path(execution.result.outputs[0]["text"].strip()).resolve() == (jupyter.root / "sub").resolve()
     kernel = session.kernel
     assert isinstance(kernel, RemoteKernel) and kernel.kernel_id not in before
     await session.close()

@@ -1,4 +1,4 @@
-"""The fast serializer writes exactly the bytes nbformat writes (DESIGN.md: formatted like Jupyter)."""
+"""The fast serializer writes exactly the bytes nbformat writes (formatted like Jupyter)."""
 
 from __future__ import annotations
 

@@ -106,6 +106,8 @@ def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Pat
         msg = json.loads(line)  # every byte of stdout is a JSON-RPC message
         assert msg.get("jsonrpc") == "2.0", line
     assert "kernel" in stderr  # the logs went to stderr instead
+    # The kernel talks over Unix sockets: ipykernel's warning about unencrypted TCP is not printed (issue 12).
+    assert "without encryption" not in stderr
     cell = read_nb(nb_path).cells[0]
     assert cell.outputs[-1].data["text/plain"] == "42"
 
@@ -158,7 +160,8 @@ def test_unusable_paths_are_refused(
     assert problem in capsys.readouterr().err
 
 
-@pytest.mark.timeout(60)
+# Generous: on the shared 2-core machine under load, importing nbmcp alone has taken 30 s.
+@pytest.mark.timeout(150)
 def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None:
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
@@ -168,7 +171,7 @@ def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None
     try:
         assert proc.stderr is not None
         seen = b""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while b"Ctrl+C" not in seen and time.monotonic() < deadline:
             line = proc.stderr.readline()
             if not line:
