@@ -123,10 +123,12 @@ async def test_every_tool_answers_both_views_with_the_same_facts(client: Client,
     await run("clear_cell_output", "Cleared 1 output", cell_id=code_id)
     await run("clear_all_outputs", "Cleared the outputs")
     await run("delete_cell", "Deleted markdown", "intro", cell_index=2)
+    await run("list_changes", "recorded change(s), newest first", "1. [")
+    await run("undo", "Took back 1 change(s)", "older change(s) can still be undone")
     await run("interrupt_kernel", "not running anything")
     await run("restart_kernel", "Restarted the kernel", "idle")
     assert seen == set(ALL_TOOLS) - set(WORKSPACE_TOOLS)
-    assert len(read_nb(nb_path).cells) == 4
+    assert len(read_nb(nb_path).cells) == 5  # the deleted cell is back
 
 
 async def test_workspace_tools_answer_both_views(folder_client: Client, tmp_path: Path) -> None:

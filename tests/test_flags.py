@@ -17,7 +17,7 @@ from nbmcp.cli import _parser, cli, settings_from_args
 from nbmcp.config import Settings
 from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from nbmcp.server import build_server
-from nbmcp.tools import READ_ONLY_TOOLS, WORKSPACE_TOOLS
+from nbmcp.tools import READ_ONLY_SERVER_TOOLS, WORKSPACE_TOOLS
 
 from .conftest import read_nb, text_of
 from .test_tools import PNG_B64
@@ -42,7 +42,8 @@ async def test_read_only_lists_no_mutating_tool_and_refuses_one_called_by_name(n
     async with Client(build_server(Settings(path=nb_path, timeout=60, read_only=True))) as client:
         tools = (await client.list_tools()).tools
         # A server of one notebook has no workspace tools (list_notebooks is for folders).
-        assert {t.name for t in tools} == set(READ_ONLY_TOOLS) - set(WORKSPACE_TOOLS)
+        assert {t.name for t in tools} == set(READ_ONLY_SERVER_TOOLS) - set(WORKSPACE_TOOLS)
+        assert "list_variables" not in {t.name for t in tools}  # it needs a kernel: --read-only starts none
         assert all(t.annotations and t.annotations.read_only_hint for t in tools)
         for tool, args in [
             ("delete_cell", {"cell_index": 0}),
@@ -56,9 +57,9 @@ async def test_read_only_lists_no_mutating_tool_and_refuses_one_called_by_name(n
             assert "--read-only" in text_of(r) and "read_notebook" in text_of(r)
         r = await call(client, "read_cell", cell_index=0)
         assert "42" in text_of(r)
-        # --read-only starts no kernel (issue 12): tools that need one are refused with the reason.
+        # --read-only starts no kernel (issue 12): tools that need one are not offered, and refused.
         r = await client.call_tool("list_variables", {})
-        assert r.is_error and "runs no kernel" in text_of(r)
+        assert r.is_error and "--read-only" in text_of(r)
     assert nb_path.read_bytes() == before
 
 

@@ -19,12 +19,14 @@ from ..kernel import DEFAULT_TIMEOUT
 from ..render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
 
 # Importing the family modules registers their tools.
-from . import cells, execution, kernel, reading  # noqa: F401
+from . import cells, execution, history, kernel, reading  # noqa: F401
 from . import workspace as workspace_tools  # noqa: F401
 from .answers import ANSWER_OVERHEAD
 from .reading import MAX_READ_LIMIT, READ_NOTEBOOK_LIMIT
 from .registry import (
     ALL_TOOLS,
+    KERNEL_READ_TOOLS,
+    READ_ONLY_SERVER_TOOLS,
     READ_ONLY_TOOLS,
     SEED_TOOLS,
     TOOL_ANNOTATIONS,
@@ -42,8 +44,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_TOOLS",
     "ANSWER_OVERHEAD",
+    "KERNEL_READ_TOOLS",
     "MAX_READ_LIMIT",
     "READ_NOTEBOOK_LIMIT",
+    "READ_ONLY_SERVER_TOOLS",
     "READ_ONLY_TOOLS",
     "SEED_TOOLS",
     "TOOL_ANNOTATIONS",

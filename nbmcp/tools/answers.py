@@ -25,6 +25,7 @@ __all__ = [
     "CellAnswer",
     "ClearAllAnswer",
     "ExecutionAnswer",
+    "HistoryAnswer",
     "ImageInfo",
     "InfoAnswer",
     "KernelAnswer",
@@ -152,6 +153,14 @@ class VariablesAnswer(Answer):
 class KernelAnswer(Answer):
     state: str | None = None
     was_running: bool | None = None
+
+
+class HistoryAnswer(Answer):
+    """The undo journal's answers."""
+
+    total: int = Field(description="Changes recorded (that undo can still take back)")
+    undone: int | None = None
+    total_cells: int | None = None
 
 
 class NotebooksAnswer(Answer):

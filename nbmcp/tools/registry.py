@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_TOOLS",
+    "KERNEL_READ_TOOLS",
+    "READ_ONLY_SERVER_TOOLS",
     "READ_ONLY_TOOLS",
     "SEED_TOOLS",
     "TOOL_ANNOTATIONS",
@@ -113,6 +115,9 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "execute_code": RUNS,
     "interrupt_kernel": KERNEL_CONTROL,
     "restart_kernel": KERNEL_CONTROL,
+    # The undo journal: undo rewrites cells (a later undo does not redo it).
+    "undo": EDITS,
+    "list_changes": READ_ONLY,
     # Several notebooks in one server: choosing one changes no file.
     "list_notebooks": READ_ONLY,
     "use_notebook": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
@@ -122,6 +127,10 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
 WORKSPACE_TOOLS = ("list_notebooks", "use_notebook", "unuse_notebook")
 ALL_TOOLS = tuple(TOOL_ANNOTATIONS)
 READ_ONLY_TOOLS = tuple(name for name, a in TOOL_ANNOTATIONS.items() if a.read_only_hint)
+#: Read-only tools that still run code in the kernel: --read-only starts no kernel, so it offers none.
+KERNEL_READ_TOOLS = ("list_variables",)
+#: What --read-only offers.
+READ_ONLY_SERVER_TOOLS = tuple(name for name in READ_ONLY_TOOLS if name not in KERNEL_READ_TOOLS)
 
 #: The tool functions, by name, as `@tool` registered them (filled when the family modules are imported).
 TOOLS: dict[str, Callable[..., Awaitable[Any]]] = {}
@@ -142,17 +151,20 @@ def exposed_tools(only: Collection[str] | None = None, *, read_only: bool = Fals
             raise UsageError(f"unknown tool(s) {', '.join(unknown)}; valid: {', '.join(ALL_TOOLS)}")
     names = set(ALL_TOOLS if only is None else only)
     if read_only:
-        names &= set(READ_ONLY_TOOLS)
+        names &= set(READ_ONLY_SERVER_TOOLS)
     if not names:
-        raise UsageError(f"no tool left to expose; with --read-only, --tools may name: {', '.join(READ_ONLY_TOOLS)}")
+        raise UsageError(
+            f"no tool left to expose; with --read-only, --tools may name: {', '.join(READ_ONLY_SERVER_TOOLS)}"
+        )
     return frozenset(names)
 
 
 def _refusal(name: str, only: Collection[str] | None, read_only: bool) -> str:
-    if read_only and name not in READ_ONLY_TOOLS:
+    if read_only and name not in READ_ONLY_SERVER_TOOLS:
+        available = ", ".join(n for n in READ_ONLY_SERVER_TOOLS if only is None or n in only)
         return (
             "this server runs with --read-only, so tools that change the notebook or run code are refused; "
-            f"available: {', '.join(n for n in ALL_TOOLS if n in READ_ONLY_TOOLS and (only is None or n in only))}"
+            f"available: {available}"
         )
     return (
         f"this server exposes only the tools given with --tools: {', '.join(n for n in ALL_TOOLS if n in (only or ()))}"
