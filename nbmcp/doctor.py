@@ -36,7 +36,7 @@ from . import __version__
 from .config import Settings
 from .errors import NbmcpError
 from .http import is_loopback
-from .kernel import ExecutionResult, Kernel, KernelChoice, LocalKernel, choose_kernel
+from .kernel import ExecutionResult, Kernel, KernelChoice, LocalKernel, choose_kernel, install_command
 from .remote import JupyterServer, api_error_message
 from .remote_kernel import RemoteKernel
 from .store import LocalStore, lock_dir
@@ -274,6 +274,19 @@ def _check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_di
     try:
         choice = kernel_choice(settings, metadata_kernel, notebook_dir)
     except NbmcpError as exc:
+        if settings.python and "has no ipykernel" in str(exc):
+            # --python names an interpreter without ipykernel: the start-up check's message has the fix.
+            python = str(Path(settings.python).expanduser())
+            return [
+                Check("kernel", Verdict.FAIL, f"--python {settings.python}", "see the ipykernel line"),
+                Check(
+                    "ipykernel",
+                    Verdict.FAIL,
+                    f"{python} cannot import ipykernel",
+                    f"install it into that environment: `{install_command(python)}`",
+                ),
+                Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"),
+            ]
         return [Check("kernel", Verdict.FAIL, str(exc), "fix --kernel/--python (see `jupyter kernelspec list`)")]
     line = Check("kernel", Verdict.PASS, choice.describe())
     if _is_own_python(choice):

@@ -15,6 +15,7 @@ import pytest
 
 from nbmcp.cli import cli
 from nbmcp.doctor import Verdict
+from nbmcp.kernel import install_command
 
 from .test_remote import TOKEN, Jupyter, _free_port, jupyter  # noqa: F401 (jupyter is a fixture)
 
@@ -102,7 +103,9 @@ def test_an_interpreter_without_ipykernel_fails_with_the_install_command(
     code, out = doctor(capsys, str(good_nb), "--python", str(python))
     assert code == 1
     assert "[FAIL] ipykernel" in out and "cannot import ipykernel" in out
-    assert f"fix: install it into that environment: `{python} -m pip install ipykernel`" in out
+    # That venv has no pip, so the fix is uv's command (a venv with pip gets `python -m pip install ...`).
+    assert f"fix: install it into that environment: `{install_command(str(python))}`" in out
+    assert "ipykernel" in install_command(str(python))
     assert "[skip] kernel run" in out  # no pointless start that would only time out
 
 
