@@ -276,14 +276,14 @@ def _check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_di
     except NbmcpError as exc:
         if settings.python and "has no ipykernel" in str(exc):
             # --python names an interpreter without ipykernel: the start-up check's message has the fix.
-            python = str(Path(settings.python).expanduser())
+            given = str(Path(settings.python).expanduser())
             return [
                 Check("kernel", Verdict.FAIL, f"--python {settings.python}", "see the ipykernel line"),
                 Check(
                     "ipykernel",
                     Verdict.FAIL,
-                    f"{python} cannot import ipykernel",
-                    f"install it into that environment: `{install_command(python)}`",
+                    f"{given} cannot import ipykernel",
+                    f"install it into that environment: `{install_command(given)}`",
                 ),
                 Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"),
             ]
