@@ -173,5 +173,5 @@ def test_exit_codes_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -
 
 def test_plain_nbmcp_path_still_rejects_a_non_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # `exec` is only a subcommand as the first argument; `nbmcp PATH` parses exactly as before.
-    assert cli(str(tmp_path / "work" / "notes.txt")) == 1
+    assert cli(str(tmp_path / "work" / "notes.txt")) == 2
     assert "does not end in .ipynb" in capsys.readouterr().err

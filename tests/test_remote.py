@@ -452,7 +452,7 @@ async def test_a_wrong_token_is_a_clear_error(
     for name, value in env.items():
         os.environ[name] = value
     try:
-        assert cli() == 1
+        assert cli() == 2  # a start-up error, like bad flags
     finally:
         for name in env:
             del os.environ[name]
@@ -464,7 +464,7 @@ def test_an_unreachable_server_is_a_clear_error(capsys: pytest.CaptureFixture[st
     url = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(ServerUnreachableError, match=f"cannot reach the Jupyter server at {url}"):
         ContentsStore(JupyterServer(url, TOKEN), "a.ipynb").read()
-    assert cli("--server-url", url, "--server-token", TOKEN, "a.ipynb") == 1
+    assert cli("--server-url", url, "--server-token", TOKEN, "a.ipynb") == 2
     err = capsys.readouterr().err
     assert "cannot reach" in err and TOKEN not in err
 
