@@ -24,7 +24,7 @@ from pydantic import Strict
 from ..client_log import ClientLog
 from ..errors import NbmcpError, ToolDisabledError, UsageError
 from ..render import ImagePart
-from ..session import NotebookSession
+from ..session import DEFAULT_MAX_WAIT, NotebookSession
 from .answers import ANSWER_OVERHEAD, Answer, reply
 
 if TYPE_CHECKING:
@@ -111,6 +111,9 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "execute_cell": RUNS,
     "execute_all_cells": RUNS,
     "execute_code": RUNS,
+    # Waiting for a running execution, or listing them, changes nothing (interrupt_kernel stops one).
+    "wait_for_execution": READ_ONLY,
+    "list_executions": READ_ONLY,
     "interrupt_kernel": KERNEL_CONTROL,
     "restart_kernel": KERNEL_CONTROL,
     # Several notebooks in one server: choosing one changes no file.
@@ -170,6 +173,8 @@ class Toolbox:
     workspace: Workspace | None = None
     client_log: ClientLog | None = None
     """Sends what nbmcp logs during a call to its client (the MCP logging capability)."""
+    max_wait: float = DEFAULT_MAX_WAIT
+    """Seconds an execution tool waits before answering with the outputs so far (--max-wait)."""
 
     async def session(self, ctx: Context) -> NotebookSession:
         return await self.get_session(ctx)
