@@ -239,6 +239,9 @@ class BackgroundExecution:
     finished: float | None = None
     on_progress: ProgressCallback | None = field(default=None, repr=False)
     """The progress callback of the call waiting for it now, if any."""
+    progress_every: float = 1.0
+    """How often that call wants progress (seconds)."""
+    next_progress: float = 0.0
 
     @property
     def running(self) -> bool:
@@ -874,11 +877,13 @@ class NotebookSession:
         seconds: float,
         *,
         on_progress: ProgressCallback | None = None,
+        progress_every: float = 1.0,
         interrupt_if_cancelled: bool = False,
     ) -> BackgroundExecution:
         """Wait up to `seconds` for `execution` to end; returns it, finished or still running.
 
-        `on_progress` gets the elapsed time and latest output line while this call waits. If the
+        `on_progress` gets the elapsed time and latest output line every `progress_every` seconds
+        (ticks come about once a second) while this call waits. If the
         wait is cancelled and `interrupt_if_cancelled` is set (the call that started the execution
         was cancelled by its client), the kernel is interrupted, as a cancelled execution always was;
         otherwise the execution goes on.
@@ -887,6 +892,8 @@ class NotebookSession:
         if task is None or task.done():
             return execution
         execution.on_progress = on_progress
+        execution.progress_every = progress_every
+        execution.next_progress = time.monotonic() + progress_every
         try:
             # asyncio.wait neither raises on timeout nor cancels the task it waits for.
             await asyncio.wait({task}, timeout=max(seconds, 0))
@@ -965,8 +972,10 @@ class NotebookSession:
 
         async def forward(elapsed: float, last_line: str) -> None:
             callback = job.on_progress
-            if callback is None:
+            now = time.monotonic()
+            if callback is None or now < job.next_progress:
                 return
+            job.next_progress = now + job.progress_every
             try:
                 await callback(elapsed, last_line)
             except Exception:  # the waiting client went away: the execution goes on

@@ -110,9 +110,7 @@ async def test_a_long_cell_answers_after_max_wait_and_wait_for_execution_gets_th
     assert f"{execution_id}: cell 0 (id {cell_id}) finished (ok)" in both_views(r)
 
 
-async def test_outputs_reach_the_file_while_the_cell_runs_in_the_background(
-    slow_client: Client, nb_path: Path
-) -> None:
+async def test_outputs_reach_the_file_while_the_cell_runs_in_the_background(slow_client: Client, nb_path: Path) -> None:
     r = await call(slow_client, "append_execute_code_cell", cell_source=SLOW_CELL)
     assert r.structured_content["running"] is True
     # Nobody waits; the periodic write-back still saves the first line before the cell ends.
@@ -209,6 +207,7 @@ async def test_a_cancelled_call_interrupts_its_execution(slow_client: Client) ->
             await anyio.sleep(0.2)
     # It ended at once, interrupted (a KeyboardInterrupt is an error), not after its 60 s.
     assert "scratch code (execute_code) finished (error)" in text_of(r)
+
 
 def test_max_wait_flag_and_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert Settings(path=Path("x.ipynb")).max_wait == 50

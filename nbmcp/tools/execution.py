@@ -133,7 +133,9 @@ async def _wait(ctx: Context, session: NotebookSession, job: BackgroundExecution
     """Wait up to --max-wait for the execution this call started; a cancelled call interrupts it."""
     box = toolbox()
     progress = None if interval is None else _progress(ctx, job.timeout)
-    await session.wait_execution(job, box.max_wait, on_progress=progress, interrupt_if_cancelled=True)
+    await session.wait_execution(
+        job, box.max_wait, on_progress=progress, progress_every=interval or 1.0, interrupt_if_cancelled=True
+    )
     return _job_answer(job)
 
 
@@ -164,6 +166,9 @@ async def append_execute_code_cell(cell_source: str, ctx: Context) -> Ran:
     The outputs (text, tracebacks, images) are saved in the notebook. An exception in the code is a
     normal result that shows the traceback. Runs for at most the server's --timeout (300 s by
     default), then the kernel is interrupted.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, -1, None, cell_source)
 
@@ -176,6 +181,9 @@ async def insert_execute_code_cell(
 
     Or give `cell_id` instead to insert before that cell. Returns its outputs, which are also saved
     in the notebook.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, cell_index, cell_id, cell_source)
 
@@ -189,6 +197,9 @@ async def execute_cell_simple_timeout(
     If it runs longer than `timeout_seconds` (a positive number), the kernel is interrupted and the
     partial outputs are returned; the kernel stays usable. Use execute_cell_with_progress for
     long-running cells.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -207,6 +218,9 @@ async def execute_cell_streaming(
 
     Each notification carries the elapsed time and the latest output line. Returns the outputs when
     the cell finishes (or is interrupted after `timeout_seconds`).
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -223,6 +237,9 @@ async def execute_cell_with_progress(
 
     Returns the outputs when it finishes; after `timeout_seconds` the kernel is interrupted and the
     partial outputs are returned.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -241,6 +258,9 @@ async def execute_cell(
     Sends progress notifications every second (elapsed time, latest output line). After
     `timeout_seconds` (default: the server's --timeout) the kernel is interrupted and the partial
     outputs are returned. An exception in the code is a normal result with the traceback.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -254,6 +274,9 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
     For scratch work: checks, `%pip install`, looking at a variable. Variables it defines stay in
     the kernel. Sends progress notifications; interrupted after `timeout_seconds` (default: the
     server's --timeout). Use a cell instead for anything the notebook should keep.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
