@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import difflib
 import logging
 import secrets
@@ -955,9 +954,9 @@ class NotebookSession:
                 if self._running is job:
                     self._running = None
 
-        # A fresh context: the task must not inherit the starting call's context variables (its
-        # client log routing, its tool box), since it outlives that call.
-        job.task = contextvars.Context().run(asyncio.get_running_loop().create_task, run())
+        # The task runs in a copy of the starting call's context: what it logs while that call waits
+        # reaches that call's client (ClientLog), and once the call has answered, every client.
+        job.task = asyncio.get_running_loop().create_task(run())
 
     @staticmethod
     def _catch(job: BackgroundExecution) -> Callable[[OutputCollector], None]:
