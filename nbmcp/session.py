@@ -935,11 +935,13 @@ class NotebookSession:
             execution_id = secrets.token_hex(4)
         job = BackgroundExecution(execution_id, cell, time.monotonic(), timeout or self.timeout)
         self._executions[execution_id] = job
+        self._running = job
+        return job
+
+    def _forget_old_executions(self) -> None:
         finished = [k for k, e in self._executions.items() if not e.running]
         for k in finished[: max(len(finished) - KEPT_EXECUTIONS, 0)]:
             del self._executions[k]
-        self._running = job
-        return job
 
     def _launch(self, job: BackgroundExecution, body: Awaitable[None]) -> None:
         async def run() -> None:
@@ -953,6 +955,7 @@ class NotebookSession:
                 job.finished = time.monotonic()
                 if self._running is job:
                     self._running = None
+                self._forget_old_executions()
 
         # The task runs in a copy of the starting call's context: what it logs while that call waits
         # reaches that call's client (ClientLog), and once the call has answered, every client.

@@ -19,6 +19,7 @@ from mcp import Client
 from nbmcp.cli import cli
 from nbmcp.config import Settings
 from nbmcp.server import build_server
+from nbmcp.session import DEFAULT_MAX_WAIT, KEPT_EXECUTIONS
 
 from .conftest import read_nb, text_of
 
@@ -209,8 +210,23 @@ async def test_a_cancelled_call_interrupts_its_execution(slow_client: Client) ->
     assert "scratch code (execute_code) finished (error)" in text_of(r)
 
 
+async def test_finished_executions_are_kept_up_to_the_cap(slow_client: Client) -> None:
+    ids = []
+    for i in range(KEPT_EXECUTIONS + 2):
+        r = await call(slow_client, "execute_code", code=f"{i} * 2")
+        ids.append(r.structured_content["execution_id"])
+    r = await call(slow_client, "list_executions")
+    assert r.structured_content["count"] == KEPT_EXECUTIONS
+    listed = both_views(r)
+    assert ids[-1] in listed and ids[1] not in listed
+    r = await slow_client.call_tool("wait_for_execution", {"execution_id": ids[0]})
+    assert r.is_error and f"no execution {ids[0]!r}" in text_of(r)
+    r = await call(slow_client, "wait_for_execution", execution_id=ids[-1])
+    assert str((KEPT_EXECUTIONS + 1) * 2) in both_views(r)
+
+
 def test_max_wait_flag_and_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert Settings(path=Path("x.ipynb")).max_wait == 50
+    assert Settings(path=Path("x.ipynb")).max_wait == DEFAULT_MAX_WAIT == 50 and KEPT_EXECUTIONS == 20
     with pytest.raises(SystemExit):
         cli("x.ipynb", "--max-wait", "0")
     assert "--max-wait must be a positive number" in capsys.readouterr().err
