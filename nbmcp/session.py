@@ -882,10 +882,10 @@ class NotebookSession:
         """Wait up to `seconds` for `execution` to end; returns it, finished or still running.
 
         `on_progress` gets the elapsed time and latest output line every `progress_every` seconds
-        (ticks come about once a second) while this call waits. If the
-        wait is cancelled and `interrupt_if_cancelled` is set (the call that started the execution
-        was cancelled by its client), the kernel is interrupted, as a cancelled execution always was;
-        otherwise the execution goes on.
+        (ticks come about once a second) while this call waits. If the wait is cancelled and
+        `interrupt_if_cancelled` is set (the call that started the execution was cancelled by its
+        client), the kernel is interrupted, as a cancelled execution always was; otherwise the
+        execution goes on.
         """
         task = execution.task
         if task is None or task.done():
