@@ -22,6 +22,7 @@ from .config import (
     TRANSPORTS,
     Settings,
     _default_log_level,
+    _default_max_wait,
     _default_timeout,
     _default_token,
     settings_from_env,
@@ -29,6 +30,7 @@ from .config import (
 from .errors import NbmcpError, UsageError
 from .kernel import check_kernel_options
 from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
+from .session import DEFAULT_MAX_WAIT
 from .store import LocalStore
 from .tools import ALL_TOOLS, exposed_tools
 
@@ -54,6 +56,7 @@ EPILOG = """\
 environment variables:
   NBMCP_LOG_LEVEL   default for --log-level
   NBMCP_TIMEOUT     default for --timeout
+  NBMCP_MAX_WAIT    default for --max-wait
   NBMCP_TOKEN       default for --token (preferred: it stays out of the process list)
   NBMCP_LOCK_DIR    where lock files live (default: Jupyter's runtime folder)
   NBMCP_STATE_DIR   where the undo journal lives (default: the per-user state folder)
@@ -154,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
         help="default time limit of an execution before the kernel is interrupted (default: %(default)g)",
     )
     p.add_argument(
+        "--max-wait",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="seconds an execution tool waits before answering with the outputs so far while the cell runs on "
+        f"(wait_for_execution picks it up; default: $NBMCP_MAX_WAIT or {DEFAULT_MAX_WAIT:g})",
+    )
+    p.add_argument(
         "--tools",
         metavar="A,B,C",
         type=_tool_list,
@@ -232,6 +243,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         kernel=args.kernel,
         python=args.python,
         timeout=args.timeout,
+        max_wait=args.max_wait,
         log_level=args.log_level,
         watch=args.watch,
         host=args.host,
@@ -345,6 +357,13 @@ def cli(*args: str) -> int:
     ns = parser.parse_args(args)
     if ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if ns.max_wait is None:
+        try:
+            ns.max_wait = _default_max_wait()
+        except UsageError as exc:
+            parser.error(str(exc))
+    if ns.max_wait <= 0:
+        parser.error("--max-wait must be a positive number of seconds")
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
     if ns.max_output_chars < MIN_OUTPUT_CHARS:

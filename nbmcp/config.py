@@ -11,6 +11,7 @@ from typing import Any
 from .errors import UsageError
 from .kernel import DEFAULT_TIMEOUT
 from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
+from .session import DEFAULT_MAX_WAIT
 
 __all__ = ["DEFAULT_DOCUMENT_ID", "LOG_LEVELS", "SEED_ENV_VARS", "TRANSPORTS", "Settings", "settings_from_env"]
 
@@ -30,6 +31,14 @@ def _default_timeout() -> float:
     return float(os.environ.get("NBMCP_TIMEOUT", DEFAULT_TIMEOUT))
 
 
+def _default_max_wait() -> float:
+    value = os.environ.get("NBMCP_MAX_WAIT") or str(DEFAULT_MAX_WAIT)
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"NBMCP_MAX_WAIT={value!r} is not a number of seconds") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run of nbmcp is configured with."""
@@ -39,6 +48,9 @@ class Settings:
     kernel: str | None = None
     python: str | None = None
     timeout: float = DEFAULT_TIMEOUT
+    max_wait: float = DEFAULT_MAX_WAIT
+    """Seconds an execution tool waits before answering with the outputs so far while the code runs
+    on (--max-wait); wait_for_execution picks it up."""
     log_level: str = "INFO"
     max_output_chars: int = MAX_OUTPUT_CHARS
     """Characters of output text the model gets per answer (--max-output-chars)."""

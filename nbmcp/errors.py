@@ -16,6 +16,7 @@ one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `e
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
     │   ├── DeadKernelError                   the kernel died while running code
+    │   ├── KernelBusyError                   another execution is running (one at a time per kernel)
     │   └── NoKernelsApiError                 the Jupyter server does not run kernels
     ├── CellExecutionError(RuntimeError)      a cell raised, timed out or killed its kernel (raised on
     │                                         request only: `Execution.raise_for_status()`, the sync API)
@@ -37,6 +38,7 @@ __all__ = [
     "CellIndexError",
     "CellNotFoundError",
     "DeadKernelError",
+    "KernelBusyError",
     "KernelError",
     "KernelStartError",
     "LockTimeoutError",
@@ -173,6 +175,30 @@ class KernelStartError(KernelError):
 
 class DeadKernelError(KernelError):
     """The kernel died; it is restarted on the next execution."""
+
+
+class KernelBusyError(KernelError):
+    """An execution was asked for while another one runs; nothing was run.
+
+    One execution at a time per kernel (issue 15): queueing the second one behind a cell that may run
+    for minutes would only hold the call until the client gives up. The message names what is
+    running and how to wait for it or stop it.
+    """
+
+    def __init__(self, running: str, execution_id: str | None, elapsed: float) -> None:
+        self.running = running
+        self.execution_id = execution_id
+        self.elapsed = elapsed
+        how = (
+            f"wait_for_execution(execution_id={execution_id!r}) waits for it and returns its outputs; "
+            if execution_id
+            else ""
+        )
+        ident = f" (execution_id {execution_id!r})" if execution_id else ""
+        super().__init__(
+            f"the kernel is busy: {running}{ident} has been running for {elapsed:.0f} s, so nothing was run. "
+            f"{how}interrupt_kernel stops it; then call again."
+        )
 
 
 class CellExecutionError(NbmcpError, RuntimeError):

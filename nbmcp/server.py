@@ -451,6 +451,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         max_output_chars=settings.max_output_chars,
         max_image_bytes=settings.max_image_bytes,
         default_timeout=settings.timeout,
+        max_wait=settings.max_wait,
         tools=settings.tools,
         read_only=settings.read_only,
         workspace=None if workspace.single else workspace,

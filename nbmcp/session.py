@@ -9,12 +9,15 @@ outputs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from .errors import (
     CellExecutionError,
     CellIndexError,
     CellNotFoundError,
+    KernelBusyError,
     KernelError,
     SourceMatchError,
     UsageError,
@@ -45,6 +49,7 @@ from .journal import (
 )
 from .kernel import (
     DEFAULT_TIMEOUT,
+    INTERRUPT_GRACE,
     ExecutionResult,
     Kernel,
     KernelChoice,
@@ -53,18 +58,21 @@ from .kernel import (
     NoKernel,
     choose_kernel,
 )
-from .outputs import OutputCollector
+from .outputs import OutputCollector, normalize_stream_text
 from .render import output_text
 from .store import LocalStore, NotebookStore
 
 __all__ = [
     "CANCELLED_NOTE",
     "CELL_TYPES",
+    "DEFAULT_MAX_WAIT",
+    "KEPT_EXECUTIONS",
     "MAX_VARIABLES",
     "RAISES_TAG",
     "SKIP_TAG",
     "VARIABLE_REPR_CHARS",
     "WRITEBACK_INTERVAL",
+    "BackgroundExecution",
     "CellRef",
     "CellView",
     "Change",
@@ -82,6 +90,12 @@ CELL_TYPES = ("code", "markdown", "raw")
 CANCELLED_NOTE = "the client cancelled this call"
 #: Seconds between saves of a running cell's outputs while it streams.
 WRITEBACK_INTERVAL = 2.0
+
+#: Seconds an execution tool waits before answering with the outputs so far and an execution id
+#: (--max-wait): well under the minute some MCP clients give a tool call (issue 15).
+DEFAULT_MAX_WAIT = 50.0
+#: Finished background executions a session remembers (with their outputs) for wait_for_execution.
+KEPT_EXECUTIONS = 20
 
 #: Variables listed by list_variables at most (the largest namespaces are cut, with a note).
 MAX_VARIABLES = 500
@@ -213,6 +227,75 @@ class RunAll:
         if self.failed is not None:
             self.failed.raise_for_status()
         return self
+
+
+@dataclass(eq=False)
+class BackgroundExecution:
+    """An execution that runs in a task owned by the session, so that it can outlive the call that started it.
+
+    Execution tools start one and wait for it up to --max-wait; if it has not finished by then they
+    answer with the outputs so far and its `id`, and `NotebookSession.wait_execution` picks it up
+    later (issue 15). A cell's outputs keep being saved into the cell while it runs and when it ends,
+    whoever waits.
+    """
+
+    id: str
+    cell: CellRef | None
+    """The cell at the start (None: scratch code, nothing is saved)."""
+    started: float
+    """time.monotonic() at the start."""
+    timeout: float
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    collector: OutputCollector | None = field(default=None, repr=False)
+    """The outputs as they arrive (set at the first progress tick, within a second of the start)."""
+    execution: Execution | None = None
+    """The finished cell (cell executions)."""
+    code_result: ExecutionResult | None = None
+    """The finished run (scratch code)."""
+    error: Exception | None = None
+    """What made the execution fail outside the code (a kernel that could not start, a failed save)."""
+    finished: float | None = None
+    on_progress: ProgressCallback | None = field(default=None, repr=False)
+    """The progress callback of the call waiting for it now, if any."""
+    progress_every: float = 1.0
+    """How often that call wants progress (seconds)."""
+    next_progress: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished if self.finished is not None else time.monotonic()) - self.started
+
+    @property
+    def result(self) -> ExecutionResult | None:
+        """The final result, once it finished (None while running or when it failed with `error`)."""
+        return self.execution.result if self.execution is not None else self.code_result
+
+    def describe(self) -> str:
+        return _name(self.cell) if self.cell is not None else "scratch code (execute_code)"
+
+    def outputs_so_far(self) -> list[NotebookNode]:
+        """A copy of the outputs received up to now (stream text normalised as it will be saved)."""
+        if self.collector is None:
+            return []
+        outputs = [NotebookNode(dict(o)) for o in self.collector.outputs]
+        for out in outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = normalize_stream_text(out.get("text", ""))
+        return outputs
+
+    def snapshot(self) -> ExecutionResult:
+        """The final result, or what there is so far with status ``running``."""
+        result = self.result
+        if result is not None:
+            return result
+        if self.error is not None:
+            return ExecutionResult(self.outputs_so_far(), None, "failed", self.elapsed, str(self.error))
+        count = self.collector.execution_count if self.collector is not None else None
+        return ExecutionResult(self.outputs_so_far(), count, "running", self.elapsed)
 
 
 @dataclass(frozen=True)
@@ -399,6 +482,11 @@ class NotebookSession:
         self.kernel: Kernel | None = None
         # The undo journal needs the cross-process lock of a local file (issue 15).
         self._journal = Journal(self.store.path) if isinstance(self.store, LocalStore) else None
+        #: Background executions, oldest first: the running one and up to KEPT_EXECUTIONS finished ones.
+        self._executions: dict[str, BackgroundExecution] = {}
+        self._running: BackgroundExecution | None = None
+        #: What a blocking call (execute_cell, execute_code, run_all) is running, and since when.
+        self._foreground: tuple[str, float] | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -431,7 +519,13 @@ class NotebookSession:
             self.kernel.start_background()
 
     async def close(self) -> None:
-        """Shut the kernel down and release the store's connections."""
+        """Stop background executions, shut the kernel down and release the store's connections."""
+        for execution in list(self._executions.values()):
+            if execution.task is not None and not execution.task.done():
+                # Cancelling interrupts the kernel (drive_execution) and saves nothing more.
+                execution.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await execution.task
         if self.kernel is not None:
             await self.kernel.shutdown()
         await anyio.to_thread.run_sync(self.store.close)
@@ -512,6 +606,13 @@ class NotebookSession:
                 kernel["install_packages"] = self.kernel.choice.install_hint
             if self.kernel.error:
                 kernel["error"] = self.kernel.error
+            running = self._running
+            if running is not None:
+                kernel["running_execution"] = {
+                    "execution_id": running.id,
+                    "what": running.describe(),
+                    "elapsed_seconds": round(running.elapsed, 1),
+                }
         info: dict[str, Any] = {
             "path": str(self.store.path),
             "total_cells": len(nb.cells),
@@ -800,6 +901,24 @@ class NotebookSession:
             raise UsageError("the session is not open; call open() first")
         return self.kernel
 
+    def check_idle(self) -> None:
+        """Raise KernelBusyError if an execution is running (one at a time per kernel, issue 15)."""
+        if self._running is not None:
+            raise KernelBusyError(self._running.describe(), self._running.id, self._running.elapsed)
+        if self._foreground is not None:
+            what, since = self._foreground
+            raise KernelBusyError(what, None, time.monotonic() - since)
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        """Mark the kernel busy with a blocking call's execution (refused while another one runs)."""
+        self.check_idle()
+        self._foreground = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._foreground = None
+
     async def execute_cell(
         self,
         index: int | None = None,
@@ -809,8 +928,18 @@ class NotebookSession:
         on_progress: ProgressCallback | None = None,
         progress_every: float = 1.0,
     ) -> Execution:
-        """Run a code cell in the kernel and save its outputs into that cell (found again by id)."""
-        kernel = self._require_kernel()
+        """Run a code cell in the kernel and save its outputs into that cell (found again by id).
+
+        Waits until the cell ends (or its timeout interrupts it). Raises KernelBusyError if another
+        execution is running; `start_cell` is the form that can outlive its caller.
+        """
+        self._require_kernel()
+        with self._exclusive("a cell (execute_cell)"):
+            i, code, run_id = await self._prepare_cell(index, cell_id)
+            return await self._run_cell(i, code, run_id, timeout, on_progress, progress_every)
+
+    async def _prepare_cell(self, index: int | None, cell_id: str | None) -> tuple[int, str, str]:
+        """The cell's index, source and id (given one first, in a notebook without ids)."""
         nb = await self._read()
         i = _locate(nb, index, cell_id)
         cell = nb.cells[i]
@@ -821,11 +950,26 @@ class NotebookSession:
         if run_id is None:
             # Outputs are written back by id, so a notebook without ids gets them first (any edit does).
             run_id = await self._edit(lambda nb: str(nb.cells[_check_index(i, len(nb.cells))].id))
+        return i, code, str(run_id)
+
+    async def _run_cell(
+        self,
+        i: int,
+        code: str,
+        run_id: str,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        progress_every: float,
+        on_collector: Callable[[OutputCollector], None] | None = None,
+    ) -> Execution:
+        kernel = self._require_kernel()
         last_save = time.monotonic()
         saved_version = -1
 
         async def hook(collector: OutputCollector, elapsed: float) -> None:
             nonlocal last_save, saved_version
+            if on_collector is not None:
+                on_collector(collector)
             now = time.monotonic()
             if collector.version != saved_version and now - last_save >= WRITEBACK_INTERVAL:
                 saved_version, last_save = collector.version, now
@@ -873,21 +1017,188 @@ class NotebookSession:
         """Run `code` in the notebook's kernel without a cell: nothing is saved, the file is not touched.
 
         store_history=False keeps it out of the kernel's history and execution count, like a console
-        command that was never part of the notebook.
+        command that was never part of the notebook. Raises KernelBusyError if another execution runs.
         """
+        self._require_kernel()
+        with self._exclusive("scratch code (execute_code)"):
+            return await self._run_code(code, timeout, on_progress, progress_every)
+
+    async def _run_code(
+        self,
+        code: str,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        progress_every: float,
+        on_collector: Callable[[OutputCollector], None] | None = None,
+    ) -> ExecutionResult:
         kernel = self._require_kernel()
 
         async def hook(collector: OutputCollector, elapsed: float) -> None:
+            if on_collector is not None:
+                on_collector(collector)
             if on_progress is not None:
                 await on_progress(elapsed, collector.last_line)
 
         return await kernel.execute(
             code,
             timeout=timeout or self.timeout,
-            on_progress=hook if on_progress else None,
+            on_progress=hook if on_progress or on_collector else None,
             progress_every=progress_every,
             store_history=False,
         )
+
+    # -- executions that outlive the call (issue 15) ----------------------------------------------
+
+    async def start_cell(
+        self, index: int | None = None, *, cell_id: str | None = None, timeout: float | None = None
+    ) -> BackgroundExecution:
+        """Start running a code cell in a task owned by the session; returns at once.
+
+        The outputs are saved into the cell (found again by id) while it streams and when it ends,
+        whether or not anyone waits for it (`wait_execution`). Raises KernelBusyError if an execution
+        is running, and the usual errors for a cell that is not there or not code, before anything runs.
+        """
+        self._require_kernel()
+        self.check_idle()
+        i, code, run_id = await self._prepare_cell(index, cell_id)
+        job = self._new_execution(CellRef(i, run_id, "code"), timeout)
+
+        async def run() -> None:
+            job.execution = await self._run_cell(
+                i, code, run_id, job.timeout, self._forward(job), 1.0, on_collector=self._catch(job)
+            )
+
+        self._launch(job, run())
+        return job
+
+    async def start_code(self, code: str, *, timeout: float | None = None) -> BackgroundExecution:
+        """Start running scratch code (as `execute_code`: nothing saved) in a task owned by the session."""
+        self._require_kernel()
+        self.check_idle()
+        job = self._new_execution(None, timeout)
+
+        async def run() -> None:
+            job.code_result = await self._run_code(code, job.timeout, self._forward(job), 1.0, self._catch(job))
+
+        self._launch(job, run())
+        return job
+
+    async def wait_execution(
+        self,
+        execution: BackgroundExecution,
+        seconds: float,
+        *,
+        on_progress: ProgressCallback | None = None,
+        progress_every: float = 1.0,
+        interrupt_if_cancelled: bool = False,
+    ) -> BackgroundExecution:
+        """Wait up to `seconds` for `execution` to end; returns it, finished or still running.
+
+        `on_progress` gets the elapsed time and latest output line every `progress_every` seconds
+        (ticks come about once a second) while this call waits. If the wait is cancelled and
+        `interrupt_if_cancelled` is set (the call that started the execution was cancelled by its
+        client), the kernel is interrupted, as a cancelled execution always was; otherwise the
+        execution goes on.
+        """
+        task = execution.task
+        if task is None or task.done():
+            return execution
+        execution.on_progress = on_progress
+        execution.progress_every = progress_every
+        execution.next_progress = time.monotonic() + progress_every
+        try:
+            # asyncio.wait neither raises on timeout nor cancels the task it waits for.
+            await asyncio.wait({task}, timeout=max(seconds, 0))
+        except BaseException:
+            if interrupt_if_cancelled and execution.running and self.kernel is not None:
+                with anyio.CancelScope(shield=True):
+                    logger.info("the call running %s was cancelled; interrupting the kernel", execution.describe())
+                    await self.kernel.interrupt()
+            raise
+        finally:
+            if execution.on_progress is on_progress:
+                execution.on_progress = None
+        return execution
+
+    def execution(self, execution_id: str) -> BackgroundExecution:
+        """The execution with this id (running, or one of the last KEPT_EXECUTIONS finished)."""
+        found = self._executions.get(execution_id)
+        if found is None:
+            known = ", ".join(repr(k) for k in reversed(self._executions)) or "none"
+            raise UsageError(
+                f"no execution {execution_id!r} in {self.path.name} (known: {known}); list_executions shows them. "
+                f"Finished executions are kept for the last {KEPT_EXECUTIONS} only; the cell's saved outputs "
+                "(read_cell) remain."
+            )
+        return found
+
+    def executions(self) -> list[BackgroundExecution]:
+        """The running execution (if any) and the recently finished ones, newest first."""
+        return list(reversed(self._executions.values()))
+
+    @property
+    def running_execution(self) -> BackgroundExecution | None:
+        return self._running
+
+    def _new_execution(self, cell: CellRef | None, timeout: float | None) -> BackgroundExecution:
+        # Checked again here, with no await since: two calls racing cannot both start.
+        self.check_idle()
+        execution_id = secrets.token_hex(4)
+        while execution_id in self._executions:
+            execution_id = secrets.token_hex(4)
+        job = BackgroundExecution(execution_id, cell, time.monotonic(), timeout or self.timeout)
+        self._executions[execution_id] = job
+        self._running = job
+        return job
+
+    def _forget_old_executions(self) -> None:
+        finished = [k for k, e in self._executions.items() if not e.running]
+        for k in finished[: max(len(finished) - KEPT_EXECUTIONS, 0)]:
+            del self._executions[k]
+
+    def _launch(self, job: BackgroundExecution, body: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await body
+            except Exception as exc:
+                # Kept for whoever waits: a kernel that could not start, a save that failed.
+                logger.exception("%s failed", job.describe())
+                job.error = exc
+            finally:
+                job.finished = time.monotonic()
+                if self._running is job:
+                    self._running = None
+                self._forget_old_executions()
+
+        # The task runs in a copy of the starting call's context: what it logs while that call waits
+        # reaches that call's client (ClientLog), and once the call has answered, every client.
+        job.task = asyncio.get_running_loop().create_task(run())
+
+    @staticmethod
+    def _catch(job: BackgroundExecution) -> Callable[[OutputCollector], None]:
+        def catch(collector: OutputCollector) -> None:
+            job.collector = collector
+
+        return catch
+
+    @staticmethod
+    def _forward(job: BackgroundExecution) -> ProgressCallback:
+        """Progress for whichever call waits for the job now; a failing callback never stops the cell."""
+
+        async def forward(elapsed: float, last_line: str) -> None:
+            callback = job.on_progress
+            now = time.monotonic()
+            if callback is None or now < job.next_progress:
+                return
+            job.next_progress = now + job.progress_every
+            try:
+                await callback(elapsed, last_line)
+            except Exception:  # the waiting client went away: the execution goes on
+                logger.debug("progress for %s not delivered", job.describe(), exc_info=True)
+                if job.on_progress is callback:
+                    job.on_progress = None
+
+        return forward
 
     async def list_variables(self) -> tuple[list[Variable], int]:
         """The user's variables in the kernel (name, type, shape, short repr) and how many there are.
@@ -934,6 +1245,22 @@ class NotebookSession:
         """
         if self.kernel is None:
             raise UsageError("the session is not open; call open() first")
+        with self._exclusive("a run of many cells (execute_all_cells)"):
+            return await self._run_all(
+                start, stop, timeout, stop_on_error, before_cell, after_cell, on_progress, progress_every
+            )
+
+    async def _run_all(
+        self,
+        start: int,
+        stop: int | None,
+        timeout: float | None,
+        stop_on_error: bool,
+        before_cell: BeforeCell | None,
+        after_cell: AfterCell | None,
+        on_progress: ProgressCallback | None,
+        progress_every: float,
+    ) -> RunAll:
         started = time.monotonic()
         nb = await self._read()
         selected = _check_range(start, stop, len(nb.cells))
@@ -958,9 +1285,8 @@ class NotebookSession:
                     await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
             try:
                 # By id: the callback (or a person) may have moved it since the plan was made.
-                execution = await self.execute_cell(
-                    cell_id=cell_id, timeout=timeout, on_progress=on_progress, progress_every=progress_every
-                )
+                i, code, run_id = await self._prepare_cell(None, cell_id)
+                execution = await self._run_cell(i, code, run_id, timeout, on_progress, progress_every)
             except CellNotFoundError:
                 run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
                 continue
@@ -1016,5 +1342,15 @@ class NotebookSession:
         return busy
 
     async def restart_kernel(self) -> None:
-        """Restart the kernel: every variable is lost; the notebook file is not touched."""
-        await self._require_kernel().restart()
+        """Restart the kernel: every variable is lost; the notebook file is not touched.
+
+        A background execution is interrupted first (its outputs so far are saved), so the restart
+        does not wait for a cell that may run for minutes.
+        """
+        kernel = self._require_kernel()
+        running = self._running
+        if running is not None and running.task is not None:
+            await kernel.interrupt()
+            with anyio.move_on_after(INTERRUPT_GRACE):
+                await asyncio.wait({running.task})
+        await kernel.restart()

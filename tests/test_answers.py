@@ -110,7 +110,11 @@ async def test_every_tool_answers_both_views_with_the_same_facts(client: Client,
     await run("execute_cell_with_progress", "execution_count", cell_index=4)
     await run("execute_cell", "hello", cell_id=code_id)
     await run("execute_code", "ZeroDivisionError", "division by zero", code="1/0")
-    await run("execute_code", "42", code="6*7")
+    r = await run("execute_code", "42", code="6*7")
+    execution_id = r.structured_content["execution_id"]
+    assert execution_id in content_view(r) and r.structured_content["running"] is False
+    await run("wait_for_execution", "42", execution_id, execution_id=execution_id)
+    await run("list_executions", execution_id, "finished (ok)")
     await run("execute_all_cells", "Ran 3 of 3", "hello", "84")
     await run("read_cell", "print('hello')", "hello", code_id, cell_id=code_id)
     await run("read_all_cells", "# Title", "intro", "hello", "84", md_id)

@@ -57,6 +57,8 @@ def test_tool_table_constants() -> None:
         "list_variables",
         "list_notebooks",
         "list_changes",
+        "wait_for_execution",
+        "list_executions",
     }
 
 

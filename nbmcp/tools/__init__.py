@@ -17,6 +17,7 @@ from mcp.server.mcpserver import MCPServer
 from ..client_log import ClientLog
 from ..kernel import DEFAULT_TIMEOUT
 from ..render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
+from ..session import DEFAULT_MAX_WAIT
 
 # Importing the family modules registers their tools.
 from . import cells, execution, history, kernel, reading  # noqa: F401
@@ -70,11 +71,12 @@ def register_tools(
     read_only: bool = False,
     workspace: Workspace | None = None,
     client_log: ClientLog | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT,
 ) -> frozenset[str]:
     """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
 
     `get_session` gives the notebook a call works on. Tools outside the exposed set stay registered
     so that a call by name gets a clear refusal instead of "unknown tool".
     """
-    box = Toolbox(get_session, max_output_chars, max_image_bytes, default_timeout, workspace, client_log)
+    box = Toolbox(get_session, max_output_chars, max_image_bytes, default_timeout, workspace, client_log, max_wait)
     return install(server, box, tools=tools, read_only=read_only)

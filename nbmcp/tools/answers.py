@@ -25,6 +25,7 @@ __all__ = [
     "CellAnswer",
     "ClearAllAnswer",
     "ExecutionAnswer",
+    "ExecutionsAnswer",
     "HistoryAnswer",
     "ImageInfo",
     "InfoAnswer",
@@ -87,10 +88,25 @@ class ExecutionAnswer(Answer):
 
     cell_index: int | None = None
     cell_id: str | None = None
-    status: str = Field(description="ok, error, timeout, dead (the kernel died) or interrupted")
+    status: str = Field(
+        description="ok, error, timeout, dead (the kernel died), interrupted, or running (see execution_id)"
+    )
     execution_count: int | None = None
     elapsed_seconds: float
     saved: bool = Field(description="Whether the outputs were saved in the notebook")
+    execution_id: str | None = Field(
+        default=None, description="Names this execution for wait_for_execution while it runs and after"
+    )
+    running: bool = Field(
+        default=False, description="Still running after --max-wait: wait_for_execution(execution_id) waits for more"
+    )
+
+
+class ExecutionsAnswer(Answer):
+    """The running execution and the recently finished ones."""
+
+    running_execution_id: str | None = None
+    count: int
 
 
 class RunAllAnswer(Answer):

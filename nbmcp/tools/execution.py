@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -11,8 +12,8 @@ from mcp.types import CallToolResult
 from ..errors import UsageError
 from ..kernel import ExecutionResult
 from ..render import ImageBudget, render
-from ..session import CellRef, Execution, NotebookSession, RunAll
-from .answers import ExecutionAnswer, RunAllAnswer, address, cell_name, image_infos
+from ..session import BackgroundExecution, CellRef, NotebookSession, RunAll
+from .answers import ExecutionAnswer, ExecutionsAnswer, RunAllAnswer, address, cell_name, image_infos
 from .registry import CellIndex, timeout_of, tool, toolbox
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "execute_cell_with_progress",
     "execute_code",
     "insert_execute_code_cell",
+    "list_executions",
+    "wait_for_execution",
 ]
 
 #: Progress interval (seconds) of execute_cell_with_progress and execute_cell.
@@ -42,6 +45,7 @@ _STATUS = {
     "ok": "",
     "error": "; the code raised an error (traceback below)",
     "timeout": "; TIMED OUT",
+    "running": "; still running",
     "dead": "; THE KERNEL DIED",
     "interrupted": "; INTERRUPTED (restart_kernel or interrupt_kernel stopped it)",
 }
@@ -54,13 +58,39 @@ def _head(res: ExecutionResult, what: str, *, counted: bool = True) -> str:
     return head + _STATUS.get(res.status, f"; {res.status}")
 
 
-def _answer(res: ExecutionResult, cell: CellRef | None, notes: list[str], saved: bool) -> CallToolResult:
+def _running_head(job: BackgroundExecution, what: str, max_wait: float) -> str:
+    ident = job.id
+    saved = ", and are saved into the cell as they arrive" if job.cell is not None else ""
+    return (
+        f"{what} is STILL RUNNING after {job.elapsed:.0f} s (execution_id {ident!r}); this call answers after "
+        f"--max-wait ({max_wait:g} s) so that the client does not give up. The outputs so far are below{saved}. "
+        f"wait_for_execution(execution_id={ident!r}) waits for more and returns the final outputs; "
+        f"interrupt_kernel stops it (its timeout interrupts it after {job.timeout:g} s). Other executions are "
+        "refused until it ends."
+    )
+
+
+def _answer(
+    res: ExecutionResult,
+    cell: CellRef | None,
+    notes: list[str],
+    saved: bool,
+    *,
+    job: BackgroundExecution | None = None,
+) -> CallToolResult:
     box = toolbox()
+    running = job is not None and job.running
     where = address(cell.index, cell.id) if cell is not None and saved else None
     shown = render(res.outputs, max_chars=box.max_output_chars, max_image_bytes=box.max_image_bytes, cell=where)
     what = cell_name(cell.index, cell.id) if cell is not None else "code"
-    lines = [_head(res, what, counted=cell is not None)] + [f"Note: {n}" for n in notes]
-    lines.append(shown.text or "(no output)")
+    if job is not None and running:
+        head = _running_head(job, what, box.max_wait)
+    else:
+        head = _head(res, what, counted=cell is not None)
+        if job is not None:
+            head += f" (execution_id {job.id!r})"
+    lines = [head] + [f"Note: {n}" for n in notes]
+    lines.append(shown.text or ("(no output yet)" if running else "(no output)"))
     answer = ExecutionAnswer(
         text="\n".join(lines),
         images=image_infos(shown.images, cell.index if cell else None, cell.id if cell else None),
@@ -71,14 +101,24 @@ def _answer(res: ExecutionResult, cell: CellRef | None, notes: list[str], saved:
         execution_count=res.execution_count if cell is not None else None,
         elapsed_seconds=round(res.elapsed, 3),
         saved=saved,
+        execution_id=job.id if job is not None else None,
+        running=running,
     )
     return box.reply(answer, shown.images)
 
 
-def _execution_answer(execution: Execution) -> CallToolResult:
-    res = execution.result
-    notes = ([res.note] if res.note else []) + execution.notes
-    return _answer(res, execution.cell, notes, execution.saved)
+def _job_answer(job: BackgroundExecution) -> CallToolResult:
+    """What an execution tool or wait_for_execution answers: final outputs, or the outputs so far."""
+    if job.error is not None:
+        raise job.error
+    execution = job.execution
+    if execution is not None:
+        res = execution.result
+        notes = ([res.note] if res.note else []) + execution.notes
+        return _answer(res, execution.cell, notes, execution.saved, job=job)
+    res = job.snapshot()
+    notes = [res.note] if res.note else []
+    return _answer(res, job.cell, notes, job.cell is not None, job=job)
 
 
 def _progress(ctx: Context, total: float) -> Progress:
@@ -91,6 +131,16 @@ def _progress(ctx: Context, total: float) -> Progress:
     return progress
 
 
+async def _wait(ctx: Context, session: NotebookSession, job: BackgroundExecution, interval: float | None) -> Ran:
+    """Wait up to --max-wait for the execution this call started; a cancelled call interrupts it."""
+    box = toolbox()
+    progress = None if interval is None else _progress(ctx, job.timeout)
+    await session.wait_execution(
+        job, box.max_wait, on_progress=progress, progress_every=interval or 1.0, interrupt_if_cancelled=True
+    )
+    return _job_answer(job)
+
+
 async def _run(
     ctx: Context,
     session: NotebookSession,
@@ -99,19 +149,14 @@ async def _run(
     timeout: float,
     interval: float | None,
 ) -> CallToolResult:
-    execution = await session.execute_cell(
-        index,
-        cell_id=cell_id,
-        timeout=timeout,
-        on_progress=None if interval is None else _progress(ctx, timeout),
-        progress_every=interval or PROGRESS_INTERVAL,
-    )
-    return _execution_answer(execution)
+    job = await session.start_cell(index, cell_id=cell_id, timeout=timeout)
+    return await _wait(ctx, session, job, interval)
 
 
 async def _add_and_run(ctx: Context, index: int | None, cell_id: str | None, source: str) -> CallToolResult:
     box = toolbox()
     session = await box.session(ctx)
+    session.check_idle()  # a busy kernel: refuse before adding a cell that would not run
     ref = await session.insert_cell(index, "code", source, cell_id=cell_id)
     return await _run(ctx, session, None, ref.id, box.default_timeout, PROGRESS_INTERVAL)
 
@@ -123,6 +168,9 @@ async def append_execute_code_cell(cell_source: str, ctx: Context) -> Ran:
     The outputs (text, tracebacks, images) are saved in the notebook. An exception in the code is a
     normal result that shows the traceback. Runs for at most the server's --timeout (300 s by
     default), then the kernel is interrupted.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, -1, None, cell_source)
 
@@ -135,6 +183,9 @@ async def insert_execute_code_cell(
 
     Or give `cell_id` instead to insert before that cell. Returns its outputs, which are also saved
     in the notebook.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, cell_index, cell_id, cell_source)
 
@@ -148,6 +199,9 @@ async def execute_cell_simple_timeout(
     If it runs longer than `timeout_seconds` (a positive number), the kernel is interrupted and the
     partial outputs are returned; the kernel stays usable. Use execute_cell_with_progress for
     long-running cells.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -166,6 +220,9 @@ async def execute_cell_streaming(
 
     Each notification carries the elapsed time and the latest output line. Returns the outputs when
     the cell finishes (or is interrupted after `timeout_seconds`).
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -182,6 +239,9 @@ async def execute_cell_with_progress(
 
     Returns the outputs when it finishes; after `timeout_seconds` the kernel is interrupted and the
     partial outputs are returned.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -200,6 +260,9 @@ async def execute_cell(
     Sends progress notifications every second (elapsed time, latest output line). After
     `timeout_seconds` (default: the server's --timeout) the kernel is interrupted and the partial
     outputs are returned. An exception in the code is a normal result with the traceback.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -213,12 +276,74 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
     For scratch work: checks, `%pip install`, looking at a variable. Variables it defines stay in
     the kernel. Sends progress notifications; interrupted after `timeout_seconds` (default: the
     server's --timeout). Use a cell instead for anything the notebook should keep.
+
+    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
+    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
     session = await box.session(ctx)
-    res = await session.execute_code(code, timeout=timeout, on_progress=_progress(ctx, timeout))
-    return _answer(res, None, [res.note] if res.note else [], saved=False)
+    job = await session.start_code(code, timeout=timeout)
+    return await _wait(ctx, session, job, PROGRESS_INTERVAL)
+
+
+@tool
+async def wait_for_execution(execution_id: str, ctx: Context, timeout_seconds: float | None = None) -> Ran:
+    """Wait for an execution that is still running: one an execution tool answered with running=true.
+
+    Execution tools answer after the server's --max-wait (50 s by default) with the outputs so far and
+    an `execution_id` while the code keeps running. This waits up to `timeout_seconds` (default and
+    at most --max-wait) and answers like an execution tool: the final outputs and status once it has
+    finished, or the outputs so far and running=true (call it again to keep waiting). A finished
+    execution's answer stays available for a while. interrupt_kernel stops a running execution.
+    Cancelling this call only stops the waiting.
+    """
+    box = toolbox()
+    session = await box.session(ctx)
+    wait = min(timeout_of(timeout_seconds, box.max_wait), box.max_wait)
+    job = session.execution(execution_id)
+    await session.wait_execution(job, wait, on_progress=_progress(ctx, job.timeout))
+    return _job_answer(job)
+
+
+@tool
+async def list_executions(ctx: Context) -> Annotated[CallToolResult, ExecutionsAnswer]:
+    """The execution running now (if any) and the recently finished ones, with their execution ids.
+
+    Only one execution runs at a time; wait_for_execution(execution_id) returns one's outputs.
+    """
+    box = toolbox()
+    session = await box.session(ctx)
+    jobs = session.executions()
+    lines: list[str] = []
+    for job in jobs:
+        what = job.describe()
+        if job.running:
+            last = job.collector.last_line if job.collector is not None else ""
+            line = f"{job.id}: {what} RUNNING for {job.elapsed:.0f} s (timeout {job.timeout:g} s)"
+            line += f"; latest output: {last[:200]}" if last else "; no output yet"
+        elif job.error is not None:
+            line = f"{job.id}: {what} failed after {job.elapsed:.1f} s: {str(job.error)[:300]}"
+        else:
+            res = job.result
+            status = res.status if res is not None else "?"
+            ago = time.monotonic() - (job.finished or job.started)
+            line = f"{job.id}: {what} finished ({status}) in {job.elapsed:.1f} s, {ago:.0f} s ago"
+        lines.append(line)
+    running = session.running_execution
+    if not jobs:
+        head = "No execution has been started in this notebook since the server started (or none is kept)."
+    elif running is None:
+        head = f"Nothing is running. The last {len(jobs)} execution(s), newest first:"
+    else:
+        head = (
+            f"Running: {running.describe()} (execution_id {running.id!r}); wait_for_execution waits for it, "
+            "interrupt_kernel stops it. Executions, newest first:"
+        )
+    answer = ExecutionsAnswer(
+        text="\n".join([head, *lines]), running_execution_id=running.id if running else None, count=len(jobs)
+    )
+    return box.reply(answer)
 
 
 def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from pydantic import Strict
 from ..client_log import ClientLog
 from ..errors import NbmcpError, ToolDisabledError, UsageError
 from ..render import ImagePart
-from ..session import NotebookSession
+from ..session import DEFAULT_MAX_WAIT, NotebookSession
 from .answers import ANSWER_OVERHEAD, Answer, reply
 
 if TYPE_CHECKING:
@@ -113,6 +113,9 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "execute_cell": RUNS,
     "execute_all_cells": RUNS,
     "execute_code": RUNS,
+    # Waiting for a running execution, or listing them, changes nothing (interrupt_kernel stops one).
+    "wait_for_execution": READ_ONLY,
+    "list_executions": READ_ONLY,
     "interrupt_kernel": KERNEL_CONTROL,
     "restart_kernel": KERNEL_CONTROL,
     # The undo journal: undo rewrites cells (a later undo does not redo it).
@@ -128,7 +131,7 @@ WORKSPACE_TOOLS = ("list_notebooks", "use_notebook", "unuse_notebook")
 ALL_TOOLS = tuple(TOOL_ANNOTATIONS)
 READ_ONLY_TOOLS = tuple(name for name, a in TOOL_ANNOTATIONS.items() if a.read_only_hint)
 #: Read-only tools that still run code in the kernel: --read-only starts no kernel, so it offers none.
-KERNEL_READ_TOOLS = ("list_variables",)
+KERNEL_READ_TOOLS = ("list_variables", "wait_for_execution", "list_executions")
 #: What --read-only offers.
 READ_ONLY_SERVER_TOOLS = tuple(name for name in READ_ONLY_TOOLS if name not in KERNEL_READ_TOOLS)
 
@@ -182,6 +185,8 @@ class Toolbox:
     workspace: Workspace | None = None
     client_log: ClientLog | None = None
     """Sends what nbmcp logs during a call to its client (the MCP logging capability)."""
+    max_wait: float = DEFAULT_MAX_WAIT
+    """Seconds an execution tool waits before answering with the outputs so far (--max-wait)."""
 
     async def session(self, ctx: Context) -> NotebookSession:
         return await self.get_session(ctx)
