@@ -258,6 +258,8 @@ class BackgroundExecution:
     on_progress: ProgressCallback | None = field(default=None, repr=False)
     """The progress callback of the call waiting for it now, if any."""
     progress_every: float = 1.0
+    cancelled_at: float | None = None
+    """When the client cancelled the call that started it (the kernel was then interrupted)."""
     """How often that call wants progress (seconds)."""
     next_progress: float = 0.0
 
@@ -1067,6 +1069,16 @@ class NotebookSession:
             job.execution = await self._run_cell(
                 i, code, run_id, job.timeout, self._forward(job), 1.0, on_collector=self._catch(job)
             )
+            if job.cancelled_at is not None and job.execution.saved:
+                # The client cancelled the call: the cell says so, after what it printed.
+                result = job.execution.result
+                note = nbformat.v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text=f"[nbmcp] {CANCELLED_NOTE} after {job.cancelled_at - job.started:.1f} s; "
+                    "the kernel was interrupted\n",
+                )
+                await self._write_outputs(run_id, [*result.outputs, note], result.execution_count)
 
         self._launch(job, run())
         return job
@@ -1111,6 +1123,7 @@ class NotebookSession:
             await asyncio.wait({task}, timeout=max(seconds, 0))
         except BaseException:
             if interrupt_if_cancelled and execution.running and self.kernel is not None:
+                execution.cancelled_at = time.monotonic()
                 with anyio.CancelScope(shield=True):
                     logger.info("the call running %s was cancelled; interrupting the kernel", execution.describe())
                     await self.kernel.interrupt()
@@ -1344,13 +1357,13 @@ class NotebookSession:
     async def restart_kernel(self) -> None:
         """Restart the kernel: every variable is lost; the notebook file is not touched.
 
-        A background execution is interrupted first (its outputs so far are saved), so the restart
-        does not wait for a cell that may run for minutes.
+        The kernel's restart stops a running execution at once (its call, or its background task,
+        answers with the outputs so far and a note), so the restart never waits for a stuck cell.
         """
         kernel = self._require_kernel()
         running = self._running
+        await kernel.restart()
         if running is not None and running.task is not None:
-            await kernel.interrupt()
+            # Let the stopped background execution save its outputs before the answer goes out.
             with anyio.move_on_after(INTERRUPT_GRACE):
                 await asyncio.wait({running.task})
-        await kernel.restart()
