@@ -45,7 +45,7 @@ async def refused(client: Client, tool: str, **args: object) -> str:
 
 
 def test_tool_table_constants() -> None:
-    assert set(SEED_TOOLS) < set(ALL_TOOLS) and len(ALL_TOOLS) == 30
+    assert set(SEED_TOOLS) < set(ALL_TOOLS) and len(ALL_TOOLS) == 32
     assert READ_NOTEBOOK_LIMIT == 50 and MAX_READ_LIMIT == 500
     assert MAX_VARIABLES == 500 and VARIABLE_REPR_CHARS == 120
     assert set(READ_ONLY_TOOLS) == {
