@@ -10,7 +10,9 @@ outputs.
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
+import operator
 import threading
 import time
 from collections import Counter
@@ -55,7 +57,7 @@ from .kernel import (
 )
 from .outputs import OutputCollector
 from .render import output_text
-from .store import LocalStore, NotebookStore
+from .store import LocalStore, NotebookStore, mark_changed, mark_unknown
 
 __all__ = [
     "CANCELLED_NOTE",
@@ -357,8 +359,9 @@ def _runnable(cell: NotebookNode) -> bool:
 
 def _ensure_ids(nb: NotebookNode) -> None:
     """Give a 4.4-and-older notebook cell ids by upgrading it to 4.5, as JupyterLab does on save."""
-    if nb.nbformat == 4 and nb.nbformat_minor >= 5 and all("id" in c for c in nb.cells):
+    if nb.nbformat == 4 and nb.nbformat_minor >= 5 and all(map(operator.contains, nb.cells, itertools.repeat("id"))):
         return
+    mark_unknown()  # every cell may get an id: the store compares them all
     nb.nbformat, nb.nbformat_minor = 4, max(nb.nbformat_minor, 5)
     taken = {c["id"] for c in nb.cells if "id" in c}
     for cell in nb.cells:
@@ -592,6 +595,7 @@ class NotebookSession:
             else:
                 raise CellIndexError(index or 0, n, allow_end=True)
             nb.cells.insert(at, cell)
+            mark_changed()  # a new cell, and none changed in place
             return _ref(at, cell), insert_entry(nb, at)
 
         ref: CellRef = await self._journaled(apply)
@@ -607,6 +611,7 @@ class NotebookSession:
             cell = nb.cells[i]
             old = _source(cell)
             cell["source"] = source
+            mark_changed(cell)
             return (_ref(i, cell), _diff(old, source, i)), source_entry("overwrite", nb, i, old)
 
         result: tuple[CellRef, str] = await self._journaled(apply)
@@ -640,6 +645,7 @@ class NotebookSession:
                 raise SourceMatchError(_name(_ref(i, cell)), old_string, count)
             new = old.replace(old_string, new_string)
             cell["source"] = new
+            mark_changed(cell)
             return (_ref(i, cell), _diff(old, new, i), count), source_entry("edit", nb, i, old)
 
         result: tuple[CellRef, str, int] = await self._journaled(apply)
@@ -661,6 +667,7 @@ class NotebookSession:
                     f"(valid: 0 to {n - 1}, or -1 for the end)"
                 ) from None
             prev_before = nb.cells[i - 1].get("id") if i > 0 else None
+            mark_changed()  # no cell changes in place
             cell = nb.cells.pop(i)
             nb.cells.insert(target, cell)
             return (_ref(i, cell), _ref(target, cell)), move_entry(nb, i, target, prev_before)
@@ -674,6 +681,7 @@ class NotebookSession:
         def apply(nb: NotebookNode) -> tuple[CellView, Entry]:
             i = _locate(nb, index, cell_id)
             entry = delete_entry(nb, i)
+            mark_changed()  # no cell changes in place
             return _view(i, nb.cells.pop(i)), entry
 
         view: CellView = await self._journaled(apply)
@@ -691,6 +699,7 @@ class NotebookSession:
                 )
             removed = len(cell.get("outputs", []))
             entry = clear_outputs_entry(nb, [i])
+            mark_changed(cell)
             cell["outputs"] = []
             cell["execution_count"] = None
             return (_ref(i, cell), removed), entry
@@ -706,6 +715,7 @@ class NotebookSession:
             cleared = 0
             for cell in nb.cells:
                 if cell.get("cell_type") == "code":
+                    mark_changed(cell)
                     cleared += bool(cell.get("outputs"))
                     cell["outputs"] = []
                     cell["execution_count"] = None
@@ -998,6 +1008,7 @@ class NotebookSession:
 
         def apply(nb: NotebookNode) -> int:
             i = _find_id(nb, cell_id)
+            mark_changed(nb.cells[i])
             nb.cells[i]["outputs"] = outputs
             nb.cells[i]["execution_count"] = count
             return i
