@@ -139,6 +139,8 @@ class NotebookHost:
         self._watch_scope: anyio.CancelScope | None = None
         #: Held while the notebook is opened, so two first calls open it once.
         self.opening = anyio.Lock()
+        #: Set while the server opens it in the background, after `initialize` was answered.
+        self.opening_in_background = False
 
     async def start(self, tg: TaskGroup, *, start_kernel: bool = True) -> None:
         """Open the notebook (its kernel starts in the background) and start watching it."""
@@ -178,6 +180,8 @@ class NotebookHost:
     async def health(self) -> dict[str, Any]:
         session = self.session
         entry: dict[str, Any] = {"path": str(session.path), "kernel": "not started"}
+        if self.opening_in_background and not session.read_only:
+            entry["kernel"] = "starting"  # it starts as soon as the notebook is open
         if session.kernel is not None:
             entry["kernel"] = session.kernel.state.value
         try:
@@ -253,6 +257,7 @@ class Workspace:
                 self._register_resource(self.default)
                 # Opened in the background (its kernel starts at once), so that `initialize` is answered
                 # without waiting for it (issue 14); a tool call meanwhile waits for the opening to end.
+                self.default.opening_in_background = True
                 tg.start_soon(self._open_default, self.default)
             try:
                 yield
@@ -270,6 +275,8 @@ class Workspace:
             # The server still answers, so the client can show the user why tools fail (each tool
             # call tries to open it again and says why it cannot).
             logger.error("could not open %s: %s", host.session.path, exc)
+        finally:
+            host.opening_in_background = False
 
     async def open(self, path: Path, *, create: bool = False) -> NotebookHost:
         """The host of the notebook at `path` (confined to the root), opening it if needed.
