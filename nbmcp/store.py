@@ -650,7 +650,8 @@ class LocalStore:
                 return False
             if not self.path.parent.is_dir():
                 raise NotebookWriteError(f"cannot create {self.path}: folder {self.path.parent} does not exist")
-            self._write(new_notebook())
+            if not self._write(new_notebook(), create=True):
+                return False  # another program created it meanwhile: theirs is kept
             logger.info("created empty notebook %s", self.path)
             return True
 
@@ -855,11 +856,17 @@ class LocalStore:
         self._writer.clear()
 
     def _write(
-        self, nb: NotebookNode, expected: Fingerprint | None = None, changed: Collection[int] | None = None
+        self,
+        nb: NotebookNode,
+        expected: Fingerprint | None = None,
+        changed: Collection[int] | None = None,
+        *,
+        create: bool = False,
     ) -> bool:
         """Save `nb`; returns False, writing nothing, if the file no longer matches `expected`.
 
         `changed`: the ids of the cells changed in place since the last write, when the edit said so.
+        `create`: only if there is no file (else False): an editor may create it while we do.
         """
         data = self._writer.dumps(nb, changed)
         target = Path(os.path.realpath(self.path))  # write through a symlink to its target
@@ -879,7 +886,8 @@ class LocalStore:
                 return False
 
         try:
-            if not self._write_atomic(target, data, mode, unchanged, expected):
+            if not self._write_atomic(target, data, mode, unchanged, expected, create=create):
+                self._writer.clear()  # it followed `nb`, which did not reach the file
                 return False
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
@@ -908,7 +916,13 @@ class LocalStore:
 
     @staticmethod
     def _write_atomic(
-        target: Path, data: bytes, mode: int, still_ok: Callable[[], bool], expected: Fingerprint | None
+        target: Path,
+        data: bytes,
+        mode: int,
+        still_ok: Callable[[], bool],
+        expected: Fingerprint | None,
+        *,
+        create: bool = False,
     ) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
@@ -920,6 +934,22 @@ class LocalStore:
             if not still_ok():
                 os.unlink(tmp)
                 return False
+            if create:
+                # A link fails where a rename would replace: a file created meanwhile is never lost.
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    os.unlink(tmp)
+                    return False
+                except OSError:
+                    # No hard links here (some network or FAT file systems): look, then rename.
+                    if os.path.lexists(target):
+                        os.unlink(tmp)
+                        return False
+                    os.replace(tmp, target)
+                    return True
+                os.unlink(tmp)
+                return True
             if expected is not None and _exchange(tmp, target):
                 # The file we replaced is now at `tmp`. If it is not the one just checked, another
                 # writer renamed its save in between: give it back and report the conflict, so that
