@@ -11,10 +11,22 @@ from pathlib import Path
 # jsonschema (imported by nbformat) imports rfc3987_syntax when it is installed, as it is beside
 # jupyter_server or jupyterlab, only to check the "iri" string formats, which nbformat's schemas never
 # use; that import builds a grammar and takes over a second, which a client waits for before
-# `initialize` is answered (issue 14). The command's own process does without it; a process that
-# already imported jsonschema (a test, a script calling cli()) is left as it is.
+# `initialize` is answered (issue 14). The other optional format checkers it imports (installed with
+# jsonschema[format-nongpl] by jupyter_events) cost another 0.15 s together (isoduration pulls in
+# arrow) for formats nbformat never checks either. The command's own process does without them; a
+# process that already imported jsonschema (a test, a script calling cli()) is left as it is.
 if "jsonschema" not in sys.modules:
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    for _unused in (
+        "rfc3987_syntax",
+        "isoduration",
+        "webcolors",
+        "uri_template",
+        "fqdn",
+        "rfc3339_validator",
+        "rfc3986_validator",
+        "jsonpointer",
+    ):
+        sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
 from . import __version__
 from .config import (

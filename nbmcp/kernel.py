@@ -22,16 +22,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from nbformat import NotebookNode
 
 from .errors import KernelError, KernelStartError, UsageError
 from .outputs import OutputCollector
+
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+# jupyter_client (zmq, tornado, traitlets) is imported where a kernel is chosen or started, on a worker
+# thread when the notebook is opened: not at start-up, where a client waits for `initialize` (issue 14).
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -118,6 +123,8 @@ ACTIVATED_ENV_VARS = ("VIRTUAL_ENV", "CONDA_PREFIX")
 
 
 def _python_spec(python: str, display: str) -> KernelSpec:
+    from jupyter_client.kernelspec import KernelSpec
+
     return KernelSpec(
         argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         display_name=display,
@@ -247,6 +254,8 @@ def check_kernel_options(
     Returns the kernelspec of `kernel_name`, if given.
     """
     if kernel_name:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
         ksm = spec_manager or KernelSpecManager()
         try:
             return ksm.get_kernel_spec(kernel_name)
@@ -301,6 +310,8 @@ def choose_kernel(
     Python. An environment without ipykernel is passed over, and the reason says so with the fix.
     Runs the candidate interpreter once to check for ipykernel: never call this under --read-only.
     """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
     environ = os.environ if environ is None else environ
     ksm = spec_manager or KernelSpecManager()
     if kernel_name:
@@ -388,15 +399,15 @@ class NoKernel:
         """Nothing to stop."""
 
 
-class _OneSpecManager(KernelSpecManager):
-    """Hands AsyncKernelManager the spec we already chose, whatever name it asks for."""
+def _one_spec_manager(spec: KernelSpec) -> KernelSpecManager:
+    """A spec manager that hands AsyncKernelManager the spec we already chose, whatever name it asks for."""
+    from jupyter_client.kernelspec import KernelSpecManager
 
-    def __init__(self, spec: KernelSpec, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._spec = spec
+    class _OneSpecManager(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            return spec
 
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return self._spec
+    return _OneSpecManager()
 
 
 @dataclass
@@ -615,10 +626,12 @@ class LocalKernel:
             self._begin_start()
 
     def _begin_start(self) -> asyncio.Task[None]:
+        from jupyter_client.manager import AsyncKernelManager
+
         spec = self.choice.spec
         km = AsyncKernelManager(kernel_name=self.choice.name)
         if spec is not None:
-            km.kernel_spec_manager = _OneSpecManager(spec)
+            km.kernel_spec_manager = _one_spec_manager(spec)
         if os.name == "posix" and spec is not None and any("ipykernel" in arg for arg in spec.argv):
             # Unix sockets, private to this user, instead of loopback TCP: ipykernel 7 warns at every TCP start
             # that it runs unencrypted. The sockets live in Jupyter's runtime folder (an absolute path: the

@@ -25,14 +25,11 @@ from nbformat import NotebookNode
 from . import __version__
 from .client_log import ClientLog
 from .config import Settings
-from .contents import ContentsStore
 from .errors import UsageError
 from .kernel import Kernel, LocalKernel, choose_kernel
 from .paths import confine, relative_name
-from .remote import JupyterServer
-from .remote_kernel import RemoteKernel
 from .session import KernelFactory, NotebookSession
-from .store import LocalStore, NotebookStore, dumps_notebook
+from .store import LocalStore, NotebookStore, dumps_notebook, tune_memory
 from .tools import register_tools, requested_notebook
 from .watcher import NotebookWatcher
 
@@ -79,6 +76,11 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
     """
     store: NotebookStore | None = None if settings.document_url else local_store
     kernel_factory: KernelFactory | None = None
+    if settings.document_url or settings.runtime_url:
+        # Imported only for a Jupyter server: httpx and tornado's websocket client cost a local start-up.
+        from .contents import ContentsStore
+        from .remote import JupyterServer
+        from .remote_kernel import RemoteKernel
     if settings.document_url:
         store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
     if settings.runtime_url:
@@ -137,6 +139,8 @@ class NotebookHost:
         self._watch_scope: anyio.CancelScope | None = None
         #: Held while the notebook is opened, so two first calls open it once.
         self.opening = anyio.Lock()
+        #: Set while the server opens it in the background, after `initialize` was answered.
+        self.opening_in_background = False
 
     async def start(self, tg: TaskGroup, *, start_kernel: bool = True) -> None:
         """Open the notebook (its kernel starts in the background) and start watching it."""
@@ -176,6 +180,8 @@ class NotebookHost:
     async def health(self) -> dict[str, Any]:
         session = self.session
         entry: dict[str, Any] = {"path": str(session.path), "kernel": "not started"}
+        if self.opening_in_background and not session.read_only:
+            entry["kernel"] = "starting"  # it starts as soon as the notebook is open
         if session.kernel is not None:
             entry["kernel"] = session.kernel.state.value
         try:
@@ -249,11 +255,10 @@ class Workspace:
             tg.start_soon(self.client_log.run)
             if self.default is not None:
                 self._register_resource(self.default)
-                try:
-                    await self.default.start(tg)
-                except Exception as exc:
-                    # The server still answers, so the client can show the user why tools fail.
-                    logger.error("could not open %s: %s", self.default.session.path, exc)
+                # Opened in the background (its kernel starts at once), so that `initialize` is answered
+                # without waiting for it (issue 14); a tool call meanwhile waits for the opening to end.
+                self.default.opening_in_background = True
+                tg.start_soon(self._open_default, self.default)
             try:
                 yield
             finally:
@@ -262,6 +267,16 @@ class Workspace:
                         await host.close()
                 tg.cancel_scope.cancel()
                 self._tg = None
+
+    async def _open_default(self, host: NotebookHost) -> None:
+        try:
+            await self.open(host.session.path)
+        except Exception as exc:
+            # The server still answers, so the client can show the user why tools fail (each tool
+            # call tries to open it again and says why it cannot).
+            logger.error("could not open %s: %s", host.session.path, exc)
+        finally:
+            host.opening_in_background = False
 
     async def open(self, path: Path, *, create: bool = False) -> NotebookHost:
         """The host of the notebook at `path` (confined to the root), opening it if needed.
@@ -322,6 +337,8 @@ class Workspace:
                     "to work on several notebooks"
                 )
             host = self.default
+            if host.session.kernel is None:
+                host = await self.open(host.session.path)  # still being opened: wait for it
         elif requested:
             host = await self.open(self.resolve(requested))
         else:
@@ -559,4 +576,5 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
 
 def run(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:
     """Serve until the client disconnects (stdio) or the process is told to stop."""
+    tune_memory()
     anyio.run(serve, settings, store, sock)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import itertools
 import logging
+import operator
 import secrets
 import threading
 import time
@@ -60,7 +62,7 @@ from .kernel import (
 )
 from .outputs import OutputCollector, normalize_stream_text
 from .render import output_text
-from .store import LocalStore, NotebookStore
+from .store import LocalStore, NotebookStore, mark_changed, mark_unknown
 
 __all__ = [
     "CANCELLED_NOTE",
@@ -442,8 +444,9 @@ def _runnable(cell: NotebookNode) -> bool:
 
 def _ensure_ids(nb: NotebookNode) -> None:
     """Give a 4.4-and-older notebook cell ids by upgrading it to 4.5, as JupyterLab does on save."""
-    if nb.nbformat == 4 and nb.nbformat_minor >= 5 and all("id" in c for c in nb.cells):
+    if nb.nbformat == 4 and nb.nbformat_minor >= 5 and all(map(operator.contains, nb.cells, itertools.repeat("id"))):
         return
+    mark_unknown()  # every cell may get an id: the store compares them all
     nb.nbformat, nb.nbformat_minor = 4, max(nb.nbformat_minor, 5)
     taken = {c["id"] for c in nb.cells if "id" in c}
     for cell in nb.cells:
@@ -695,6 +698,7 @@ class NotebookSession:
             else:
                 raise CellIndexError(index or 0, n, allow_end=True)
             nb.cells.insert(at, cell)
+            mark_changed()  # a new cell, and none changed in place
             return _ref(at, cell), insert_entry(nb, at)
 
         ref: CellRef = await self._journaled(apply)
@@ -710,6 +714,7 @@ class NotebookSession:
             cell = nb.cells[i]
             old = _source(cell)
             cell["source"] = source
+            mark_changed(cell)
             return (_ref(i, cell), _diff(old, source, i)), source_entry("overwrite", nb, i, old)
 
         result: tuple[CellRef, str] = await self._journaled(apply)
@@ -743,6 +748,7 @@ class NotebookSession:
                 raise SourceMatchError(_name(_ref(i, cell)), old_string, count)
             new = old.replace(old_string, new_string)
             cell["source"] = new
+            mark_changed(cell)
             return (_ref(i, cell), _diff(old, new, i), count), source_entry("edit", nb, i, old)
 
         result: tuple[CellRef, str, int] = await self._journaled(apply)
@@ -764,6 +770,7 @@ class NotebookSession:
                     f"(valid: 0 to {n - 1}, or -1 for the end)"
                 ) from None
             prev_before = nb.cells[i - 1].get("id") if i > 0 else None
+            mark_changed()  # no cell changes in place
             cell = nb.cells.pop(i)
             nb.cells.insert(target, cell)
             return (_ref(i, cell), _ref(target, cell)), move_entry(nb, i, target, prev_before)
@@ -777,6 +784,7 @@ class NotebookSession:
         def apply(nb: NotebookNode) -> tuple[CellView, Entry]:
             i = _locate(nb, index, cell_id)
             entry = delete_entry(nb, i)
+            mark_changed()  # no cell changes in place
             return _view(i, nb.cells.pop(i)), entry
 
         view: CellView = await self._journaled(apply)
@@ -794,6 +802,7 @@ class NotebookSession:
                 )
             removed = len(cell.get("outputs", []))
             entry = clear_outputs_entry(nb, [i])
+            mark_changed(cell)
             cell["outputs"] = []
             cell["execution_count"] = None
             return (_ref(i, cell), removed), entry
@@ -809,6 +818,7 @@ class NotebookSession:
             cleared = 0
             for cell in nb.cells:
                 if cell.get("cell_type") == "code":
+                    mark_changed(cell)
                     cleared += bool(cell.get("outputs"))
                     cell["outputs"] = []
                     cell["execution_count"] = None
@@ -1337,6 +1347,7 @@ class NotebookSession:
 
         def apply(nb: NotebookNode) -> int:
             i = _find_id(nb, cell_id)
+            mark_changed(nb.cells[i])
             nb.cells[i]["outputs"] = outputs
             nb.cells[i]["execution_count"] = count
             return i

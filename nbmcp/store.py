@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_str  # json's C escaping
 from pathlib import Path
@@ -41,17 +41,23 @@ __all__ = [
     "EDIT_ATTEMPTS",
     "EDIT_BACKOFF",
     "LOCK_TIMEOUT",
+    "MMAP_THRESHOLD",
     "PARSE_RETRY_SECONDS",
     "RACY_WINDOW_NS",
     "TEMP_MARKER",
+    "TRIM_AFTER_BYTES",
     "Fingerprint",
     "IncrementalWriter",
     "LocalStore",
     "NotebookStore",
     "dumps_notebook",
     "lock_dir",
+    "mark_changed",
+    "mark_unknown",
     "new_notebook",
     "parse_notebook",
+    "release_free_memory",
+    "tune_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +83,53 @@ EDIT_ATTEMPTS = 50
 #: Longest pause (seconds) before applying an edit again; each pause is random up to a doubling bound,
 #: so two writers that keep colliding fall out of step instead of colliding forever.
 EDIT_BACKOFF = 0.05
+
+
+#: A write that encoded more than this many bytes (the first write after a reload encodes every
+#: cell) gives the freed memory back to the system afterwards.
+TRIM_AFTER_BYTES = 4_000_000
+#: Allocations from this size up get their own memory map, given back to the system when freed.
+MMAP_THRESHOLD = 1 << 20
+
+_libc: Any = None
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (Linux), else False."""
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            with contextlib.suppress(AttributeError, OSError):
+                libc = ctypes.CDLL(None)
+                if libc.gnu_get_libc_version and libc.malloc_trim and libc.mallopt:
+                    _libc = libc
+    return _libc
+
+
+def tune_memory() -> None:
+    """Have the C allocator give large freed buffers back to the system at once (glibc; else nothing).
+
+    A write builds the whole file's bytes (15 MB for 10,000 cells) and frees the previous ones. glibc
+    raises its map threshold to the size of each freed map, after which such buffers come from the
+    heap and stay in the process when freed: the server's memory grew by the file's size a few times
+    over (issue 14). A fixed threshold keeps them maps. Call it once, early, in a server process.
+    """
+    libc = _glibc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc; else nothing)."""
+    libc = _glibc()
+    if libc:
+        libc.malloc_trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt(3)
 
 
 def _racy_window(mtime_ns: int) -> int:
@@ -107,6 +160,33 @@ class Fingerprint:
         even the inode (ext4 reuses freed inodes at once; issue 13), so then the bytes must be compared.
         """
         return self.same_stat(st) and st.st_mtime_ns + _racy_window(st.st_mtime_ns) < self.seen_at_ns
+
+
+#: What the running edit (on this thread) said it changed: `_NOT_SAID`, `_UNKNOWN` or a set of cell ids.
+_hints = threading.local()
+_NOT_SAID: Any = object()
+_UNKNOWN: Any = object()
+
+
+def mark_changed(*cells: NotebookNode) -> None:
+    """Say, from inside an edit's `apply`, which cells it changes in place, so only they are re-encoded.
+
+    An `apply` that calls it must name every existing cell it changes (cells it adds need not be
+    named); one that calls neither this nor `mark_unknown` gets every cell compared with its last
+    saved form. Outside an edit, or in a store that keeps no per-cell bytes, it does nothing.
+    """
+    said = getattr(_hints, "changed", None)
+    if said is None or said is _UNKNOWN:
+        return
+    if said is _NOT_SAID:
+        said = _hints.changed = set()
+    said.update(map(id, cells))
+
+
+def mark_unknown() -> None:
+    """Say, from inside an edit's `apply`, that it changed cells it did not name: every cell is compared."""
+    if getattr(_hints, "changed", None) is not None:
+        _hints.changed = _UNKNOWN
 
 
 def lock_dir() -> Path:
@@ -238,11 +318,15 @@ _CELL_NEWLINE = "\n  "
 class IncrementalWriter:
     """Serializes a notebook the way `dumps_notebook` does, re-encoding only the cells that changed.
 
-    An edit changes one cell of thousands, so its cost should follow its change (issue 14). Each
-    cell's bytes are kept with a copy of the cell's dicts and lists that shares its leaves; a cell
-    still equal to its copy reuses its bytes. The comparison runs in C and mostly meets the very same
-    string objects, so it costs a fraction of encoding. Cells are followed by identity, so a move or
-    an insert re-encodes only the cells that changed.
+    An edit changes one cell of thousands, so its cost should follow its change (issue 14). Cells are
+    followed by identity, so a move, an insert or a delete re-encodes only the cells that changed.
+    When the caller says which cells it changed (`changed`), only those are re-encoded. Otherwise
+    each cell is compared with a copy of its dicts and lists kept from the last write (sharing its
+    leaves, so the comparison runs in C and mostly meets the very same string objects), and a cell
+    still equal to its copy reuses its bytes.
+
+    Each cell's bytes are kept as a slice of the last file's bytes (the store keeps those anyway, to
+    compare with the file when its stat cannot be trusted), so the notebook's text is held once.
 
     One blind spot of `==`: a value replaced in place by an equal one of another type (1 by 1.0 or
     True) is not noticed; nbmcp never does that, and nbformat's schema treats them alike.
@@ -255,43 +339,59 @@ class IncrementalWriter:
         """Forget every cell (the notebook was reloaded or is unknown)."""
         self._cells: list[NotebookNode] = []  # held, so that their ids keep naming them
         self._copies: list[Any] = []
-        self._chunks: list[bytes] = []
+        self._data = b""  # the last bytes written
+        self._starts: list[int] = []  # where each cell's bytes start in them
+        self._lengths: list[int] = []  # and how long they are
+        #: Bytes encoded by the last call (not reused from the last file).
+        self.encoded_bytes = 0
 
-    def dumps(self, nb: NotebookNode) -> bytes:
+    def dumps(self, nb: NotebookNode, changed: Collection[int] | None = None) -> bytes:
+        """The file's bytes; `changed` holds the `id()` of every cell changed in place since the last call.
+
+        Cells added since then need not be named; with `changed=None` every cell is compared.
+        """
         try:
-            return self._dumps(nb)
+            return self._dumps(nb, changed)
         except Exception:
             self.clear()
             return dumps_notebook(nb)  # nbformat serializes what the fast encoder does not know, or raises
 
-    def _dumps(self, nb: NotebookNode) -> bytes:
+    def _dumps(self, nb: NotebookNode, changed_ids: Collection[int] | None) -> bytes:
         cells = list(nb.cells)
-        if len(cells) == len(self._cells) and all(map(operator.is_, cells, self._cells)):
-            # The same cells in the same order (an overwrite, outputs written back): compare all in C.
-            copies, chunks = list(self._copies), list(self._chunks)
-            changed: Iterable[int] = itertools.compress(range(len(cells)), map(operator.ne, copies, cells))
+        old_cells, old_copies = self._cells, self._copies
+        n, m = len(cells), len(old_cells)
+        # Cells followed by identity: the same ones at the start and at the end (found in C), and in
+        # between (an insert, a delete or a move) looked up one by one.
+        prefix = next(itertools.compress(itertools.count(), map(operator.is_not, cells, old_cells)), min(n, m))
+        suffix = next(
+            itertools.compress(
+                itertools.count(), map(operator.is_not, reversed(cells[prefix:]), reversed(old_cells[prefix:]))
+            ),
+            min(n, m) - prefix,
+        )
+        # src[i]: the index among the last write's cells whose bytes cell i reuses, else _ENCODE.
+        where = dict(zip(map(id, old_cells[prefix : m - suffix]), itertools.count(prefix)))
+        middle = [where.get(id(cell), _ENCODE) for cell in cells[prefix : n - suffix]]
+        src = [*range(prefix), *middle, *range(m - suffix, m)]
+        copies = [*old_copies[:prefix], *(old_copies[k] if k >= 0 else None for k in middle), *old_copies[m - suffix :]]
+        if changed_ids is not None:
+            changed = [i for i, c in enumerate(map(id, cells)) if c in changed_ids] if changed_ids else []
+            changed += (i for i, k in enumerate(middle, prefix) if k < 0)
         else:
-            where = {id(cell): i for i, cell in enumerate(self._cells)}
-            copies, chunks, changed_list = [], [], []
-            for i, cell in enumerate(cells):
-                k = where.get(id(cell))
-                if k is not None and self._copies[k] == cell:
-                    copies.append(self._copies[k])
-                    chunks.append(self._chunks[k])
-                else:
-                    copies.append(None)
-                    chunks.append(b"")
-                    changed_list.append(i)
-            changed = iter(changed_list)
+            changed = list(itertools.compress(itertools.count(), map(operator.ne, copies, cells)))  # in C
+        encoded: dict[int, bytes] = {}
+        self.encoded_bytes = 0
         for i in changed:
+            src[i] = _ENCODE + 2 * i  # never one more than its neighbour's: each is a run of its own
             copies[i] = _copy_containers(cells[i])
-            chunks[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
+            encoded[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
+            self.encoded_bytes += len(encoded[i])
         top = dict(nb)
         top["metadata"] = {k: v for k, v in nb.metadata.items() if k not in _TRANSIENT}
         del top["cells"]
         if not all(isinstance(k, str) for k in top):
             raise _Unsupported("a key that is not a string")
-        # The top level as _encode writes it, with the cells' kept bytes in their sorted place.
+        # The top level as _encode writes it, with the cells' bytes in their sorted place.
         before: list[bytes] = []
         after: list[bytes] = []
         for key in sorted(top):
@@ -299,14 +399,42 @@ class IncrementalWriter:
             (before if key < "cells" else after).append(part)
         head = b"{\n " + b"".join(p + b",\n " for p in before) + b'"cells": '
         tail = b"".join(b",\n " + p for p in after) + b"\n}\n"
-        self._cells, self._copies, self._chunks = cells, copies, chunks
-        if not chunks:
-            return head + b"[]" + tail
-        # One copy of the file's bytes: the head and tail ride on the first and last cells.
-        ends = list(chunks)
-        ends[0] = head + b"[\n  " + ends[0]
-        ends[-1] = ends[-1] + b"\n ]" + tail
-        return b",\n  ".join(ends)
+        if not cells:
+            data = head + b"[]" + tail
+            self._cells, self._copies, self._data, self._starts, self._lengths = [], [], data, [], []
+            return data
+        # The cells' bytes: a run of cells that followed each other in the last file is one slice of it.
+        old, starts, lengths = memoryview(self._data), self._starts, self._lengths
+        pieces: list[bytes | memoryview] = [head, b"[\n  "]
+        new_lengths: list[int] = []
+        bounds = [0, *itertools.compress(range(1, n), map(operator.ne, map(operator.sub, src[1:], src), _ONES)), n]
+        for a, b in itertools.pairwise(bounds):
+            if a:
+                pieces.append(_CELL_SEP)
+            k = src[a]
+            if k < 0:
+                pieces.append(encoded[a])
+                new_lengths.append(len(encoded[a]))
+            else:
+                last = k + b - a - 1
+                pieces.append(old[starts[k] : starts[last] + lengths[last]])
+                new_lengths += lengths[k : last + 1]
+        pieces += (b"\n ]", tail)
+        data = b"".join(pieces)
+        del pieces, old  # release the last file's bytes before keeping the new ones
+        sep = len(_CELL_SEP)
+        self._starts = list(
+            itertools.accumulate(map(operator.add, new_lengths[:-1], itertools.repeat(sep)), initial=len(head) + 4)
+        )
+        self._cells, self._copies, self._data, self._lengths = cells, copies, data, new_lengths
+        return data
+
+
+#: Marks a cell to encode in _dumps: far below any index.
+_ENCODE = -(2**62)
+_ONES = itertools.repeat(1)
+#: Between two cells in the file.
+_CELL_SEP = b",\n  "
 
 
 def _encode(o: Any, newline: str) -> str:
@@ -522,7 +650,8 @@ class LocalStore:
                 return False
             if not self.path.parent.is_dir():
                 raise NotebookWriteError(f"cannot create {self.path}: folder {self.path.parent} does not exist")
-            self._write(new_notebook())
+            if not self._write(new_notebook(), create=True):
+                return False  # another program created it meanwhile: theirs is kept
             logger.info("created empty notebook %s", self.path)
             return True
 
@@ -580,12 +709,23 @@ class LocalStore:
                 # A stat equal to what we saw is enough here even when racy: the last look before the
                 # rename compares the bytes, and a change found then applies the edit again.
                 nb = self._refresh(verify_racy=False)
+                outer = getattr(_hints, "changed", None)
+                _hints.changed = _NOT_SAID
                 try:
                     result = apply(nb)
+                    said = _hints.changed
                 except BaseException:
                     self._forget()
                     raise
-                if self._write(nb, expected=self._seen):
+                finally:
+                    _hints.changed = outer
+                changed = said if isinstance(said, set) else None
+                try:
+                    saved = self._write(nb, expected=self._seen, changed=changed)
+                except BaseException:
+                    self._forget()  # the change is in memory only: the next look reads the file again
+                    raise
+                if saved:
                     if on_saved is not None:
                         on_saved()
                     return result
@@ -715,9 +855,20 @@ class LocalStore:
         self._data = None
         self._writer.clear()
 
-    def _write(self, nb: NotebookNode, expected: Fingerprint | None = None) -> bool:
-        """Save `nb`; returns False, writing nothing, if the file no longer matches `expected`."""
-        data = self._writer.dumps(nb)
+    def _write(
+        self,
+        nb: NotebookNode,
+        expected: Fingerprint | None = None,
+        changed: Collection[int] | None = None,
+        *,
+        create: bool = False,
+    ) -> bool:
+        """Save `nb`; returns False, writing nothing, if the file no longer matches `expected`.
+
+        `changed`: the ids of the cells changed in place since the last write, when the edit said so.
+        `create`: only if there is no file (else False): an editor may create it while we do.
+        """
+        data = self._writer.dumps(nb, changed)
         target = Path(os.path.realpath(self.path))  # write through a symlink to its target
         try:
             mode = os.stat(target).st_mode & 0o7777
@@ -735,7 +886,8 @@ class LocalStore:
                 return False
 
         try:
-            if not self._write_atomic(target, data, mode, unchanged, expected):
+            if not self._write_atomic(target, data, mode, unchanged, expected, create=create):
+                self._writer.clear()  # it followed `nb`, which did not reach the file
                 return False
         except PermissionError:
             # A writable notebook in a read-only folder: no temp file is possible there, so the
@@ -758,11 +910,19 @@ class LocalStore:
         st = os.stat(self.path)
         self._nb = nb
         self._remember(st, data, seen_at)
+        if self._writer.encoded_bytes > TRIM_AFTER_BYTES:
+            release_free_memory()  # the whole notebook was encoded, in pieces freed since
         return True
 
     @staticmethod
     def _write_atomic(
-        target: Path, data: bytes, mode: int, still_ok: Callable[[], bool], expected: Fingerprint | None
+        target: Path,
+        data: bytes,
+        mode: int,
+        still_ok: Callable[[], bool],
+        expected: Fingerprint | None,
+        *,
+        create: bool = False,
     ) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
@@ -774,6 +934,22 @@ class LocalStore:
             if not still_ok():
                 os.unlink(tmp)
                 return False
+            if create:
+                # A link fails where a rename would replace: a file created meanwhile is never lost.
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    os.unlink(tmp)
+                    return False
+                except OSError:
+                    # No hard links here (some network or FAT file systems): look, then rename.
+                    if os.path.lexists(target):
+                        os.unlink(tmp)
+                        return False
+                    os.replace(tmp, target)
+                    return True
+                os.unlink(tmp)
+                return True
             if expected is not None and _exchange(tmp, target):
                 # The file we replaced is now at `tmp`. If it is not the one just checked, another
                 # writer renamed its save in between: give it back and report the conflict, so that

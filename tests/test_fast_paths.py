@@ -86,3 +86,18 @@ async def test_read_tools_on_an_unchanged_file_do_not_read_it(
             r = await client.call_tool(tool, args)
             assert not r.is_error
     assert reads == []
+
+
+def test_the_command_does_not_import_format_checkers_nbformat_never_uses() -> None:
+    # Issue 14: the checkers cost a client's wait for `initialize`; nbformat must still work without them.
+    import subprocess
+    import sys
+
+    unused = ("rfc3987_syntax", "isoduration", "webcolors", "uri_template", "fqdn", "rfc3339_validator", "jsonpointer")
+    probe = (
+        "import sys, nbmcp.cli, nbformat, jsonschema; "
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')]); nbformat.validate(nb); "
+        f"print(sorted(n for n in {unused!r} if sys.modules.get(n) is not None))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

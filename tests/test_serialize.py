@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from nbformat import NotebookNode
 
 from nbmcp import store
+from nbmcp.session import NotebookSession
 from nbmcp.store import IncrementalWriter, _encode, _for_disk, dumps_notebook, new_notebook, parse_notebook
 
 from .bench.notebooks import make_notebook
@@ -213,3 +214,69 @@ def test_a_notebook_of_another_shape_goes_through_nbformat() -> None:
     nb.cells[0]["cell_type"] = "heading"  # not a v4 cell type: nbformat decides (and warns)
     data = nbformat_bytes(nb)
     assert parse_notebook(data, Path("x.ipynb")) == nbformat.reads(data.decode(), as_version=4)
+
+
+def test_writes_told_which_cells_changed_stay_byte_identical() -> None:
+    nb = round_trip(make_notebook(60, seed=15))
+    writer = IncrementalWriter()
+    writer.dumps(nb)
+    for name, change in _changes():
+        before = {id(c): copy.deepcopy(c) for c in nb.cells}
+        change(nb)
+        # What a session's edit says: the cells it changed in place (added ones need not be named).
+        changed = {id(c) for c in nb.cells if id(c) in before and before[id(c)] != c}
+        assert writer.dumps(nb, changed) == nbformat_bytes(nb), name
+        assert writer.dumps(nb, set()) == nbformat_bytes(nb), f"{name}, written twice"
+
+
+def test_a_write_told_of_no_change_reuses_every_cell_it_was_not_told_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = round_trip(make_notebook(50, seed=16))
+    writer = IncrementalWriter()
+    writer.dumps(nb)
+    encoded: list[object] = []
+    real = store._cell_for_disk
+    monkeypatch.setattr(store, "_cell_for_disk", lambda cell: encoded.append(cell) or real(cell))
+    nb.cells[10]["source"] = "told"
+    nb.cells[20]["source"] = "not told"  # a broken promise shows: the cell keeps its old bytes
+    data = writer.dumps(nb, {id(nb.cells[10])})
+    assert encoded == [nb.cells[10]]
+    assert b'"told"' in data and b'"not told"' not in data
+
+
+@pytest.mark.anyio
+async def test_session_edits_reencode_only_the_cells_they_touch(nb_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat.write(make_notebook(40, seed=17), nb_path)
+    session = NotebookSession(nb_path)
+    await session.open(start_kernel=False)
+    await session.overwrite_source(0, "warm")  # the first edit gives cells ids if needed
+    encoded: list[str] = []
+    real = store._cell_for_disk
+    monkeypatch.setattr(store, "_cell_for_disk", lambda cell: encoded.append(cell["id"]) or real(cell))
+    told: list[object] = []  # what each edit told the writer: a set of cells, not None (compare them all)
+    real_dumps = IncrementalWriter.dumps
+    monkeypatch.setattr(
+        IncrementalWriter, "dumps", lambda w, nb, changed=None: told.append(changed) or real_dumps(w, nb, changed)
+    )
+    nb = session.store.read()
+    edits: list[tuple[Callable[[], Awaitable[object]], Callable[[], list[str]]]] = [
+        (lambda: session.overwrite_source(5, "x = 5"), lambda: [nb.cells[5]["id"]]),
+        (lambda: session.edit_source(5, "5", "6"), lambda: [nb.cells[5]["id"]]),
+        (lambda: session.insert_cell(7, "markdown", "# new"), lambda: [nb.cells[7]["id"]]),
+        (lambda: session.delete_cell(7), lambda: []),
+        (lambda: session.move_cell(3, 9), lambda: []),
+        (lambda: session.clear_outputs(_code_index(nb)), lambda: [nb.cells[_code_index(nb)]["id"]]),
+    ]
+    for edit, expected in edits:
+        encoded.clear()
+        told.clear()
+        await edit()
+        assert session.store.read() is nb
+        assert encoded == expected()
+        assert len(told) == 1 and isinstance(told[0], set)
+        assert nb_path.read_bytes() == nbformat_bytes(nbformat.read(nb_path, as_version=4))
+        assert nbformat.read(nb_path, as_version=4) == nb
+    await session.close()
+
+
+def _code_index(nb: NotebookNode) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")

@@ -207,3 +207,26 @@ def test_a_folder_named_like_a_notebook_is_refused(nb_path: Path) -> None:
     nb_path.mkdir(parents=True)
     with pytest.raises(NotebookFormatError, match="a folder"):
         LocalStore(nb_path).read()
+
+
+def test_creating_the_notebook_never_replaces_one_made_meanwhile(
+    nb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server opens (and creates) its notebook after answering `initialize` (issue 14): a file
+    # another program wrote in between must be kept, not replaced by an empty notebook.
+    store = LocalStore(nb_path)
+    theirs = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("theirs = 1")])
+    real_exists = Path.exists
+
+    def exists_then_someone_writes(self: Path) -> bool:
+        found = real_exists(self)
+        if self == store.path and not found:
+            nbformat.write(theirs, nb_path)  # between our look and our write
+        return found
+
+    monkeypatch.setattr(Path, "exists", exists_then_someone_writes)
+    assert store.create_if_missing() is False
+    monkeypatch.undo()
+    assert nbformat.read(nb_path, as_version=4).cells[0].source == "theirs = 1"
+    assert store.read().cells[0].source == "theirs = 1"
+    assert not list(nb_path.parent.glob(f"*{TEMP_MARKER}"))
