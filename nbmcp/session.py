@@ -345,6 +345,12 @@ class EditAbandoned(Exception):
     """Raised inside a worker thread to drop an edit whose call was cancelled; nobody sees it."""
 
 
+def _cancelled_output(elapsed: float) -> NotebookNode:
+    """The stderr line a cell keeps after its call was cancelled by the client."""
+    text = f"[nbmcp] {CANCELLED_NOTE} after {elapsed:.1f} s; the kernel was interrupted\n"
+    return nbformat.v4.new_output("stream", name="stderr", text=text)
+
+
 def _source(cell: NotebookNode) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -1082,12 +1088,7 @@ class NotebookSession:
             if job.cancelled_at is not None and job.execution.saved:
                 # The client cancelled the call: the cell says so, after what it printed.
                 result = job.execution.result
-                note = nbformat.v4.new_output(
-                    "stream",
-                    name="stderr",
-                    text=f"[nbmcp] {CANCELLED_NOTE} after {job.cancelled_at - job.started:.1f} s; "
-                    "the kernel was interrupted\n",
-                )
+                note = _cancelled_output(job.cancelled_at - job.started)
                 await self._write_outputs(run_id, [*result.outputs, note], result.execution_count)
 
         self._launch(job, run())
@@ -1331,12 +1332,7 @@ class NotebookSession:
             return None
 
     async def _save_cancelled(self, cell_id: str, collector: OutputCollector, elapsed: float) -> None:
-        note = nbformat.v4.new_output(
-            "stream",
-            name="stderr",
-            text=f"[nbmcp] {CANCELLED_NOTE} after {elapsed:.1f} s; the kernel was interrupted\n",
-        )
-        outputs = [NotebookNode(dict(o)) for o in collector.finish()] + [note]
+        outputs = [NotebookNode(dict(o)) for o in collector.finish()] + [_cancelled_output(elapsed)]
         try:
             await self._write_outputs(cell_id, outputs, collector.execution_count)
         except Exception as exc:  # the call is over either way; the file keeps what it had

@@ -21,6 +21,7 @@ from ..render import ImagePart, truncate_middle
 
 __all__ = [
     "ANSWER_OVERHEAD",
+    "CELL_OUTPUT_CHARS",
     "Answer",
     "CellAnswer",
     "ClearAllAnswer",
@@ -45,6 +46,9 @@ __all__ = [
 #: Characters an answer may have beyond --max-output-chars: headers, notes and cut markers around the
 #: budgeted outputs. Every answer, in both views, stays within budget + this.
 ANSWER_OVERHEAD = 2_000
+#: Output characters shown per cell when one answer shows several cells (read_all_cells, detailed
+#: read_notebook, execute_all_cells); read_cell and single executions get the whole budget.
+CELL_OUTPUT_CHARS = 2_000
 #: Room kept in the structured view for the fields beside `text` (ids, status, image list).
 _FIELDS_RESERVE = 1_000
 

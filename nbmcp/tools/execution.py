@@ -13,11 +13,10 @@ from ..errors import UsageError
 from ..kernel import ExecutionResult
 from ..render import ImageBudget, render
 from ..session import BackgroundExecution, CellRef, NotebookSession, RunAll
-from .answers import ExecutionAnswer, ExecutionsAnswer, RunAllAnswer, address, cell_name, image_infos
+from .answers import CELL_OUTPUT_CHARS, ExecutionAnswer, ExecutionsAnswer, RunAllAnswer, address, cell_name, image_infos
 from .registry import CellIndex, timeout_of, tool, toolbox
 
 __all__ = [
-    "ALL_CELLS_OUTPUT_CHARS",
     "PROGRESS_INTERVAL",
     "append_execute_code_cell",
     "execute_all_cells",
@@ -33,8 +32,6 @@ __all__ = [
 
 #: Progress interval (seconds) of execute_cell_with_progress and execute_cell.
 PROGRESS_INTERVAL = 1.0
-#: Output characters shown per cell in a run of many cells (the failing cell gets the rest).
-ALL_CELLS_OUTPUT_CHARS = 2_000
 #: The seed tools' default timeout, kept as it was.
 SEED_TIMEOUT = 300
 
@@ -346,7 +343,7 @@ async def list_executions(ctx: Context) -> Annotated[CallToolResult, ExecutionsA
     return box.reply(answer)
 
 
-def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:
+def _run_all_text(run: RunAll, max_chars: int) -> str:
     """One line per cell with its shortened output; the failing cell's traceback whole (within budget)."""
     failed = run.failed
     if failed is None:
@@ -370,13 +367,12 @@ def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:
     error = render([{"output_type": "stream", "text": error}], max_chars=max_chars // 2).text if error else ""
     used = sum(len(line) + 1 for line in lines) + len(error)
     images = ImageBudget(0, reason="a run of many cells shows no images")
-    shown = 0
-    for e in run.executions:
+    for shown, e in enumerate(run.executions):
         status = "" if e.ok else f" [{e.result.status}]"
         entry = f"--- {cell_name(e.cell.index, e.cell.id)} execution_count={e.result.execution_count}{status}"
         if e is not failed:
             out = render(
-                e.result.outputs, max_chars=ALL_CELLS_OUTPUT_CHARS, cell=address(e.cell.index, e.cell.id), images=images
+                e.result.outputs, max_chars=CELL_OUTPUT_CHARS, cell=address(e.cell.index, e.cell.id), images=images
             )
             if out.text:
                 entry += "\n" + out.text
@@ -387,10 +383,9 @@ def _run_all_text(run: RunAll, max_chars: int) -> tuple[str, int]:
             break
         lines.append(entry)
         used += len(entry) + 1
-        shown += 1
     if error:
         lines.append(error)
-    return "\n".join(lines), shown
+    return "\n".join(lines)
 
 
 @tool
@@ -438,7 +433,7 @@ async def execute_all_cells(
         progress_every=PROGRESS_INTERVAL,
     )
     await ctx.report_progress(run.total, run.total, f"done: ran {len(run.executions)} of {run.total}")
-    text, _ = _run_all_text(run, box.max_output_chars)
+    text = _run_all_text(run, box.max_output_chars)
     failed = run.failed
     answer = RunAllAnswer(
         text=text,

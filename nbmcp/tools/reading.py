@@ -16,12 +16,20 @@ from mcp.types import CallToolResult
 from ..errors import UsageError
 from ..render import ImageBudget, ImagePart, output_text, page_text, render
 from ..session import CellView
-from .answers import InfoAnswer, OutputPageAnswer, PageAnswer, ReadCellAnswer, address, cell_name, image_infos
+from .answers import (
+    CELL_OUTPUT_CHARS,
+    InfoAnswer,
+    OutputPageAnswer,
+    PageAnswer,
+    ReadCellAnswer,
+    address,
+    cell_name,
+    image_infos,
+)
 from .cells import first_line
 from .registry import CellIndex, Count, tool, toolbox
 
 __all__ = [
-    "CELL_OUTPUT_CHARS",
     "CELL_SOURCE_CHARS",
     "MAX_READ_LIMIT",
     "READ_NOTEBOOK_LIMIT",
@@ -37,8 +45,6 @@ READ_NOTEBOOK_LIMIT = 50
 MAX_READ_LIMIT = 500
 #: Source characters shown per cell when several cells are shown (read_cell shows more).
 CELL_SOURCE_CHARS = 4_000
-#: Output characters shown per cell when several cells are shown (read_cell shows more).
-CELL_OUTPUT_CHARS = 2_000
 #: Cells read from the notebook at a time while filling a page (a page stops when the budget is used).
 _CHUNK = 100
 
