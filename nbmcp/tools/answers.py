@@ -40,6 +40,7 @@ __all__ = [
     "address",
     "cell_name",
     "fit",
+    "image_infos",
     "reply",
 ]
 
