@@ -151,7 +151,12 @@ class NotebookHost:
     async def _watch(self) -> None:
         with anyio.CancelScope() as self._watch_scope:
             assert isinstance(self.session.store, LocalStore)
-            await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
+            try:
+                await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
+            except Exception:
+                # Watching only makes nbmcp prompt: a failure in it must not end the server, whose
+                # tool calls still check the file themselves before each read and write.
+                logger.exception("stopped watching %s for changes by others", self.session.path)
 
     async def close(self) -> None:
         """Stop watching and shut the kernel down."""

@@ -28,12 +28,13 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_str  # json's C escaping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import nbformat
 from filelock import FileLock, Timeout
 from nbformat import NotebookNode
 
+from .chunks import Chunks
 from .errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 
 __all__ = [
@@ -88,6 +89,8 @@ EDIT_BACKOFF = 0.05
 #: A write that encoded more than this many bytes (the first write after a reload encodes every
 #: cell) gives the freed memory back to the system afterwards.
 TRIM_AFTER_BYTES = 4_000_000
+#: The temp file's write buffer: slices smaller than this are gathered into fewer writes.
+WRITE_BUFFER = 1 << 18
 #: Allocations from this size up get their own memory map, given back to the system when freed.
 MMAP_THRESHOLD = 1 << 20
 
@@ -150,7 +153,11 @@ class Fingerprint:
     seen_at_ns: int
 
     def same_stat(self, st: os.stat_result) -> bool:
-        return (st.st_mtime_ns, st.st_size, st.st_ino) == (self.mtime_ns, self.size, self.inode)
+        return (st.st_mtime_ns, st.st_size, st.st_ino) == (
+            self.mtime_ns,
+            self.size,
+            self.inode,
+        )
 
     def trusted(self, st: os.stat_result) -> bool:
         """True when the stat alone proves the file is unchanged.
@@ -225,7 +232,11 @@ def _lock_for(resolved: Path, timeout: float) -> FileLock:
 def new_notebook() -> NotebookNode:
     """An empty nbformat 4.5 notebook with Python kernel metadata."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
@@ -325,12 +336,17 @@ class IncrementalWriter:
     leaves, so the comparison runs in C and mostly meets the very same string objects), and a cell
     still equal to its copy reuses its bytes.
 
-    Each cell's bytes are kept as a slice of the last file's bytes (the store keeps those anyway, to
-    compare with the file when its stat cannot be trusted), so the notebook's text is held once.
+    Each cell's bytes are a slice of a buffer: the last compacted file image, or the cell's own bytes
+    from when it was last encoded. A write is those slices in order (`Chunks`), never joined: cells
+    that follow each other in one buffer are one slice. Once there are more than `MAX_RUNS` slices
+    (after the first write, or after many cells changed) they are joined into one new image.
 
     One blind spot of `==`: a value replaced in place by an equal one of another type (1 by 1.0 or
     True) is not noticed; nbmcp never does that, and nbformat's schema treats them alike.
     """
+
+    #: More slices than this are joined into one buffer: writing and comparing stay a few calls.
+    MAX_RUNS = 256
 
     def __init__(self) -> None:
         self.clear()
@@ -339,53 +355,73 @@ class IncrementalWriter:
         """Forget every cell (the notebook was reloaded or is unknown)."""
         self._cells: list[NotebookNode] = []  # held, so that their ids keep naming them
         self._copies: list[Any] = []
-        self._data = b""  # the last bytes written
-        self._starts: list[int] = []  # where each cell's bytes start in them
+        self._bufs: list[bytes] = []  # the buffer holding each cell's bytes
+        self._starts: list[int] = []  # where they start in it
         self._lengths: list[int] = []  # and how long they are
-        #: Bytes encoded by the last call (not reused from the last file).
+        #: Bytes encoded by the last call (not reused from earlier ones).
         self.encoded_bytes = 0
 
     def dumps(self, nb: NotebookNode, changed: Collection[int] | None = None) -> bytes:
+        """The file's bytes, joined (see `encode`)."""
+        return self.encode(nb, changed).tobytes()
+
+    def encode(self, nb: NotebookNode, changed: Collection[int] | None = None) -> Chunks:
         """The file's bytes; `changed` holds the `id()` of every cell changed in place since the last call.
 
         Cells added since then need not be named; with `changed=None` every cell is compared.
         """
         try:
-            return self._dumps(nb, changed)
+            return self._encode(nb, changed)
         except Exception:
             self.clear()
-            return dumps_notebook(nb)  # nbformat serializes what the fast encoder does not know, or raises
+            return Chunks.of(dumps_notebook(nb))  # nbformat serializes what the fast encoder does not know, or raises
 
-    def _dumps(self, nb: NotebookNode, changed_ids: Collection[int] | None) -> bytes:
+    def _encode(self, nb: NotebookNode, changed_ids: Collection[int] | None) -> Chunks:
         cells = list(nb.cells)
-        old_cells, old_copies = self._cells, self._copies
+        old_cells = self._cells
         n, m = len(cells), len(old_cells)
         # Cells followed by identity: the same ones at the start and at the end (found in C), and in
         # between (an insert, a delete or a move) looked up one by one.
-        prefix = next(itertools.compress(itertools.count(), map(operator.is_not, cells, old_cells)), min(n, m))
+        prefix = next(
+            itertools.compress(itertools.count(), map(operator.is_not, cells, old_cells)),
+            min(n, m),
+        )
         suffix = next(
             itertools.compress(
-                itertools.count(), map(operator.is_not, reversed(cells[prefix:]), reversed(old_cells[prefix:]))
+                itertools.count(),
+                map(
+                    operator.is_not,
+                    reversed(cells[prefix:]),
+                    reversed(old_cells[prefix:]),
+                ),
             ),
             min(n, m) - prefix,
         )
-        # src[i]: the index among the last write's cells whose bytes cell i reuses, else _ENCODE.
+        # middle[j]: the index among the last write's cells of cell prefix + j, or -1 for a new cell.
         where = dict(zip(map(id, old_cells[prefix : m - suffix]), itertools.count(prefix)))
-        middle = [where.get(id(cell), _ENCODE) for cell in cells[prefix : n - suffix]]
-        src = [*range(prefix), *middle, *range(m - suffix, m)]
-        copies = [*old_copies[:prefix], *(old_copies[k] if k >= 0 else None for k in middle), *old_copies[m - suffix :]]
+        middle = [where.get(id(cell), -1) for cell in cells[prefix : n - suffix]]
+
+        def spliced(old: list[Any]) -> list[Any]:
+            return [
+                *old[:prefix],
+                *(old[k] if k >= 0 else None for k in middle),
+                *old[m - suffix :],
+            ]
+
+        copies, bufs = spliced(self._copies), spliced(self._bufs)
+        starts, lengths = spliced(self._starts), spliced(self._lengths)
         if changed_ids is not None:
-            changed = [i for i, c in enumerate(map(id, cells)) if c in changed_ids] if changed_ids else []
+            said = changed_ids.__contains__
+            changed = list(itertools.compress(itertools.count(), map(said, map(id, cells)))) if changed_ids else []
             changed += (i for i, k in enumerate(middle, prefix) if k < 0)
         else:
             changed = list(itertools.compress(itertools.count(), map(operator.ne, copies, cells)))  # in C
-        encoded: dict[int, bytes] = {}
         self.encoded_bytes = 0
         for i in changed:
-            src[i] = _ENCODE + 2 * i  # never one more than its neighbour's: each is a run of its own
             copies[i] = _copy_containers(cells[i])
-            encoded[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
-            self.encoded_bytes += len(encoded[i])
+            bufs[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
+            starts[i], lengths[i] = 0, len(bufs[i])
+            self.encoded_bytes += lengths[i]
         top = dict(nb)
         top["metadata"] = {k: v for k, v in nb.metadata.items() if k not in _TRANSIENT}
         del top["cells"]
@@ -399,42 +435,44 @@ class IncrementalWriter:
             (before if key < "cells" else after).append(part)
         head = b"{\n " + b"".join(p + b",\n " for p in before) + b'"cells": '
         tail = b"".join(b",\n " + p for p in after) + b"\n}\n"
+        self._cells, self._copies = cells, copies
         if not cells:
-            data = head + b"[]" + tail
-            self._cells, self._copies, self._data, self._starts, self._lengths = [], [], data, [], []
-            return data
-        # The cells' bytes: a run of cells that followed each other in the last file is one slice of it.
-        old, starts, lengths = memoryview(self._data), self._starts, self._lengths
-        pieces: list[bytes | memoryview] = [head, b"[\n  "]
-        new_lengths: list[int] = []
-        bounds = [0, *itertools.compress(range(1, n), map(operator.ne, map(operator.sub, src[1:], src), _ONES)), n]
+            self._bufs, self._starts, self._lengths = [], [], []
+            return Chunks.of(head + b"[]" + tail)
+        # A run: cells that follow each other in one buffer (with the separator between them there).
+        ends = list(map(operator.add, starts, lengths))
+        follows = map(
+            operator.and_,
+            map(operator.is_, bufs[1:], bufs),
+            map(operator.eq, starts[1:], map(operator.add, ends, _SEP_LENGTHS)),
+        )
+        bounds = [
+            0,
+            *itertools.compress(itertools.count(1), map(operator.not_, follows)),
+            n,
+        ]
+        opening, closing = head + b"[\n  ", b"\n ]" + tail
+        parts: list[tuple[bytes, int, int]] = [(opening, 0, len(opening))]
         for a, b in itertools.pairwise(bounds):
             if a:
-                pieces.append(_CELL_SEP)
-            k = src[a]
-            if k < 0:
-                pieces.append(encoded[a])
-                new_lengths.append(len(encoded[a]))
-            else:
-                last = k + b - a - 1
-                pieces.append(old[starts[k] : starts[last] + lengths[last]])
-                new_lengths += lengths[k : last + 1]
-        pieces += (b"\n ]", tail)
-        data = b"".join(pieces)
-        del pieces, old  # release the last file's bytes before keeping the new ones
-        sep = len(_CELL_SEP)
-        self._starts = list(
-            itertools.accumulate(map(operator.add, new_lengths[:-1], itertools.repeat(sep)), initial=len(head) + 4)
-        )
-        self._cells, self._copies, self._data, self._lengths = cells, copies, data, new_lengths
-        return data
+                parts.append(_SEP_PART)
+            parts.append((bufs[a], starts[a], ends[b - 1]))
+        parts.append((closing, 0, len(closing)))
+        chunks = Chunks(parts)
+        if len(bounds) - 1 > self.MAX_RUNS:
+            # Join once into a new image of the file, and find every cell in it.
+            data = chunks.tobytes()
+            bufs = [data] * n
+            starts = list(itertools.accumulate(map(operator.add, lengths[:-1], _SEP_LENGTHS), initial=len(opening)))
+            chunks = Chunks.of(data)
+        self._bufs, self._starts, self._lengths = bufs, starts, lengths
+        return chunks
 
 
-#: Marks a cell to encode in _dumps: far below any index.
-_ENCODE = -(2**62)
-_ONES = itertools.repeat(1)
 #: Between two cells in the file.
 _CELL_SEP = b",\n  "
+_SEP_PART = (_CELL_SEP, 0, len(_CELL_SEP))
+_SEP_LENGTHS = itertools.repeat(len(_CELL_SEP))
 
 
 def _encode(o: Any, newline: str) -> str:
@@ -514,10 +552,18 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         raise NotebookFormatError(path, "'cells' is not a list")
     original = nb.metadata.get("orig_nbformat")
     if original is not None and original < 4:
-        logger.info("%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)", path, original)
+        logger.info(
+            "%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)",
+            path,
+            original,
+        )
     if holder.get("ValidationError") is not None:
         # Jupyter opens such notebooks with a warning; refusing them would strand the user.
-        logger.warning("%s does not fully match the nbformat schema: %s", path, holder["ValidationError"].message)
+        logger.warning(
+            "%s does not fully match the nbformat schema: %s",
+            path,
+            holder["ValidationError"].message,
+        )
     return nb
 
 
@@ -629,7 +675,7 @@ class LocalStore:
         self._nb: NotebookNode | None = None
         self._seen: Fingerprint | None = None
         #: The file's bytes as we last read or wrote them: compared when a stat cannot be trusted.
-        self._data: bytes | None = None
+        self._data: Chunks | None = None
         self._writer = IncrementalWriter()
 
     # -- public API -------------------------------------------------------------------------------
@@ -682,6 +728,29 @@ class LocalStore:
         finally:
             self._mutex.release()
 
+    def stat_changed(self) -> bool:
+        """True when the file's stat is not what we last read or wrote: one `stat`, no lock, no bytes read.
+
+        For the watcher, whose events follow each of our own saves: those keep the stat we remember.
+        A save by another program that kept the stat too (same size, within the same timestamp tick)
+        is not seen here; the next tool call's check compares the bytes and finds it.
+        """
+        seen = self._seen
+        try:
+            return seen is None or not seen.same_stat(os.stat(self.path))
+        except OSError:
+            return True
+
+    def racy_for(self) -> float:
+        """Seconds until the stat we remember can be trusted alone (0 if it already is, or if there is none).
+
+        Until then a same-stat save by another program is possible, and only comparing bytes rules it out.
+        """
+        seen = self._seen
+        if seen is None or seen.mtime_ns + _racy_window(seen.mtime_ns) < seen.seen_at_ns:
+            return 0.0
+        return max(0.0, (seen.mtime_ns + _racy_window(seen.mtime_ns) - time.time_ns()) / 1e9)
+
     def changed_on_disk(self) -> bool:
         """True when the file's bytes differ from what we last read or wrote."""
         with self._mutex:
@@ -692,7 +761,12 @@ class LocalStore:
             except OSError:
                 return True
 
-    def edit(self, apply: Callable[[NotebookNode], T], *, on_saved: Callable[[], None] | None = None) -> T:
+    def edit(
+        self,
+        apply: Callable[[NotebookNode], T],
+        *,
+        on_saved: Callable[[], None] | None = None,
+    ) -> T:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
 
         If `apply` raises, nothing is written and the in-memory copy is dropped, so a half-applied
@@ -729,7 +803,10 @@ class LocalStore:
                     if on_saved is not None:
                         on_saved()
                     return result
-                logger.info("%s changed on disk while an edit was applied; applying it again", self.path)
+                logger.info(
+                    "%s changed on disk while an edit was applied; applying it again",
+                    self.path,
+                )
                 self._forget()
         raise NotebookWriteError(
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
@@ -787,17 +864,33 @@ class LocalStore:
         """The notebook's stat; a FIFO, device or folder is refused before anything opens it (issue 13)."""
         st = os.stat(self.path)
         if not stat_mod.S_ISREG(st.st_mode):
-            raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(st.st_mode)}); a notebook is a file")
+            raise NotebookFormatError(
+                self.path,
+                f"not a regular file ({_file_kind(st.st_mode)}); a notebook is a file",
+            )
         return st
 
     def _read_bytes(self) -> bytes:
+        with self._open() as f:
+            return f.read()
+
+    def _holds(self, expected: Chunks) -> bool:
+        """Whether the file holds exactly `expected`, read block by block (no copy of the whole file)."""
+        with self._open() as f:
+            return expected.same_as_file(f.fileno())
+
+    def _open(self) -> BinaryIO:
         # O_NONBLOCK: a FIFO put in the file's place after the stat must not block the open.
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(fd).st_mode
-            if not stat_mod.S_ISREG(mode):
-                raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(mode)}); a notebook is a file")
-            return f.read()
+        f = os.fdopen(fd, "rb")
+        mode = os.fstat(fd).st_mode
+        if not stat_mod.S_ISREG(mode):
+            f.close()
+            raise NotebookFormatError(
+                self.path,
+                f"not a regular file ({_file_kind(mode)}); a notebook is a file",
+            )
+        return f
 
     def _unchanged(self, expected: Fingerprint) -> bool:
         """Whether the file still holds the bytes `expected` describes: a stat, and the bytes when it is racy."""
@@ -807,7 +900,7 @@ class LocalStore:
         if expected.trusted(st):
             return True
         seen_at = time.time_ns()
-        if self._read_bytes() != self._data:
+        if self._data is None or not self._holds(self._data):
             return False
         # Looked at again, later: the same stat may now be trusted (it was racy only then).
         if self._seen is expected:
@@ -820,15 +913,21 @@ class LocalStore:
         except FileNotFoundError:
             raise NotebookWriteError(f"{self.path} does not exist (was it deleted or moved?)") from None
         seen = self._seen
-        if self._nb is not None and seen is not None and seen.same_stat(st) and (not verify_racy or seen.trusted(st)):
-            return self._nb
+        if self._nb is not None and seen is not None and seen.same_stat(st):
+            if not verify_racy or seen.trusted(st):
+                return self._nb
+            # Racy: compare the bytes, block by block, before reading them all to parse.
+            seen_at = time.time_ns()
+            if self._data is not None and self._holds(self._data):
+                self._remember(st, self._data, seen_at)
+                return self._nb
         deadline = time.monotonic() + PARSE_RETRY_SECONDS
         while True:
             seen_at = time.time_ns()
             st = self._stat()
             data = self._read_bytes()
-            if self._nb is not None and data == self._data:
-                self._remember(st, data, seen_at)
+            if self._nb is not None and self._data is not None and self._data.same_as(data):
+                self._remember(st, self._data, seen_at)
                 return self._nb
             try:
                 nb = parse_notebook(data, self.path)
@@ -842,10 +941,10 @@ class LocalStore:
                 logger.info("%s changed on disk; reloaded", self.path)
             self._nb = nb
             self._writer.clear()
-            self._remember(st, data, seen_at)
+            self._remember(st, Chunks.of(data), seen_at)
             return nb
 
-    def _remember(self, st: os.stat_result, data: bytes, seen_at_ns: int) -> None:
+    def _remember(self, st: os.stat_result, data: Chunks, seen_at_ns: int) -> None:
         self._seen = Fingerprint(st.st_mtime_ns, st.st_size, st.st_ino, seen_at_ns)
         self._data = data
 
@@ -868,7 +967,7 @@ class LocalStore:
         `changed`: the ids of the cells changed in place since the last write, when the edit said so.
         `create`: only if there is no file (else False): an editor may create it while we do.
         """
-        data = self._writer.dumps(nb, changed)
+        data = self._writer.encode(nb, changed)
         target = Path(os.path.realpath(self.path))  # write through a symlink to its target
         try:
             mode = os.stat(target).st_mode & 0o7777
@@ -898,7 +997,7 @@ class LocalStore:
             if not unchanged():
                 return False
             with open(target, "r+b") as f:
-                f.write(data)
+                data.write_to(f)
                 f.truncate()
                 f.flush()
                 os.fsync(f.fileno())
@@ -917,7 +1016,7 @@ class LocalStore:
     @staticmethod
     def _write_atomic(
         target: Path,
-        data: bytes,
+        data: Chunks,
         mode: int,
         still_ok: Callable[[], bool],
         expected: Fingerprint | None,
@@ -926,8 +1025,8 @@ class LocalStore:
     ) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER, dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as f:
+                data.write_to(f)
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
@@ -988,7 +1087,13 @@ def _exchange(a: str, b: Path) -> bool:
 
             with contextlib.suppress(AttributeError, OSError):
                 fn = ctypes.CDLL(None, use_errno=True).renameat2
-                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.argtypes = [
+                    ctypes.c_int,
+                    ctypes.c_char_p,
+                    ctypes.c_int,
+                    ctypes.c_char_p,
+                    ctypes.c_uint,
+                ]
                 fn.restype = ctypes.c_int
                 _renameat2 = fn
     if _renameat2 is False:

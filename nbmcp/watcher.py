@@ -2,8 +2,9 @@
 
 The watch is on the notebook's folder, not on the file: editors and git save by writing a new file
 and renaming it over the old one, after which a watch on the old file hears nothing more. Events
-are filtered to the notebook, and nbmcp's own writes are recognized by their hash (the store
-remembers the hash of what it last read or wrote) and ignored.
+are filtered to the notebook. nbmcp's own writes are recognized by their stat (the store remembers
+the stat of what it last read or wrote); when the stat alone cannot tell (a save within the same
+timestamp tick keeps it), the bytes are compared with what nbmcp wrote, once that tick is over.
 
 The watcher makes nbmcp prompt; it does not make it correct: every tool call checks the file itself
 before it reads or writes (see `nbmcp.store`).
@@ -66,6 +67,14 @@ class NotebookWatcher:
     async def check(self) -> bool:
         """Reload the notebook if its bytes are not what nbmcp last read or wrote; True if it did."""
         try:
+            if not self.store.stat_changed():
+                # Our own save: its stat is the one the store remembers. Another program's save within
+                # the same timestamp tick could keep that stat too; the bytes tell, compared once the
+                # tick is surely over (so that a burst of edits is not slowed by comparisons).
+                wait = self.store.racy_for()
+                if not wait:
+                    return False
+                await anyio.sleep(wait + 0.01)
             changed = await anyio.to_thread.run_sync(self.store.changed_on_disk)
             if not changed:
                 return False  # our own write, or a touch that changed nothing

@@ -279,6 +279,29 @@ async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_
         assert '"external"' in contents[0].text
 
 
+async def test_watcher_tells_of_a_save_that_kept_the_stat_of_nbmcps_own_write(nb_path: Path) -> None:
+    """Another program saves right after nbmcp, within the same timestamp tick: only the bytes differ."""
+    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    host = workspace.default
+    assert host is not None
+    async with Client(server) as client:
+        await client.call_tool("append_markdown_cell", {"cell_source": "first"})
+        with anyio.fail_after(5):
+            await host.watcher_ready.wait()
+        async with client.listen(resource_subscriptions=[host.uri]) as sub:
+            await client.call_tool("append_markdown_cell", {"cell_source": "ours"})
+            st = os.stat(nb_path)
+            theirs = read_nb(nb_path)
+            theirs.cells[-1]["source"] = "THEM"  # same length: same size
+            with open(nb_path, "r+b") as f:  # in place: same inode
+                f.write(dumps_notebook(theirs))
+            os.utime(nb_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as within one tick
+            with anyio.fail_after(2.0):
+                event = await sub.__anext__()
+            assert host.uri in str(event)
+        assert "THEM" in text_of(await client.call_tool("read_all_cells", {}))
+
+
 async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_path: Path) -> None:
     server, workspace = create_server(Settings(path=nb_path, timeout=60))
     host = workspace.default

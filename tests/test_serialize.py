@@ -253,9 +253,9 @@ async def test_session_edits_reencode_only_the_cells_they_touch(nb_path: Path, m
     real = store._cell_for_disk
     monkeypatch.setattr(store, "_cell_for_disk", lambda cell: encoded.append(cell["id"]) or real(cell))
     told: list[object] = []  # what each edit told the writer: a set of cells, not None (compare them all)
-    real_dumps = IncrementalWriter.dumps
+    real_encode = IncrementalWriter.encode
     monkeypatch.setattr(
-        IncrementalWriter, "dumps", lambda w, nb, changed=None: told.append(changed) or real_dumps(w, nb, changed)
+        IncrementalWriter, "encode", lambda w, nb, changed=None: told.append(changed) or real_encode(w, nb, changed)
     )
     nb = session.store.read()
     edits: list[tuple[Callable[[], Awaitable[object]], Callable[[], list[str]]]] = [

@@ -43,10 +43,11 @@ from nbmcp.store import LocalStore, dumps_notebook
 
 from .notebooks import make_notebook
 
+EXTRA: list[str] = os.environ.get("BENCH_EXTRA", "").split()
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = (10, 100, 1000, 10000)
 #: Timed calls per tool, by notebook size: a full run stays within about 5 minutes on 2 cores.
-REPETITIONS = {10: 30, 100: 30, 1000: 15, 10000: 5}
+REPETITIONS = {10: 30, 100: 30, 1000: 15, 10000: 9}
 #: Spawns timed for cold start, by notebook size (each starts and stops a kernel).
 COLD_STARTS = {10: 3, 100: 2, 1000: 2, 10000: 1}
 #: A cell printing 1 MB (10,000 lines of 100 bytes).
@@ -158,8 +159,8 @@ def bytes_read(pid: int) -> int:
 
 
 def nbmcp_params(notebook: Path) -> StdioServerParameters:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NBMCP_LOG_LEVEL="WARNING")
-    return StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(notebook)], env=env, cwd=ROOT)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NBMCP_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
+    return StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(notebook), *EXTRA], env=env, cwd=ROOT)
 
 
 async def cold_start(stack: contextlib.AsyncExitStack, notebook: Path) -> tuple[Client, float, float, float]:
@@ -419,7 +420,9 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel)
             }
 
         # Executions: `1+1`, then a cell printing 1 MB (last: its output stays in the notebook).
-        # Floor: raw jupyter_client execute + round trip + serialize + atomic write.
+        # Floor: raw jupyter_client execute + round trip + atomic write of the notebook the outputs are
+        # saved into (issue 14: a save costs its change plus the write, so serializing the whole
+        # notebook is no longer part of the floor; it is still timed, and reported).
         out["kernel"] = (await call_ok(client, "get_notebook_info")).structured_content["kernel"]
         for name, code in (("execute 1+1", "1+1"), ("execute print 1 MB", PRINT_1MB)):
             await call_ok(client, "append_execute_code_cell", {"cell_source": code})
@@ -439,7 +442,7 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel)
                 },
             )
             sample = got.pop(name)
-            floor_s = sum(v.median for v in got.values())
+            floor_s = sum(v.median for k, v in got.items() if k != "serialize")
             out["tools"][name] = sample.as_json() | {
                 "floor_ms": ms(floor_s),
                 "floor": {k: v.as_json() for k, v in got.items()},
@@ -451,7 +454,10 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel)
         out["rss_bytes"] = proc_status(pid, "VmRSS")
         out["rss_peak_bytes"] = proc_status(pid, "VmHWM")
         limit = 100e6 + 6 * size
-        out["memory"] = {"target": f"<= {limit / 1e6:.0f} MB", "ok": out["rss_bytes"] <= limit}
+        out["memory"] = {
+            "target": f"<= {limit / 1e6:.0f} MB",
+            "ok": max(out["rss_bytes"], out["rss_peak_bytes"]) <= limit,
+        }
         out["cold_start"]["ok"] = (
             out["cold_start"]["initialize"]["median_ms"] <= 1000
             and out["cold_start"]["kernel_ready"]["median_ms"] < 2000
@@ -507,7 +513,7 @@ def table(results: dict[str, Any]) -> str:
             )
         )
         for tool, r in size["tools"].items():
-            ratio = f"{r['ratio']:.2f}" if "ratio" in r else f"+{r['overhead_ms']:.1f} ms"
+            ratio = f"{r['ratio']:.2f}" if "ratio" in r else f"{r['overhead_ms']:+.1f} ms"
             mark = {True: "ok", False: "MISS", None: ""}[r["ok"]]
             rows.append(
                 (

@@ -1,0 +1,82 @@
+"""`Chunks`: a file's bytes as slices, written and compared without being joined (issue 14)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbmcp.chunks import BLOCK, Chunks
+from nbmcp.store import IncrementalWriter, dumps_notebook, parse_notebook
+
+from .bench.notebooks import make_notebook
+
+BIG = bytes(range(256)) * (3 * BLOCK // 256 + 7)  # spans several comparison blocks, not a multiple of one
+
+
+def _chunks() -> Chunks:
+    # Slices of two buffers, one crossing a block boundary, plus an empty one (dropped).
+    return Chunks([(BIG, 0, BLOCK + 5), (b"-mid-", 0, 5), (BIG, 10, 10), (BIG, BLOCK + 5, len(BIG))])
+
+
+def _expected() -> bytes:
+    return BIG[: BLOCK + 5] + b"-mid-" + BIG[BLOCK + 5 :]
+
+
+def _holds(path: Path, chunks: Chunks) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return chunks.same_as_file(fd)
+    finally:
+        os.close(fd)
+
+
+def test_chunks_join_write_and_compare_as_the_bytes_they_stand_for(tmp_path: Path) -> None:
+    chunks, expected = _chunks(), _expected()
+    assert len(chunks) == len(expected) and len(chunks.parts) == 3
+    assert chunks.tobytes() == expected
+    assert chunks.same_as(expected)
+    path = tmp_path / "f"
+    with open(path, "wb", buffering=1 << 12) as f:
+        chunks.write_to(f)
+    assert path.read_bytes() == expected
+    assert _holds(path, chunks)
+
+
+@pytest.mark.parametrize("where", [0, BLOCK - 1, BLOCK + 5, 2 * BLOCK + 3, len(BIG) + 4])
+def test_one_changed_byte_anywhere_is_found(tmp_path: Path, where: int) -> None:
+    chunks, expected = _chunks(), bytearray(_expected())
+    expected[where] ^= 0xFF
+    path = tmp_path / "f"
+    path.write_bytes(expected)
+    assert not chunks.same_as(bytes(expected))
+    assert not _holds(path, chunks)
+
+
+def test_a_longer_or_shorter_file_is_not_the_same(tmp_path: Path) -> None:
+    chunks, expected = _chunks(), _expected()
+    path = tmp_path / "f"
+    for other in (expected + b"\n", expected[:-1], b""):
+        path.write_bytes(other)
+        assert not _holds(path, chunks)
+        assert not chunks.same_as(other)
+
+
+def test_many_changed_cells_are_joined_into_one_image_and_later_writes_stay_exact() -> None:
+    nb = parse_notebook(dumps_notebook(make_notebook(700, seed=21)), Path("x.ipynb"))
+    writer = IncrementalWriter()
+    first = writer.encode(nb)
+    assert len(first.parts) == 1  # every cell was encoded: joined at once
+    for cell in nb.cells[::2]:  # 350 cells changed: 700 slices, more than MAX_RUNS
+        cell["source"] = "changed " + cell["source"]
+    many = writer.encode(nb)
+    assert many.tobytes() == nbformat.v4.writes(nb).encode() + b"\n"
+    assert len(many.parts) == 1
+    nb.cells[300]["source"] = "one more"
+    nb.cells.insert(10, nbformat.v4.new_markdown_cell("# new"))
+    one = writer.encode(nb, {id(nb.cells[301])})
+    assert one.tobytes() == nbformat.v4.writes(nb).encode() + b"\n"
+    # opening, the image in three runs around the two new cells, four separators, closing
+    assert len(one.parts) == 11
