@@ -153,11 +153,7 @@ class Fingerprint:
     seen_at_ns: int
 
     def same_stat(self, st: os.stat_result) -> bool:
-        return (st.st_mtime_ns, st.st_size, st.st_ino) == (
-            self.mtime_ns,
-            self.size,
-            self.inode,
-        )
+        return (st.st_mtime_ns, st.st_size, st.st_ino) == (self.mtime_ns, self.size, self.inode)
 
     def trusted(self, st: os.stat_result) -> bool:
         """True when the stat alone proves the file is unchanged.
@@ -232,11 +228,7 @@ def _lock_for(resolved: Path, timeout: float) -> FileLock:
 def new_notebook() -> NotebookNode:
     """An empty nbformat 4.5 notebook with Python kernel metadata."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 
@@ -382,18 +374,10 @@ class IncrementalWriter:
         n, m = len(cells), len(old_cells)
         # Cells followed by identity: the same ones at the start and at the end (found in C), and in
         # between (an insert, a delete or a move) looked up one by one.
-        prefix = next(
-            itertools.compress(itertools.count(), map(operator.is_not, cells, old_cells)),
-            min(n, m),
-        )
+        prefix = next(itertools.compress(itertools.count(), map(operator.is_not, cells, old_cells)), min(n, m))
         suffix = next(
             itertools.compress(
-                itertools.count(),
-                map(
-                    operator.is_not,
-                    reversed(cells[prefix:]),
-                    reversed(old_cells[prefix:]),
-                ),
+                itertools.count(), map(operator.is_not, reversed(cells[prefix:]), reversed(old_cells[prefix:]))
             ),
             min(n, m) - prefix,
         )
@@ -402,11 +386,7 @@ class IncrementalWriter:
         middle = [where.get(id(cell), -1) for cell in cells[prefix : n - suffix]]
 
         def spliced(old: list[Any]) -> list[Any]:
-            return [
-                *old[:prefix],
-                *(old[k] if k >= 0 else None for k in middle),
-                *old[m - suffix :],
-            ]
+            return [*old[:prefix], *(old[k] if k >= 0 else None for k in middle), *old[m - suffix :]]
 
         copies, bufs = spliced(self._copies), spliced(self._bufs)
         starts, lengths = spliced(self._starts), spliced(self._lengths)
@@ -446,11 +426,7 @@ class IncrementalWriter:
             map(operator.is_, bufs[1:], bufs),
             map(operator.eq, starts[1:], map(operator.add, ends, _SEP_LENGTHS)),
         )
-        bounds = [
-            0,
-            *itertools.compress(itertools.count(1), map(operator.not_, follows)),
-            n,
-        ]
+        bounds = [0, *itertools.compress(itertools.count(1), map(operator.not_, follows)), n]
         opening, closing = head + b"[\n  ", b"\n ]" + tail
         parts: list[tuple[bytes, int, int]] = [(opening, 0, len(opening))]
         for a, b in itertools.pairwise(bounds):
@@ -552,18 +528,10 @@ def parse_notebook(data: bytes, path: Path) -> NotebookNode:
         raise NotebookFormatError(path, "'cells' is not a list")
     original = nb.metadata.get("orig_nbformat")
     if original is not None and original < 4:
-        logger.info(
-            "%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)",
-            path,
-            original,
-        )
+        logger.info("%s is nbformat %s; upgraded to 4 as read (saved as 4 at the first change)", path, original)
     if holder.get("ValidationError") is not None:
         # Jupyter opens such notebooks with a warning; refusing them would strand the user.
-        logger.warning(
-            "%s does not fully match the nbformat schema: %s",
-            path,
-            holder["ValidationError"].message,
-        )
+        logger.warning("%s does not fully match the nbformat schema: %s", path, holder["ValidationError"].message)
     return nb
 
 
@@ -761,12 +729,7 @@ class LocalStore:
             except OSError:
                 return True
 
-    def edit(
-        self,
-        apply: Callable[[NotebookNode], T],
-        *,
-        on_saved: Callable[[], None] | None = None,
-    ) -> T:
+    def edit(self, apply: Callable[[NotebookNode], T], *, on_saved: Callable[[], None] | None = None) -> T:
         """Apply `apply` to the freshest notebook under the lock and save the result atomically.
 
         If `apply` raises, nothing is written and the in-memory copy is dropped, so a half-applied
@@ -803,10 +766,7 @@ class LocalStore:
                     if on_saved is not None:
                         on_saved()
                     return result
-                logger.info(
-                    "%s changed on disk while an edit was applied; applying it again",
-                    self.path,
-                )
+                logger.info("%s changed on disk while an edit was applied; applying it again", self.path)
                 self._forget()
         raise NotebookWriteError(
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
@@ -864,10 +824,7 @@ class LocalStore:
         """The notebook's stat; a FIFO, device or folder is refused before anything opens it (issue 13)."""
         st = os.stat(self.path)
         if not stat_mod.S_ISREG(st.st_mode):
-            raise NotebookFormatError(
-                self.path,
-                f"not a regular file ({_file_kind(st.st_mode)}); a notebook is a file",
-            )
+            raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(st.st_mode)}); a notebook is a file")
         return st
 
     def _read_bytes(self) -> bytes:
@@ -886,10 +843,7 @@ class LocalStore:
         mode = os.fstat(fd).st_mode
         if not stat_mod.S_ISREG(mode):
             f.close()
-            raise NotebookFormatError(
-                self.path,
-                f"not a regular file ({_file_kind(mode)}); a notebook is a file",
-            )
+            raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(mode)}); a notebook is a file")
         return f
 
     def _unchanged(self, expected: Fingerprint) -> bool:
@@ -1087,13 +1041,7 @@ def _exchange(a: str, b: Path) -> bool:
 
             with contextlib.suppress(AttributeError, OSError):
                 fn = ctypes.CDLL(None, use_errno=True).renameat2
-                fn.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_char_p,
-                    ctypes.c_int,
-                    ctypes.c_char_p,
-                    ctypes.c_uint,
-                ]
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
                 fn.restype = ctypes.c_int
                 _renameat2 = fn
     if _renameat2 is False:
