@@ -350,6 +350,7 @@ class IncrementalWriter:
         self._bufs: list[bytes] = []  # the buffer holding each cell's bytes
         self._starts: list[int] = []  # where they start in it
         self._lengths: list[int] = []  # and how long they are
+        self._bounds: list[int] = []  # where each run of cells written as one slice starts (and n)
         #: Bytes encoded by the last call (not reused from earlier ones).
         self.encoded_bytes = 0
 
@@ -417,16 +418,20 @@ class IncrementalWriter:
         tail = b"".join(b",\n " + p for p in after) + b"\n}\n"
         self._cells, self._copies = cells, copies
         if not cells:
-            self._bufs, self._starts, self._lengths = [], [], []
+            self._bufs, self._starts, self._lengths, self._bounds = [], [], [], []
             return Chunks.of(head + b"[]" + tail)
         # A run: cells that follow each other in one buffer (with the separator between them there).
         ends = list(map(operator.add, starts, lengths))
-        follows = map(
-            operator.and_,
-            map(operator.is_, bufs[1:], bufs),
-            map(operator.eq, starts[1:], map(operator.add, ends, _SEP_LENGTHS)),
-        )
-        bounds = [0, *itertools.compress(itertools.count(1), map(operator.not_, follows)), n]
+        if prefix == n == m and self._bounds:
+            # The same cells in the same places: the runs are the last ones, cut around each changed cell.
+            bounds = sorted({*self._bounds, *changed, *(i + 1 for i in changed)})
+        else:
+            follows = map(
+                operator.and_,
+                map(operator.is_, bufs[1:], bufs),
+                map(operator.eq, starts[1:], map(operator.add, ends, _SEP_LENGTHS)),
+            )
+            bounds = [0, *itertools.compress(itertools.count(1), map(operator.not_, follows)), n]
         opening, closing = head + b"[\n  ", b"\n ]" + tail
         parts: list[tuple[bytes, int, int]] = [(opening, 0, len(opening))]
         for a, b in itertools.pairwise(bounds):
@@ -441,7 +446,8 @@ class IncrementalWriter:
             bufs = [data] * n
             starts = list(itertools.accumulate(map(operator.add, lengths[:-1], _SEP_LENGTHS), initial=len(opening)))
             chunks = Chunks.of(data)
-        self._bufs, self._starts, self._lengths = bufs, starts, lengths
+            bounds = [0, n]
+        self._bufs, self._starts, self._lengths, self._bounds = bufs, starts, lengths, bounds
         return chunks
 
 

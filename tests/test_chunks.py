@@ -80,3 +80,16 @@ def test_many_changed_cells_are_joined_into_one_image_and_later_writes_stay_exac
     assert one.tobytes() == nbformat.v4.writes(nb).encode() + b"\n"
     # opening, the image in three runs around the two new cells, four separators, closing
     assert len(one.parts) == 11
+
+
+def test_edits_in_place_one_after_another_stay_exact_through_the_joins() -> None:
+    nb = parse_notebook(dumps_notebook(make_notebook(120, seed=22)), Path("x.ipynb"))
+    writer = IncrementalWriter()
+    writer.encode(nb)
+    for k in range(IncrementalWriter.MAX_RUNS):  # past MAX_RUNS runs: joined again along the way
+        cell = nb.cells[(k * 37) % len(nb.cells)]
+        cell["source"] = f"edit {k}"
+        chunks = writer.encode(nb, {id(cell)})
+        if k % 16 == 0 or k == IncrementalWriter.MAX_RUNS - 1:
+            assert chunks.tobytes() == nbformat.v4.writes(nb).encode() + b"\n", k
+        assert len(chunks.parts) <= 2 * IncrementalWriter.MAX_RUNS + 1
