@@ -453,11 +453,13 @@ async def bench_size(n_cells: int, work: Path, floor: Client, kernel: RawKernel)
 
         out["rss_bytes"] = proc_status(pid, "VmRSS")
         out["rss_peak_bytes"] = proc_status(pid, "VmHWM")
+        # Issue 14's memory target is set at 10,000 cells; smaller notebooks are reported.
         limit = 100e6 + 6 * size
-        out["memory"] = {
-            "target": f"<= {limit / 1e6:.0f} MB",
-            "ok": max(out["rss_bytes"], out["rss_peak_bytes"]) <= limit,
-        }
+        out["memory"] = (
+            {"target": f"<= {limit / 1e6:.0f} MB", "ok": max(out["rss_bytes"], out["rss_peak_bytes"]) <= limit}
+            if n_cells >= 10_000
+            else {"target": "(reported)", "ok": None}
+        )
         out["cold_start"]["ok"] = (
             out["cold_start"]["initialize"]["median_ms"] <= 1000
             and out["cold_start"]["kernel_ready"]["median_ms"] < 2000
@@ -563,7 +565,7 @@ def table(results: dict[str, Any]) -> str:
                 "",
                 "",
                 size["memory"]["target"],
-                "ok" if size["memory"]["ok"] else "MISS",
+                {True: "ok", False: "MISS", None: ""}[size["memory"]["ok"]],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
