@@ -1,16 +1,21 @@
-"""Benchmarks: a real `nbmcp` process over stdio, measured against the floor of what it does (issue 8).
+"""Benchmarks: a real `nbmcp` process over stdio, measured against the floor of what it does (issues 8, 14).
 
     python -m tests.bench.run [--sizes 10,100,1000,10000] [--json bench-results.json]
-    python -m tox -e bench
+    python3 tests/run.py -e bench
 
 For each notebook size it spawns `python -m nbmcp NOTEBOOK` with the official MCP client, and measures
-cold start (spawn to the first tool answer, and to kernel ready), the median and p90 latency of each
-tool, executions of `1+1` and of a cell printing 1 MB, and the server's memory (VmRSS of the nbmcp
+cold start (spawn to the `initialize` answer, to the first tool answer, and to kernel ready), the
+median and p90 latency of each tool, executions of `1+1` and of a cell printing 1 MB, a reload after
+another program changed the file, and the server's memory (VmRSS and its peak, VmHWM, of the nbmcp
 process from /proc; the kernel is a separate process and is not counted). In the same run it measures
 the floors: an empty tool's round trip on a server built on the same SDK and transport
-(`tests/bench/floor_server.py`), the same server replaying a read tool's exact answer, nbformat
-serialization plus an atomic write (fsync, rename) of the same notebook, and a raw jupyter_client
-execute. It prints a table with each tool's ratio to its floor and writes everything to a JSON file.
+(`tests/bench/floor_server.py`), the same server replaying a read tool's exact answer, an atomic write
+(fsync, rename) of the same notebook (and nbformat's serialization of it, for comparison), a raw
+jupyter_client execute, `json.loads` of the same bytes, and spawning a Python that imports the MCP SDK.
+It prints a table with each tool's ratio to its floor and writes everything to a JSON file.
+
+Environment: BENCH_EXTRA adds arguments to the nbmcp command (e.g. `--no-watch`); BENCH_LOG_LEVEL sets
+the server's log level (default WARNING).
 """
 
 from __future__ import annotations
