@@ -91,6 +91,8 @@ EDIT_BACKOFF = 0.05
 TRIM_AFTER_BYTES = 4_000_000
 #: The temp file's write buffer: slices smaller than this are gathered into fewer writes.
 WRITE_BUFFER = 1 << 18
+#: A replaced file from this size up is deleted on a thread of its own, after the save returns.
+DISCARD_ON_THREAD_BYTES = 1 << 20
 #: Allocations from this size up get their own memory map, given back to the system when freed.
 MMAP_THRESHOLD = 1 << 20
 
@@ -1017,7 +1019,7 @@ class LocalStore:
                     _exchange(tmp, target)
                     os.unlink(tmp)
                     return False
-                os.unlink(tmp)
+                _discard(tmp, len(data))
             else:
                 os.replace(tmp, target)
         except BaseException:
@@ -1025,6 +1027,23 @@ class LocalStore:
                 os.unlink(tmp)
             raise
         return True
+
+
+def _discard(path: str, size: int) -> None:
+    """Delete the file the save replaced; a large one on a thread of its own, after the save has returned.
+
+    Freeing a 15 MB file's blocks takes a few milliseconds that the caller need not wait for. If the
+    process ends first, the file (a temp name) is removed by the next start's clean-up.
+    """
+    if size < DISCARD_ON_THREAD_BYTES:
+        os.unlink(path)
+        return
+    threading.Thread(target=_unlink_quietly, args=(path,), name="nbmcp-discard", daemon=True).start()
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 #: renameat2(2) flag: swap two names atomically (Linux 3.15+; ext4, xfs, btrfs, tmpfs...).

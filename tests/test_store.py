@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import nbformat
@@ -230,3 +231,17 @@ def test_creating_the_notebook_never_replaces_one_made_meanwhile(
     assert nbformat.read(nb_path, as_version=4).cells[0].source == "theirs = 1"
     assert store.read().cells[0].source == "theirs = 1"
     assert not list(nb_path.parent.glob(f"*{TEMP_MARKER}"))
+
+
+def test_the_file_a_large_save_replaced_is_deleted_after_the_save_returns(nb_path: Path) -> None:
+    nb = new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("x" * 1000) for _ in range(2000)]  # 2 MB
+    nbformat.write(nb, nb_path)
+    store = LocalStore(nb_path)
+    for k in range(3):
+        store.edit(lambda nb, k=k: nb.cells.__setitem__(7, nbformat.v4.new_markdown_cell(f"edit {k}")))
+    deadline = time.monotonic() + 5
+    while list(nb_path.parent.glob(f"*{TEMP_MARKER}")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not list(nb_path.parent.glob(f"*{TEMP_MARKER}"))
+    assert nbformat.read(nb_path, as_version=4).cells[7].source == "edit 2"
