@@ -1032,13 +1032,14 @@ class LocalStore:
 def _discard(path: str, size: int) -> None:
     """Delete the file the save replaced; a large one on a thread of its own, after the save has returned.
 
-    Freeing a 15 MB file's blocks takes a few milliseconds that the caller need not wait for. If the
-    process ends first, the file (a temp name) is removed by the next start's clean-up.
+    Freeing a 15 MB file's blocks takes a few milliseconds that the caller need not wait for. The thread
+    is not a daemon, so a normal exit waits for it; after a kill, the file (a temp name) is removed by
+    the next start's clean-up.
     """
     if size < DISCARD_ON_THREAD_BYTES:
         os.unlink(path)
         return
-    threading.Thread(target=_unlink_quietly, args=(path,), name="nbmcp-discard", daemon=True).start()
+    threading.Thread(target=_unlink_quietly, args=(path,), name="nbmcp-discard").start()
 
 
 def _unlink_quietly(path: str) -> None:
