@@ -1,15 +1,18 @@
-"""`Chunks`: a file's bytes as slices, written and compared without being joined (issue 14)."""
+"""`Chunks` (a file's bytes as slices, never joined) and the writer that builds them (issue 14)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbformat import NotebookNode
 
+from nbmcp import store as store_module
 from nbmcp.chunks import BLOCK, Chunks
-from nbmcp.store import IncrementalWriter, dumps_notebook, parse_notebook
+from nbmcp.store import IncrementalWriter, LocalStore, dumps_notebook, mark_changed, parse_notebook
 
 from .bench.notebooks import make_notebook
 
@@ -93,3 +96,52 @@ def test_edits_in_place_one_after_another_stay_exact_through_the_joins() -> None
         if k % 16 == 0 or k == IncrementalWriter.MAX_RUNS - 1:
             assert chunks.tobytes() == nbformat.v4.writes(nb).encode() + b"\n", k
         assert len(chunks.parts) <= 2 * IncrementalWriter.MAX_RUNS + 1
+
+
+def _tricky(n: int) -> NotebookNode:
+    nb = make_notebook(n, seed=23)
+    nb.cells[3] = nbformat.v4.new_markdown_cell('  },\n  {\n"cells": [\n  }\n  ]\n}\n')  # the layout's text, in a cell
+    return nb
+
+
+def test_a_file_in_nbformats_layout_seeds_the_writer_so_the_first_edit_encodes_one_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "n.ipynb"
+    nbformat.write(_tricky(300), path)
+    store = LocalStore(path)
+    nb = store.read()
+    again = store._writer.encode(nb, set())  # nothing changed: the file's own bytes, cells in one slice
+    assert again.tobytes() == path.read_bytes()
+    assert len(again.parts) == 3 and again.parts[1][0] is store._data.parts[0][0]  # type: ignore[union-attr]
+    encoded: list[object] = []
+    real = store_module._cell_for_disk
+    monkeypatch.setattr(store_module, "_cell_for_disk", lambda cell: encoded.append(cell) or real(cell))
+
+    def change(nb: NotebookNode) -> None:
+        mark_changed(nb.cells[150])
+        nb.cells[150]["source"] = "changed"
+
+    store.edit(change)
+    assert encoded == [store.read().cells[150]]
+    assert path.read_bytes() == nbformat.writes(nbformat.read(path, as_version=4)).encode() + b"\n"
+    assert nbformat.read(path, as_version=4).cells[3].source.startswith("  },\n  {")
+
+
+@pytest.mark.parametrize("layout", ["indent 2", "unsorted keys", "no trailing newline"])
+def test_a_file_in_another_layout_is_encoded_whole_and_saved_in_nbformats(tmp_path: Path, layout: str) -> None:
+    nb = _tricky(40)
+    if layout == "indent 2":
+        text = json.dumps(nb, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    elif layout == "unsorted keys":
+        text = json.dumps({"nbformat_minor": nb.nbformat_minor, **nb}, indent=1, ensure_ascii=False) + "\n"
+    else:
+        text = nbformat.writes(nb)
+    path = tmp_path / "n.ipynb"
+    path.write_text(text, encoding="utf-8")
+    writer = IncrementalWriter()
+    parsed = parse_notebook(path.read_bytes(), path)
+    assert writer.seed(parsed, path.read_bytes()) is False
+    store = LocalStore(path)
+    store.edit(lambda nb: nb.cells[10].__setitem__("source", "changed"))
+    assert path.read_bytes() == nbformat.writes(nbformat.read(path, as_version=4)).encode() + b"\n"
