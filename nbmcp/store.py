@@ -164,7 +164,12 @@ class Fingerprint:
         after that moment gets a later mtime. A save within the same tick may keep mtime, size and
         even the inode (ext4 reuses freed inodes at once; issue 13), so then the bytes must be compared.
         """
-        return self.same_stat(st) and st.st_mtime_ns + _racy_window(st.st_mtime_ns) < self.seen_at_ns
+        return self.same_stat(st) and self.settled_at_ns < self.seen_at_ns
+
+    @property
+    def settled_at_ns(self) -> int:
+        """When the tick of the file's mtime is surely over: a look after it can trust the stat."""
+        return self.mtime_ns + _racy_window(self.mtime_ns)
 
 
 #: What the running edit (on this thread) said it changed: `_NOT_SAID`, `_UNKNOWN` or a set of cell ids.
@@ -771,9 +776,9 @@ class LocalStore:
         Until then a same-stat save by another program is possible, and only comparing bytes rules it out.
         """
         seen = self._seen
-        if seen is None or seen.mtime_ns + _racy_window(seen.mtime_ns) < seen.seen_at_ns:
+        if seen is None or seen.settled_at_ns < seen.seen_at_ns:
             return 0.0
-        return max(0.0, (seen.mtime_ns + _racy_window(seen.mtime_ns) - time.time_ns()) / 1e9)
+        return max(0.0, (seen.settled_at_ns - time.time_ns()) / 1e9)
 
     def changed_on_disk(self) -> bool:
         """True when the file's bytes differ from what we last read or wrote."""
