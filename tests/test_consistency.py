@@ -290,12 +290,7 @@ async def test_watcher_tells_of_a_save_that_kept_the_stat_of_nbmcps_own_write(nb
             await host.watcher_ready.wait()
         async with client.listen(resource_subscriptions=[host.uri]) as sub:
             await client.call_tool("append_markdown_cell", {"cell_source": "ours"})
-            st = os.stat(nb_path)
-            theirs = read_nb(nb_path)
-            theirs.cells[-1]["source"] = "THEM"  # same length: same size
-            with open(nb_path, "r+b") as f:  # in place: same inode
-                f.write(dumps_notebook(theirs))
-            os.utime(nb_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as within one tick
+            _save_keeping_the_stat(nb_path, -1, "THEM")
             with anyio.fail_after(2.0):
                 event = await sub.__anext__()
             assert host.uri in str(event)
@@ -428,17 +423,24 @@ async def test_an_unlocked_careful_writer_and_nbmcp_appending_in_parallel_keep_e
             assert len([s for s in sources if s.startswith("external")]) == 60 * (round_ + 1), f"round {round_}"
 
 
+def _save_keeping_the_stat(nb_path: Path, index: int, source: str) -> None:
+    """Another program's save within the same timestamp tick: new bytes, same size, inode and mtime."""
+    st = os.stat(nb_path)
+    theirs = read_nb(nb_path)
+    assert len(theirs.cells[index]["source"]) == len(source)  # same length: same size
+    theirs.cells[index]["source"] = source
+    with open(nb_path, "r+b") as f:  # in place: same inode
+        f.write(dumps_notebook(theirs))
+    os.utime(nb_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as within one tick
+    after = os.stat(nb_path)
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (st.st_size, st.st_ino, st.st_mtime_ns)
+
+
 def test_a_save_that_keeps_mtime_size_and_inode_is_not_overwritten(nb_path: Path) -> None:
     """The racy case made deterministic: another writer saves within the same timestamp tick."""
     store = LocalStore(nb_path)
     store.create_if_missing()
     store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("ours")))
-    st = os.stat(nb_path)
-    theirs = read_nb(nb_path)
-    theirs.cells[0]["source"] = "THEM"  # same length: same size
-    with open(nb_path, "r+b") as f:  # in place: same inode
-        f.write(dumps_notebook(theirs))
-    os.utime(nb_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, as within one tick
-    assert (os.stat(nb_path).st_size, os.stat(nb_path).st_ino) == (st.st_size, st.st_ino)
+    _save_keeping_the_stat(nb_path, 0, "THEM")
     store.edit(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("next")))
     assert [c.source for c in read_nb(nb_path).cells] == ["THEM", "next"]
