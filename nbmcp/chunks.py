@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 __all__ = ["BLOCK", "Chunks"]
 
-#: Bytes read at a time when comparing with a file; also the write buffer's size.
+#: Bytes read at a time when comparing with a file (below glibc's 1 MB map threshold: the buffer is reused).
 BLOCK = 1 << 19
 
 #: One slice: (buffer, start, stop).

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
+import sysconfig
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +80,25 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def make_venv(env: Path, *, ipykernel: bool) -> Path:
+    """A real virtual environment (no pip, no network); with ipykernel through a .pth to the test env's."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=60)
+    python = env / "bin" / "python"
+    if ipykernel:
+        Path(site_packages(python), "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def site_packages(python: Path) -> Path:
+    """The site-packages folder of the environment `python` belongs to."""
+    return Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    )

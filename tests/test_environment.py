@@ -7,7 +7,6 @@ import socket
 import stat
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,13 @@ from nbmcp.config import Settings
 from nbmcp.kernel import choose_kernel, find_project_env
 from nbmcp.server import build_server
 
-from .conftest import FILES, text_of
+from .conftest import FILES, make_venv, text_of
 
 pytestmark = pytest.mark.anyio
 
 #: A start-up failure must come well before this (seconds). Generous: on the shared CI machine under load,
 #: merely importing nbmcp has taken 30 s; a server that did not stop would wait on its client forever.
 FAIL_FAST = 90
-
-
-def make_venv(env: Path, *, ipykernel: bool) -> Path:
-    """A real virtual environment (no pip, no network); with ipykernel through a .pth to the test env's."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=60)
-    python = env / "bin" / "python"
-    if ipykernel:
-        site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-        Path(site, "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python
 
 
 def nbmcp(*args: str) -> subprocess.CompletedProcess[str]:

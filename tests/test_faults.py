@@ -155,12 +155,7 @@ async def test_a_cancelled_call_saves_its_outputs_count_and_a_note(nb_path: Path
 @pytest.mark.timeout(180)
 def test_queued_edits_stop_within_a_second_of_stdin_closing(nb_path: Path) -> None:
     server = RawStdio(nb_path)
-    rid = server.send(
-        "initialize",
-        {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
-    )
-    server.response(rid)
-    server.send("notifications/initialized", notify=True)
+    server.handshake()
     rid = server.send("tools/call", {"name": "append_markdown_cell", "arguments": {"cell_source": "first"}})
     server.response(rid)
     sent = 300

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from nbmcp.server import build_server
 from nbmcp.tools import READ_ONLY_SERVER_TOOLS, WORKSPACE_TOOLS
 
-from .conftest import read_nb, text_of
+from .conftest import make_venv, read_nb, site_packages, text_of
 from .test_tools import PNG_B64
 
 pytestmark = pytest.mark.anyio
@@ -138,18 +135,8 @@ def _venv_with_module(root: Path) -> Path:
     It reaches ipykernel through a .pth line to the test environment's site-packages (no network, no
     pip), so the module is the only thing the two environments do not share.
     """
-    venv = root / "other-env"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.strip()
-    Path(site, "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    Path(site, "only_in_that_env.py").write_text("import sys\nWHERE = sys.prefix\n")
+    python = make_venv(root / "other-env", ipykernel=True)
+    Path(site_packages(python), "only_in_that_env.py").write_text("import sys\nWHERE = sys.prefix\n")
     return python
 
 

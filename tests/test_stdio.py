@@ -61,6 +61,16 @@ class RawStdio:
         self.proc.stdin.flush()
         return self._id
 
+    def handshake(self) -> dict[str, Any]:
+        """`initialize` (its answer is returned), then `notifications/initialized`."""
+        rid = self.send(
+            "initialize",
+            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+        )
+        answer = self.response(rid)
+        self.send("notifications/initialized", notify=True)
+        return answer
+
     def response(self, request_id: int, timeout: float = 60) -> dict[str, Any]:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -89,12 +99,7 @@ class RawStdio:
 def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Path) -> None:
     server = RawStdio(nb_path)
     try:
-        rid = server.send(
-            "initialize",
-            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
-        )
-        assert server.response(rid)["result"]["serverInfo"]["name"] == "nbmcp"
-        server.send("notifications/initialized", notify=True)
+        assert server.handshake()["result"]["serverInfo"]["name"] == "nbmcp"
         rid = server.send("tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": NOISY_CELL}})
         result = server.response(rid)["result"]
         text = "\n".join(c.get("text", "") for c in result["content"])
@@ -188,12 +193,7 @@ def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None
 @pytest.mark.timeout(60)
 def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
     server = RawStdio(nb_path)
-    rid = server.send(
-        "initialize",
-        {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
-    )
-    server.response(rid)
-    server.send("notifications/initialized", notify=True)
+    server.handshake()
     rid = server.send(
         "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
     )
