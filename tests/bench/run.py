@@ -63,6 +63,9 @@ SETTLE = 0.3
 WARMUP = 2
 FLOOR_MODULE = "tests.bench.floor_server"
 
+#: The table's last column: target met, missed, or none set.
+MARK = {True: "ok", False: "MISS", None: ""}
+
 READ_TOOLS = ("get_notebook_info", "read_cell", "read_all_cells")
 EDIT_TOOLS = ("overwrite_cell_source", "insert_markdown_cell", "delete_cell", "append_markdown_cell")
 
@@ -521,7 +524,7 @@ def table(results: dict[str, Any]) -> str:
         )
         for tool, r in size["tools"].items():
             ratio = f"{r['ratio']:.2f}" if "ratio" in r else f"{r['overhead_ms']:+.1f} ms"
-            mark = {True: "ok", False: "MISS", None: ""}[r["ok"]]
+            mark = MARK[r["ok"]]
             rows.append(
                 (
                     str(n),
@@ -570,7 +573,7 @@ def table(results: dict[str, Any]) -> str:
                 "",
                 "",
                 size["memory"]["target"],
-                {True: "ok", False: "MISS", None: ""}[size["memory"]["ok"]],
+                MARK[size["memory"]["ok"]],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
