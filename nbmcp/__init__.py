@@ -1,7 +1,18 @@
 """nbmcp: an MCP server that lets an AI assistant read, edit and run a Jupyter notebook on disk.
 
-The public names below are imported on first use (PEP 562), so `import nbmcp.cli` does not pay for
-nbformat, jupyter_client and httpx before the server can answer `initialize` (issue 14).
+The package is built in layers, one folder each:
+
+- `nbmcp.notebook`: where the notebook lives (a local file, or a Jupyter server's Contents API);
+- `nbmcp.kernels`: where its code runs (a local kernel, or a Jupyter server's);
+- `nbmcp.jupyter`: the client of a remote Jupyter server, shared by the two above;
+- `nbmcp.session`: `NotebookSession`, the one object that combines a notebook and its kernel;
+- `nbmcp.server`: the MCP face (tools, what the model sees, stdio and streamable HTTP);
+- `nbmcp.ci`: headless runs (parameters, many notebooks, JUnit) and the blocking `Notebook` API;
+- `nbmcp.cli`: the `nbmcp` command and its subcommands.
+
+The errors are imported with the package (they are plain classes). The other public names are
+imported on first use (PEP 562), so `import nbmcp.cli` does not pay for nbformat, jupyter_client and
+httpx before the server can answer `initialize` (issue 14).
 """
 
 from __future__ import annotations
@@ -9,84 +20,34 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import errors
+from .errors import *  # noqa: F403 (the errors are public names of the package)
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .batch import NotebookResult
-    from .contents import ContentsStore
-    from .errors import (
-        CellExecutionError,
-        CellIndexError,
-        CellNotFoundError,
-        DeadKernelError,
-        KernelBusyError,
-        KernelError,
-        KernelStartError,
-        LockTimeoutError,
-        NbmcpError,
-        NoKernelsApiError,
-        NotebookError,
-        NotebookFormatError,
-        NotebookNotFoundError,
-        NotebookWriteError,
-        ServerAuthError,
-        ServerError,
-        ServerUnreachableError,
-        SourceMatchError,
-        ToolDisabledError,
-        UndoConflictError,
-        UsageError,
-    )
-    from .kernel import ExecutionResult, KernelState
-    from .notebook import Notebook
-    from .remote import JupyterServer
-    from .remote_kernel import RemoteKernel
-    from .session import CellRef, CellView, Change, Execution, NotebookSession, RunAll, UndoResult, Variable
-    from .store import LocalStore
+    from .ci.batch import NotebookResult
+    from .ci.notebook import Notebook
+    from .jupyter.client import JupyterServer
+    from .kernels.local import ExecutionResult, KernelState
+    from .kernels.remote import RemoteKernel
+    from .notebook.contents import ContentsStore
+    from .notebook.store import LocalStore
+    from .session.session import CellRef, CellView, Change, Execution, NotebookSession, RunAll, UndoResult, Variable
 
-#: Where each public name lives.
+#: Where each lazily imported public name lives.
 _HOMES = {
-    "NotebookResult": "batch",
-    "ContentsStore": "contents",
-    "ExecutionResult": "kernel",
-    "KernelState": "kernel",
-    "Notebook": "notebook",
-    "JupyterServer": "remote",
-    "RemoteKernel": "remote_kernel",
-    "CellRef": "session",
-    "CellView": "session",
-    "Execution": "session",
-    "NotebookSession": "session",
-    "RunAll": "session",
-    "Change": "session",
-    "UndoResult": "session",
-    "Variable": "session",
-    "LocalStore": "store",
+    "NotebookResult": ".ci.batch",
+    "Notebook": ".ci.notebook",
+    "JupyterServer": ".jupyter.client",
+    "ExecutionResult": ".kernels.local",
+    "KernelState": ".kernels.local",
+    "RemoteKernel": ".kernels.remote",
+    "ContentsStore": ".notebook.contents",
+    "LocalStore": ".notebook.store",
     **dict.fromkeys(
-        [
-            "CellExecutionError",
-            "CellIndexError",
-            "CellNotFoundError",
-            "DeadKernelError",
-            "KernelBusyError",
-            "KernelError",
-            "KernelStartError",
-            "LockTimeoutError",
-            "NbmcpError",
-            "NoKernelsApiError",
-            "NotebookError",
-            "NotebookFormatError",
-            "NotebookNotFoundError",
-            "NotebookWriteError",
-            "ServerAuthError",
-            "ServerError",
-            "ServerUnreachableError",
-            "SourceMatchError",
-            "ToolDisabledError",
-            "UndoConflictError",
-            "UsageError",
-        ],
-        "errors",
+        ["CellRef", "CellView", "Change", "Execution", "NotebookSession", "RunAll", "UndoResult", "Variable"],
+        ".session.session",
     ),
 }
 
@@ -95,7 +56,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'nbmcp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    value = getattr(importlib.import_module(home, __name__), name)
     globals()[name] = value  # once imported, a plain module attribute
     return value
 
@@ -105,42 +66,22 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "CellExecutionError",
-    "CellIndexError",
-    "CellNotFoundError",
     "CellRef",
     "CellView",
     "Change",
     "ContentsStore",
-    "DeadKernelError",
     "Execution",
     "ExecutionResult",
     "JupyterServer",
-    "KernelBusyError",
-    "KernelError",
-    "KernelStartError",
     "KernelState",
     "LocalStore",
-    "LockTimeoutError",
-    "NbmcpError",
-    "NoKernelsApiError",
     "Notebook",
-    "NotebookError",
-    "NotebookFormatError",
-    "NotebookNotFoundError",
     "NotebookResult",
     "NotebookSession",
-    "NotebookWriteError",
     "RemoteKernel",
     "RunAll",
-    "ServerAuthError",
-    "ServerError",
-    "ServerUnreachableError",
-    "SourceMatchError",
-    "ToolDisabledError",
-    "UndoConflictError",
     "UndoResult",
-    "UsageError",
     "Variable",
     "__version__",
 ]
+__all__ += errors.__all__

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .kernel import DEFAULT_TIMEOUT
-from .render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
-from .session import DEFAULT_MAX_WAIT
+from .kernels.local import DEFAULT_TIMEOUT
+from .server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
+from .session.session import DEFAULT_MAX_WAIT
 
 __all__ = ["DEFAULT_DOCUMENT_ID", "LOG_LEVELS", "SEED_ENV_VARS", "TRANSPORTS", "Settings", "settings_from_env"]
 

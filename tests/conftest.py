@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import build_server
+from nbmcp.server.app import build_server
 
 FILES = Path(__file__).parent / "files"
 # Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests.

@@ -17,9 +17,9 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.render import MAX_OUTPUT_CHARS
-from nbmcp.server import build_server
-from nbmcp.tools import ALL_TOOLS, ANSWER_OVERHEAD, WORKSPACE_TOOLS
+from nbmcp.server.app import build_server
+from nbmcp.server.render import MAX_OUTPUT_CHARS
+from nbmcp.server.tools import ALL_TOOLS, ANSWER_OVERHEAD, WORKSPACE_TOOLS
 
 from .conftest import read_nb
 

@@ -10,9 +10,9 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from nbmcp import store as store_module
-from nbmcp.chunks import BLOCK, Chunks
-from nbmcp.store import IncrementalWriter, LocalStore, dumps_notebook, mark_changed, parse_notebook
+from nbmcp.notebook import store as store_module
+from nbmcp.notebook.chunks import BLOCK, Chunks
+from nbmcp.notebook.store import IncrementalWriter, LocalStore, dumps_notebook, mark_changed, parse_notebook
 
 from .bench.notebooks import make_notebook
 

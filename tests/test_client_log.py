@@ -15,7 +15,7 @@ from mcp import Client
 from mcp.types import LOG_LEVEL_META_KEY
 
 from nbmcp.config import Settings
-from nbmcp.server import create_server
+from nbmcp.server.app import create_server
 
 from .test_http import ServerProcess
 

@@ -20,9 +20,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from nbmcp.config import Settings
-from nbmcp.server import create_server
-from nbmcp.session import NotebookSession
-from nbmcp.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
+from nbmcp.notebook.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
+from nbmcp.server.app import create_server
+from nbmcp.session.session import NotebookSession
 
 from .conftest import read_nb, text_of
 
@@ -55,7 +55,7 @@ async def test_external_edit_between_calls_is_read_and_kept(client: Client, nb_p
 async def test_invalid_file_gives_a_clear_error_and_stays_byte_identical(
     client: Client, nb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr("nbmcp.notebook.store.PARSE_RETRY_SECONDS", 0.2)
     await client.call_tool("append_markdown_cell", {"cell_source": "x"})
     truncated = nb_path.read_bytes()[:-40]
     nb_path.write_bytes(truncated)
@@ -157,7 +157,7 @@ WRITE_LOOP = textwrap.dedent(
     """
     import sys
     import nbformat
-    from nbmcp.store import LocalStore
+    from nbmcp.notebook.store import LocalStore
     store = LocalStore(sys.argv[1])
     print("ready", flush=True)
     i = 0

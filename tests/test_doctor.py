@@ -13,9 +13,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from nbmcp.cli import cli
-from nbmcp.doctor import Verdict
-from nbmcp.kernel import install_command
+from nbmcp.cli.doctor import Verdict
+from nbmcp.cli.main import cli
+from nbmcp.kernels.local import install_command
 
 from .test_remote import TOKEN, Jupyter, _free_port, jupyter  # noqa: F401 (jupyter is a fixture)
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 from nbmcp.config import Settings
-from nbmcp.kernel import choose_kernel, find_project_env
-from nbmcp.server import build_server
+from nbmcp.kernels.local import choose_kernel, find_project_env
+from nbmcp.server.app import build_server
 
 from .conftest import FILES, make_venv, text_of
 

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import build_server
+from nbmcp.server.app import build_server
 
 from .conftest import read_nb, text_of
 

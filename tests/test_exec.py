@@ -10,9 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nbmcp import exec_command
-from nbmcp.cli import cli
-from nbmcp.exec_command import ExitCode
+from nbmcp.cli import exec as exec_command
+from nbmcp.cli.exec import ExitCode
+from nbmcp.cli.main import cli
 
 from .conftest import copy_golden, read_nb
 

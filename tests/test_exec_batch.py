@@ -11,11 +11,11 @@ import nbformat
 import pytest
 
 from nbmcp import CellExecutionError, Notebook
-from nbmcp.batch import NotebookJob, NotebookResult, output_paths
-from nbmcp.cli import cli
-from nbmcp.exec_command import ExitCode, _NotebookLines
-from nbmcp.parameters import INJECTED_TAG
-from nbmcp.session import CellRef
+from nbmcp.ci.batch import NotebookJob, NotebookResult, output_paths
+from nbmcp.ci.parameters import INJECTED_TAG
+from nbmcp.cli.exec import ExitCode, _NotebookLines
+from nbmcp.cli.main import cli
+from nbmcp.session.session import CellRef
 
 from .conftest import read_nb
 

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from mcp import Client
 
-from nbmcp.store import RACY_WINDOW_NS, LocalStore, new_notebook
+from nbmcp.notebook.store import RACY_WINDOW_NS, LocalStore, new_notebook
 
 pytestmark = pytest.mark.anyio
 
@@ -95,7 +95,7 @@ def test_the_command_does_not_import_format_checkers_nbformat_never_uses() -> No
 
     unused = ("rfc3987_syntax", "isoduration", "webcolors", "uri_template", "fqdn", "rfc3339_validator", "jsonpointer")
     probe = (
-        "import sys, nbmcp.cli, nbformat, jsonschema; "
+        "import sys, nbmcp.cli.main, nbformat, jsonschema; "
         "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1')]); nbformat.validate(nb); "
         f"print(sorted(n for n in {unused!r} if sys.modules.get(n) is not None))"
     )

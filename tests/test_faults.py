@@ -14,8 +14,8 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import build_server
-from nbmcp.session import CANCELLED_NOTE
+from nbmcp.server.app import build_server
+from nbmcp.session.session import CANCELLED_NOTE
 
 from .conftest import read_nb, text_of
 from .test_stdio import RawStdio

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from nbmcp.cli import _parser, cli, settings_from_args
+from nbmcp.cli.main import _parser, cli, settings_from_args
 from nbmcp.config import Settings
-from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
-from nbmcp.server import build_server
-from nbmcp.tools import READ_ONLY_SERVER_TOOLS, WORKSPACE_TOOLS
+from nbmcp.server.app import build_server
+from nbmcp.server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
+from nbmcp.server.tools import READ_ONLY_SERVER_TOOLS, WORKSPACE_TOOLS
 
 from .conftest import make_venv, read_nb, site_packages, text_of
 from .test_tools import PNG_B64

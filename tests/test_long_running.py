@@ -16,10 +16,10 @@ import anyio
 import pytest
 from mcp import Client
 
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 from nbmcp.config import Settings
-from nbmcp.server import build_server
-from nbmcp.session import DEFAULT_MAX_WAIT, KEPT_EXECUTIONS
+from nbmcp.server.app import build_server
+from nbmcp.session.session import DEFAULT_MAX_WAIT, KEPT_EXECUTIONS
 
 from .conftest import read_nb, text_of
 

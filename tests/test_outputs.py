@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbmcp.outputs import OutputCollector, normalize_stream_text
+from nbmcp.kernels.outputs import OutputCollector, normalize_stream_text
 
 
 def msg(msg_type: str, **content: Any) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from papermill.iorw import NoDatesSafeLoader, load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from papermill.translators import PythonTranslator
 
-from nbmcp.errors import UsageError
-from nbmcp.parameters import (
+from nbmcp.ci.parameters import (
     INJECTED_TAG,
     inject_parameters,
     load_yaml,
@@ -25,6 +24,7 @@ from nbmcp.parameters import (
     resolve_type,
     translate,
 )
+from nbmcp.errors import UsageError
 
 from .conftest import read_nb
 
@@ -32,7 +32,7 @@ from .conftest import read_nb
 @pytest.fixture(autouse=True)
 def _no_black(monkeypatch: pytest.MonkeyPatch) -> None:
     # papermill reformats its injected source with Black when Black is importable; nbmcp writes
-    # papermill's text without it (see nbmcp/parameters.py). None in sys.modules makes the import fail.
+    # papermill's text without it (see nbmcp/ci/parameters.py). None in sys.modules makes the import fail.
     monkeypatch.setitem(sys.modules, "black", None)
 
 

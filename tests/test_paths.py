@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nbmcp.errors import PathError
-from nbmcp.paths import confine, relative_name
+from nbmcp.server.paths import confine, relative_name
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from nbmcp import remote, remote_kernel
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 from nbmcp.config import DEFAULT_DOCUMENT_ID, settings_from_env
-from nbmcp.contents import CONFLICT_RETRIES, ContentsStore
 from nbmcp.errors import (
     KernelStartError,
     NoKernelsApiError,
@@ -35,9 +33,12 @@ from nbmcp.errors import (
     ServerUnreachableError,
     UsageError,
 )
-from nbmcp.remote import JupyterServer
-from nbmcp.remote_kernel import RemoteKernel
-from nbmcp.server import build_server, make_session
+from nbmcp.jupyter import client as remote
+from nbmcp.jupyter.client import JupyterServer
+from nbmcp.kernels import remote as remote_kernel
+from nbmcp.kernels.remote import RemoteKernel
+from nbmcp.notebook.contents import CONFLICT_RETRIES, ContentsStore
+from nbmcp.server.app import build_server, make_session
 
 from .conftest import text_of
 

@@ -13,8 +13,8 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import settings_from_env
-from nbmcp.remote_kernel import CONTROL_TIMEOUT
-from nbmcp.server import build_server
+from nbmcp.kernels.remote import CONTROL_TIMEOUT
+from nbmcp.server.app import build_server
 
 from .conftest import text_of
 from .test_faults import STUBBORN, Background

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from nbmcp.errors import UsageError
-from nbmcp.render import (
+from nbmcp.kernels.outputs import strip_ansi
+from nbmcp.server.render import (
     MAX_ANSWER_IMAGES,
     MAX_IMAGE_BYTES,
     MAX_OUTPUT_CHARS,
@@ -19,7 +20,6 @@ from nbmcp.render import (
     page_text,
     render,
     render_outputs,
-    strip_ansi,
     truncate_middle,
 )
 

@@ -12,9 +12,9 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from nbmcp import store
-from nbmcp.session import NotebookSession
-from nbmcp.store import IncrementalWriter, _encode, _for_disk, dumps_notebook, new_notebook, parse_notebook
+from nbmcp.notebook import store
+from nbmcp.notebook.store import IncrementalWriter, _encode, _for_disk, dumps_notebook, new_notebook, parse_notebook
+from nbmcp.session.session import NotebookSession
 
 from .bench.notebooks import make_notebook
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 
 from .test_remote import _free_port
 

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from nbmcp import __version__
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 
 from .conftest import read_nb, text_of
 
@@ -145,7 +145,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_file_that_is_not_a_notebook_is_refused_and_untouched(
     nb_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr("nbmcp.notebook.store.PARSE_RETRY_SECONDS", 0.1)
     nb_path.write_text("this is not json")
     assert cli(str(nb_path)) == 2
     err = capsys.readouterr().err

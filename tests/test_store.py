@@ -13,7 +13,7 @@ import pytest
 from filelock import FileLock
 
 from nbmcp.errors import LockTimeoutError, NotebookFormatError
-from nbmcp.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
+from nbmcp.notebook.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
 
 from .conftest import read_nb
 
@@ -90,7 +90,7 @@ def test_external_change_by_rename_is_seen(nb_path: Path) -> None:
 def test_a_file_that_is_not_a_notebook_is_an_error_and_left_untouched(
     nb_path: Path, content: bytes, reason: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("nbmcp.store.PARSE_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr("nbmcp.notebook.store.PARSE_RETRY_SECONDS", 0.2)
     nb_path.write_bytes(content)
     store = LocalStore(nb_path)
     with pytest.raises(NotebookFormatError, match=reason):

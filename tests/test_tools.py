@@ -268,7 +268,7 @@ async def test_a_4_4_notebook_works_and_is_upgraded_on_first_change(tmp_path: Pa
     from mcp import Client
 
     from nbmcp.config import Settings
-    from nbmcp.server import build_server
+    from nbmcp.server.app import build_server
 
     from .conftest import copy_golden
 

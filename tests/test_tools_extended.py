@@ -13,9 +13,8 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import build_server
-from nbmcp.session import MAX_VARIABLES, VARIABLE_REPR_CHARS
-from nbmcp.tools import (
+from nbmcp.server.app import build_server
+from nbmcp.server.tools import (
     ALL_TOOLS,
     MAX_READ_LIMIT,
     READ_NOTEBOOK_LIMIT,
@@ -24,6 +23,7 @@ from nbmcp.tools import (
     TOOL_ANNOTATIONS,
     WORKSPACE_TOOLS,
 )
+from nbmcp.session.session import MAX_VARIABLES, VARIABLE_REPR_CHARS
 
 from .conftest import copy_golden, read_nb, text_of
 

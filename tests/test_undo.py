@@ -20,15 +20,15 @@ import nbformat
 import pytest
 from mcp import Client
 
-from nbmcp import journal
-from nbmcp.cli import cli
+from nbmcp.cli.main import cli
 from nbmcp.config import Settings
-from nbmcp.contents import ContentsStore
 from nbmcp.errors import UndoConflictError, UsageError
-from nbmcp.journal import BARRIER, MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, TRIM_TO, Journal, state_dir
-from nbmcp.remote import JupyterServer
-from nbmcp.server import build_server
-from nbmcp.session import NotebookSession
+from nbmcp.jupyter.client import JupyterServer
+from nbmcp.notebook import journal
+from nbmcp.notebook.contents import ContentsStore
+from nbmcp.notebook.journal import BARRIER, MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, TRIM_TO, Journal, state_dir
+from nbmcp.server.app import build_server
+from nbmcp.session.session import NotebookSession
 
 from .conftest import read_nb, text_of
 
@@ -391,7 +391,7 @@ async def test_undo_needs_a_local_file() -> None:
 EDIT_LOOP = textwrap.dedent(
     """
     import sys, anyio
-    from nbmcp.session import NotebookSession
+    from nbmcp.session.session import NotebookSession
 
     async def main():
         session = NotebookSession(sys.argv[1])

@@ -12,8 +12,8 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import create_server
-from nbmcp.store import LocalStore, new_notebook
+from nbmcp.notebook.store import LocalStore, new_notebook
+from nbmcp.server.app import create_server
 
 from .conftest import read_nb, text_of
 from .test_http import ServerProcess

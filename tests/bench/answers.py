@@ -20,7 +20,7 @@ import nbformat
 from mcp import Client
 
 from nbmcp.config import Settings
-from nbmcp.server import build_server
+from nbmcp.server.app import build_server
 
 
 def _sizes(result: Any) -> tuple[int, int]:

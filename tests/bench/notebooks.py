@@ -14,7 +14,7 @@ import random
 import nbformat
 from nbformat import NotebookNode
 
-from nbmcp.store import new_notebook
+from nbmcp.notebook.store import new_notebook
 
 __all__ = ["make_notebook"]
 

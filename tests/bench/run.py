@@ -43,8 +43,9 @@ from jupyter_client.manager import AsyncKernelManager
 from mcp import Client, StdioServerParameters
 from nbformat import NotebookNode
 
-from nbmcp.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, output_text, render_outputs, truncate_middle
-from nbmcp.store import LocalStore, dumps_notebook
+from nbmcp.kernels.outputs import output_text
+from nbmcp.notebook.store import LocalStore, dumps_notebook
+from nbmcp.server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, render_outputs, truncate_middle
 
 from .notebooks import make_notebook
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import anyio
 import nbformat
 
-from nbmcp.journal import MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, Journal
-from nbmcp.session import NotebookSession
+from nbmcp.notebook.journal import MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, Journal
+from nbmcp.session.session import NotebookSession
 
 
 def _notebook(path: Path, cells: int) -> None:

@@ -1,0 +1,291 @@
+"""Running whole notebooks headless: parameters, an output file, several notebooks at once (issue 16).
+
+One notebook is one `NotebookJob`: an input, the file the run writes (the input itself, or a copy
+with `-o`/`--output-dir`), and optional papermill-style parameters. `run_notebook` prepares the file
+(parameters injected, run metadata recorded), runs it with `NotebookSession.run_all` on a kernel of
+its own, and returns a `NotebookResult`; `run_notebooks` runs many, N at a time. `nbmcp exec` and
+`Notebook.run` are both thin layers over these two functions.
+
+Run metadata: a papermill-style run (parameters given, or an output file other than the input)
+records `metadata.papermill` with papermill's keys and meanings (`parameters`, `input_path`,
+`output_path`, `start_time`, `end_time`, `duration`, `exception`), so tools that read papermill's
+output notebooks read nbmcp's too. A plain in-place re-run records nothing, so a notebook kept in
+git does not change on every CI run beyond its outputs. Per-cell `metadata.papermill` (status and
+timestamps in every cell) is not written: it would put noise in every cell's diff.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from nbformat import NotebookNode
+
+from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
+from ..kernels.local import DEFAULT_TIMEOUT
+from ..notebook.store import LocalStore, parse_notebook
+from ..session.session import CellRef, Execution, NotebookSession, RunAll, _ensure_ids
+from .parameters import check_names, inject_parameters
+
+__all__ = ["NotebookJob", "NotebookResult", "Reporter", "output_paths", "run_notebook", "run_notebooks"]
+
+#: `NotebookResult.status` values, in the order of severity used for a batch's exit code.
+STATUSES = ("passed", "error", "invalid", "timeout", "dead", "kernel")
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    """One notebook to run: where it is, which file the run writes, and its parameters."""
+
+    input: Path
+    output: Path
+    """The file the run writes; the input itself for an in-place run (then the input is changed)."""
+    parameters: dict[str, Any] | None = None
+    """None: no parameters cell is injected. A dict (even empty): a papermill-style run."""
+
+    @property
+    def in_place(self) -> bool:
+        return self.output.absolute() == self.input.absolute()
+
+    @property
+    def records_metadata(self) -> bool:
+        """Whether `metadata.papermill` is written (see the module's docstring)."""
+        return self.parameters is not None or not self.in_place
+
+
+@dataclass
+class NotebookResult:
+    """How one notebook's run ended."""
+
+    job: NotebookJob
+    run: RunAll | None
+    """None when no cell ran: the notebook was invalid or its kernel could not start."""
+    elapsed: float
+    problem: NbmcpError | None = None
+    """What stopped the notebook before its cells could run (invalid file, no kernel)."""
+
+    @property
+    def failed(self) -> Execution | None:
+        """The cell that stopped the run, if any."""
+        return self.run.failed if self.run else None
+
+    @property
+    def status(self) -> str:
+        """passed; error, timeout or dead (a cell raised, timed out, killed the kernel); invalid; kernel."""
+        if self.problem is not None:
+            return "kernel" if isinstance(self.problem, KernelError) else "invalid"
+        failed = self.failed
+        return "passed" if failed is None else failed.result.status
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def cells_run(self) -> int:
+        return len(self.run.executions) if self.run else 0
+
+    @property
+    def cells_total(self) -> int:
+        return self.run.total if self.run else 0
+
+    def raise_for_status(self) -> NotebookResult:
+        """Raise what stopped the run (CellExecutionError for a cell); returns self when it passed."""
+        if self.problem is not None:
+            raise self.problem
+        failed = self.failed
+        if failed is not None:
+            raise CellExecutionError(failed.cell.index, failed.cell.id, failed.result.status, failed.error_text())
+        return self
+
+
+class Reporter(Protocol):
+    """What `run_notebooks` tells as it goes (progress lines, a live display); every method is optional work."""
+
+    async def notebook_started(self, job: NotebookJob) -> None: ...
+
+    async def kernel_chosen(self, job: NotebookJob, description: str) -> None: ...
+
+    async def cell_started(self, job: NotebookJob, k: int, n: int, ref: CellRef) -> None: ...
+
+    async def cell_running(self, job: NotebookJob, elapsed: float, last_line: str) -> None: ...
+
+    async def cell_finished(self, job: NotebookJob, k: int, n: int, execution: Execution) -> None: ...
+
+    async def notebook_finished(self, result: NotebookResult) -> None: ...
+
+
+def output_paths(inputs: Sequence[Path], output_dir: Path) -> list[Path]:
+    """Where each input's run is written under `output_dir`, keeping the inputs' relative folders.
+
+    Paths are taken relative to the inputs' common folder, so `a/nb.ipynb` and `b/nb.ipynb` become
+    `DIR/a/nb.ipynb` and `DIR/b/nb.ipynb` instead of overwriting one another.
+    """
+    absolute = [p.absolute() for p in inputs]
+    common = Path(_common_folder([p.parent for p in absolute]))
+    return [output_dir / p.relative_to(common) for p in absolute]
+
+
+def _common_folder(folders: Sequence[Path]) -> str:
+    import os.path
+
+    return os.path.commonpath([str(f) for f in folders])
+
+
+def _as_given(path: Path) -> str:
+    """A path as papermill records it (as typed): relative to the current folder when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def prepare(job: NotebookJob, started: str) -> None:
+    """Write the file the run will execute: the input, parameterized and with its run metadata.
+
+    Reads the input's bytes and never writes to it unless the run is in place, so with an output
+    path the input stays byte-identical. Raises NbmcpError (NotebookFormatError, UsageError,
+    NotebookWriteError) for a notebook that cannot be prepared.
+    """
+    try:
+        data = job.input.read_bytes()
+    except OSError as exc:
+        raise NotebookFormatError(job.input, f"cannot read it: {exc.strerror or exc}") from exc
+    nb = parse_notebook(data, job.input)
+    if job.in_place:
+        if job.records_metadata:
+            # Through the file's store: its lock, and its check that nobody saved the file meanwhile.
+            LocalStore(job.output).edit(lambda current: _prepare_notebook(current, job, started))
+        return  # a plain re-run: the notebook was only checked; the session reads it again
+    _prepare_notebook(nb, job, started)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    LocalStore(job.output).replace(nb)
+
+
+def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
+    # The injected cell has an id, so a 4.4 notebook is upgraded first (ids for every cell).
+    _ensure_ids(nb)
+    if job.parameters:
+        # papermill injects a cell only when there are parameters; an empty set is still recorded.
+        inject_parameters(nb, job.parameters)
+    if job.records_metadata:
+        nb.metadata["papermill"] = {
+            "parameters": dict(job.parameters or {}),
+            "input_path": _as_given(job.input),
+            "output_path": _as_given(job.output),
+            "start_time": started,
+            "end_time": None,
+            "duration": None,
+            "exception": None,
+        }
+
+
+def _finish_metadata(job: NotebookJob, run: RunAll, duration: float) -> None:
+    def apply(nb: NotebookNode) -> None:
+        meta = nb.metadata.get("papermill")
+        if not isinstance(meta, dict):
+            return  # someone removed it meanwhile; do not resurrect half of it
+        meta["end_time"] = _now()
+        meta["duration"] = round(duration, 6)
+        # papermill: True once a cell raised (allowed errors included), else it stays null.
+        meta["exception"] = True if run.errors else None
+
+    LocalStore(job.output).edit(apply)
+
+
+async def run_notebook(
+    job: NotebookJob,
+    *,
+    kernel_name: str | None = None,
+    python: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    stop_on_error: bool = True,
+    reporter: Reporter | None = None,
+) -> NotebookResult:
+    """Prepare and run one notebook on a fresh kernel; never raises for the notebook's own failure.
+
+    The kernel runs in the input's folder (where its relative paths point), even when the run
+    writes a copy elsewhere. A notebook that cannot be read or prepared, or whose kernel cannot
+    start, is returned with `problem` set; a cell that fails, with `run.failed` set.
+    """
+    started, clock = _now(), time.monotonic()
+    if job.parameters is not None:
+        check_names(job.parameters)
+    if reporter is not None:
+        await reporter.notebook_started(job)
+    run: RunAll | None = None
+    try:
+        await anyio.to_thread.run_sync(prepare, job, started)
+        session = NotebookSession(
+            job.output, kernel_name=kernel_name, python=python, timeout=timeout, cwd=job.input.parent
+        )
+        await session.open(create=False)
+        if reporter is not None and session.kernel_choice is not None:
+            await reporter.kernel_chosen(job, session.kernel_choice.describe())
+        try:
+            run = await session.run_all(
+                stop_on_error=stop_on_error,
+                before_cell=_bind(reporter.cell_started, job) if reporter else None,
+                after_cell=_bind(reporter.cell_finished, job) if reporter else None,
+                on_progress=_bind(reporter.cell_running, job) if reporter else None,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+        if job.records_metadata:
+            await anyio.to_thread.run_sync(_finish_metadata, job, run, time.monotonic() - clock)
+        result = NotebookResult(job, run, time.monotonic() - clock)
+    except NbmcpError as exc:
+        result = NotebookResult(job, run, time.monotonic() - clock, problem=exc)
+    if reporter is not None:
+        await reporter.notebook_finished(result)
+    return result
+
+
+def _bind(method: Callable[..., Awaitable[None]], job: NotebookJob) -> Callable[..., Awaitable[None]]:
+    async def call(*args: Any) -> None:
+        await method(job, *args)
+
+    return call
+
+
+async def run_notebooks(
+    jobs: Sequence[NotebookJob],
+    *,
+    max_jobs: int = 1,
+    kernel_name: str | None = None,
+    python: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    stop_on_error: bool = True,
+    reporter: Reporter | None = None,
+) -> list[NotebookResult]:
+    """Run every job, at most `max_jobs` at a time, each on its own kernel; results in the jobs' order."""
+    results: list[NotebookResult | None] = [None] * len(jobs)
+    limiter = anyio.CapacityLimiter(max(1, max_jobs))
+
+    async def one(i: int, job: NotebookJob) -> None:
+        async with limiter:
+            results[i] = await run_notebook(
+                job,
+                kernel_name=kernel_name,
+                python=python,
+                timeout=timeout,
+                stop_on_error=stop_on_error,
+                reporter=reporter,
+            )
+
+    async with anyio.create_task_group() as tg:
+        for i, job in enumerate(jobs):
+            tg.start_soon(one, i, job)
+    done = [r for r in results if r is not None]
+    assert len(done) == len(jobs)
+    return done

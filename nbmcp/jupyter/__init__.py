@@ -1,0 +1,1 @@
+"""The client of a remote Jupyter server: its address, token and REST calls, and how its errors read."""

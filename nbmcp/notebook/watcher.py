@@ -1,0 +1,88 @@
+"""Notice when someone else changes the notebook file, and reload it.
+
+The watch is on the notebook's folder, not on the file: editors and git save by writing a new file
+and renaming it over the old one, after which a watch on the old file hears nothing more. Events
+are filtered to the notebook. nbmcp's own writes are recognized by their stat (the store remembers
+the stat of what it last read or wrote); when the stat alone cannot tell (a save within the same
+timestamp tick keeps it), the bytes are compared with what nbmcp wrote, once that tick is over.
+
+The watcher makes nbmcp prompt; it does not make it correct: every tool call checks the file itself
+before it reads or writes (see `nbmcp.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+from watchfiles import Change, awatch
+
+from ..errors import NbmcpError
+from .store import TEMP_MARKER, LocalStore
+
+__all__ = ["WATCH_DEBOUNCE_MS", "WATCH_WAKE_MS", "NotebookWatcher"]
+
+logger = logging.getLogger(__name__)
+
+#: Milliseconds watchfiles groups events for; small, so a client hears of a change within a second.
+WATCH_DEBOUNCE_MS = 50
+#: Milliseconds between idle wake-ups of the watch thread.
+WATCH_WAKE_MS = 200
+
+
+class NotebookWatcher:
+    """Runs until cancelled; calls `on_change()` after each external change has been reloaded."""
+
+    def __init__(self, store: LocalStore, on_change: Callable[[], Awaitable[None]]) -> None:
+        self.store = store
+        self.on_change = on_change
+        self._names = {str(store.path), os.path.realpath(store.path)}
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        return path in self._names and not path.endswith(TEMP_MARKER)
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        """Watch until cancelled; `ready` is set once the watch is in place."""
+        folders = {Path(n).parent for n in self._names}
+        logger.debug("watching %s for changes to %s", ", ".join(map(str, folders)), self.store.path)
+        async for changes in awatch(
+            *folders,
+            watch_filter=self._relevant,
+            debounce=WATCH_DEBOUNCE_MS,
+            step=WATCH_DEBOUNCE_MS,
+            # Wake up now and then with no changes: the first wake-up proves the watch is in place.
+            rust_timeout=WATCH_WAKE_MS,
+            yield_on_timeout=True,
+            recursive=False,
+            ignore_permission_denied=True,
+        ):
+            if ready is not None and not ready.is_set():
+                ready.set()
+            if changes:
+                await self.check()
+
+    async def check(self) -> bool:
+        """Reload the notebook if its bytes are not what nbmcp last read or wrote; True if it did."""
+        try:
+            if not self.store.stat_changed():
+                # Our own save: its stat is the one the store remembers. Another program's save within
+                # the same timestamp tick could keep that stat too; the bytes tell, compared once the
+                # tick is surely over (so that a burst of edits is not slowed by comparisons).
+                wait = self.store.racy_for()
+                if not wait:
+                    return False
+                await anyio.sleep(wait + 0.01)
+            changed = await anyio.to_thread.run_sync(self.store.changed_on_disk)
+            if not changed:
+                return False  # our own write, or a touch that changed nothing
+            await anyio.to_thread.run_sync(self.store.read)
+        except (NbmcpError, OSError) as exc:
+            # Half-written or deleted: the next tool call reports it; nothing to tell yet.
+            logger.warning("%s changed on disk but could not be reloaded: %s", self.store.path, exc)
+            return False
+        logger.info("%s changed on disk; reloaded", self.store.path)
+        await self.on_change()
+        return True
