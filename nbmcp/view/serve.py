@@ -1,0 +1,78 @@
+"""Serving the live view on a port of its own: `nbmcp view`, and `nbmcp PATH --view` beside stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+
+from ..server.http import KEEP_ALIVE_TIMEOUT, GuardedH11Protocol
+from .app import ViewServer
+
+__all__ = ["DEFAULT_VIEW_PORT", "bind", "serve_view", "url_host"]
+
+logger = logging.getLogger(__name__)
+
+#: `nbmcp view`'s port (the MCP HTTP transport's default is 4040).
+DEFAULT_VIEW_PORT = 4041
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: a free port); OSError says why not."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: a port left in TIME_WAIT by a previous run is reusable, one in use is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_host(host: str, sock: socket.socket) -> str:
+    """http://HOST:PORT for the socket: the bind address, or 127.0.0.1 for every interface."""
+    port = sock.getsockname()[1]
+    name = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return f"http://{name}:{port}"
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: beside the MCP server, Ctrl+C is the MCP server's to handle."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = False) -> None:
+    """Serve the view on `sock` until cancelled, or (not `embedded`) until Ctrl+C stops uvicorn."""
+    config = uvicorn.Config(
+        view.app(),
+        log_level="warning",
+        http=GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        # Event streams never end by themselves: give them a second, then close them.
+        timeout_graceful_shutdown=1,
+        lifespan="off",
+    )
+    server = (_EmbeddedServer if embedded else uvicorn.Server)(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Stop as uvicorn stops on Ctrl+C: close the streams, the connections, the socket.
+        server.should_exit = True
+        await view.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+        raise
+    finally:
+        await view.aclose()
