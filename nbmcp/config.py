@@ -11,7 +11,7 @@ from typing import Any
 from .errors import UsageError
 from .kernels.local import DEFAULT_TIMEOUT
 from .server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
-from .session.session import DEFAULT_MAX_WAIT
+from .session.executions import DEFAULT_MAX_WAIT
 
 __all__ = ["DEFAULT_DOCUMENT_ID", "LOG_LEVELS", "SEED_ENV_VARS", "TRANSPORTS", "Settings", "settings_from_env"]
 

@@ -26,7 +26,7 @@ from ..ci.parameters import merge_parameters
 from ..config import LOG_LEVELS, _default_timeout
 from ..errors import NbmcpError
 from ..kernels.local import choose_kernel
-from ..session.session import CellRef, Execution
+from ..session.results import CellRef, Execution
 from .main import add_kernel_options
 
 __all__ = ["HEARTBEAT_INTERVAL", "LIVE_REFRESH", "ExitCode", "exec_cli"]

@@ -44,7 +44,7 @@ from ..kernels.local import check_kernel_options
 from ..notebook.store import LocalStore
 from ..server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from ..server.tools import ALL_TOOLS, exposed_tools
-from ..session.session import DEFAULT_MAX_WAIT
+from ..session.executions import DEFAULT_MAX_WAIT
 
 __all__ = ["cli", "main"]
 

@@ -15,7 +15,8 @@ import anyio
 
 from ..errors import NbmcpError, UndoConflictError
 from ..notebook.journal import MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, STATE_DIR_ENV, Journal
-from ..session.session import Change, NotebookSession
+from ..session.results import Change
+from ..session.session import NotebookSession
 
 __all__ = ["history_cli", "undo_cli"]
 
