@@ -21,7 +21,8 @@ import anyio
 from watchfiles import Change, awatch
 
 from ..errors import NbmcpError
-from .store import TEMP_MARKER, LocalStore
+from .atomic import TEMP_MARKER
+from .store import LocalStore
 
 __all__ = ["WATCH_DEBOUNCE_MS", "WATCH_WAKE_MS", "NotebookWatcher"]
 

@@ -50,6 +50,7 @@ from ..kernels.local import (
     choose_kernel,
 )
 from ..kernels.outputs import OutputCollector, normalize_stream_text, output_text
+from ..notebook.encoder import mark_changed, mark_unknown
 from ..notebook.journal import (
     BARRIER,
     MAX_JOURNAL_ENTRIES,
@@ -62,7 +63,7 @@ from ..notebook.journal import (
     move_entry,
     source_entry,
 )
-from ..notebook.store import LocalStore, NotebookStore, mark_changed, mark_unknown
+from ..notebook.store import LocalStore, NotebookStore
 
 __all__ = [
     "CANCELLED_NOTE",
