@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import nbformat
 from filelock import FileLock, Timeout
@@ -42,6 +42,7 @@ __all__ = [
     "LOCK_TIMEOUT",
     "PARSE_RETRY_SECONDS",
     "TRIM_AFTER_BYTES",
+    "CachedStore",
     "LocalStore",
     "NotebookStore",
     "lock_dir",
@@ -129,7 +130,28 @@ class NotebookStore(Protocol):
     def close(self) -> None: ...
 
 
-class LocalStore:
+class CachedStore:
+    """What both stores share: the notebook kept in memory, read under the store's mutex.
+
+    A store sets `_mutex` (an `RLock`) and defines `_refresh`, which returns the notebook it keeps
+    after loading it again when its source (the file, or the server's copy) changed.
+    """
+
+    _mutex: Any
+
+    def read(self) -> NotebookNode:
+        """The current notebook, loaded again only if it changed since we last saw it.
+
+        The returned object is shared: treat it as read-only and change the notebook through `edit`.
+        """
+        with self._mutex:
+            return self._refresh()
+
+    def _refresh(self) -> NotebookNode:
+        raise NotImplementedError
+
+
+class LocalStore(CachedStore):
     """A notebook file on the local disk, with cross-process locking and atomic writes."""
 
     def __init__(self, path: Path | str, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
@@ -165,14 +187,6 @@ class LocalStore:
                 return False  # another program created it meanwhile: theirs is kept
             logger.info("created empty notebook %s", self.path)
             return True
-
-    def read(self) -> NotebookNode:
-        """The current notebook, reloaded only if the file changed since we last saw it.
-
-        The returned object is shared: treat it as read-only and change the notebook through `edit`.
-        """
-        with self._mutex:
-            return self._refresh()
 
     def read_if_unchanged(self) -> NotebookNode | None:
         """The cached notebook if a stat alone proves the file unchanged, else None; never blocks.

@@ -7,7 +7,7 @@ the stat of what it last read or wrote); when the stat alone cannot tell (a save
 timestamp tick keeps it), the bytes are compared with what nbmcp wrote, once that tick is over.
 
 The watcher makes nbmcp prompt; it does not make it correct: every tool call checks the file itself
-before it reads or writes (see `nbmcp.store`).
+before it reads or writes (see `nbmcp.notebook.store`).
 """
 
 from __future__ import annotations
