@@ -28,7 +28,8 @@ from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
 from ..kernels.local import DEFAULT_TIMEOUT
-from ..notebook.store import LocalStore, parse_notebook
+from ..notebook.reader import parse_notebook
+from ..notebook.store import LocalStore
 from ..session.cells import ensure_ids
 from ..session.results import CellRef, Execution, RunAll
 from ..session.session import NotebookSession

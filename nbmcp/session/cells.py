@@ -10,7 +10,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ..errors import CellIndexError, CellNotFoundError, UsageError
-from ..notebook.store import mark_unknown
+from ..notebook.encoder import mark_unknown
 from .results import CellRef, CellView
 
 __all__ = [

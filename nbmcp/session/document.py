@@ -26,7 +26,8 @@ from ..notebook.journal import (
     move_entry,
     source_entry,
 )
-from ..notebook.store import LocalStore, NotebookStore, mark_changed
+from ..notebook.encoder import mark_changed
+from ..notebook.store import LocalStore, NotebookStore
 from .cells import cell_ref, cell_source, cell_view, check_index, ensure_ids, find_id, locate, new_cell, source_diff
 from .results import CellRef, CellView, cell_name
 
