@@ -17,6 +17,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellIndexError, CellNotFoundError, SourceMatchError, UsageError
+from ..notebook.encoder import mark_changed
 from ..notebook.journal import (
     Entry,
     Journal,
@@ -26,7 +27,6 @@ from ..notebook.journal import (
     move_entry,
     source_entry,
 )
-from ..notebook.encoder import mark_changed
 from ..notebook.store import LocalStore, NotebookStore
 from .cells import cell_ref, cell_source, cell_view, check_index, ensure_ids, find_id, locate, new_cell, source_diff
 from .results import CellRef, CellView, cell_name
