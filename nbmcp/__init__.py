@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .kernels.remote import RemoteKernel
     from .notebook.contents import ContentsStore
     from .notebook.store import LocalStore
-    from .session.session import CellRef, CellView, Change, Execution, NotebookSession, RunAll, UndoResult, Variable
+    from .session.results import CellRef, CellView, Change, Execution, RunAll, UndoResult, Variable
+    from .session.session import NotebookSession
 
 #: Where each lazily imported public name lives.
 _HOMES = {
@@ -45,9 +46,9 @@ _HOMES = {
     "RemoteKernel": ".kernels.remote",
     "ContentsStore": ".notebook.contents",
     "LocalStore": ".notebook.store",
+    "NotebookSession": ".session.session",
     **dict.fromkeys(
-        ["CellRef", "CellView", "Change", "Execution", "NotebookSession", "RunAll", "UndoResult", "Variable"],
-        ".session.session",
+        ["CellRef", "CellView", "Change", "Execution", "RunAll", "UndoResult", "Variable"], ".session.results"
     ),
 }
 

@@ -11,27 +11,42 @@ from typing import Any
 from .errors import UsageError
 from .kernels.local import DEFAULT_TIMEOUT
 from .server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
-from .session.session import DEFAULT_MAX_WAIT
+from .session.executions import DEFAULT_MAX_WAIT
 
-__all__ = ["DEFAULT_DOCUMENT_ID", "LOG_LEVELS", "SEED_ENV_VARS", "TRANSPORTS", "Settings", "settings_from_env"]
+__all__ = [
+    "DEFAULT_DOCUMENT_ID",
+    "LOG_LEVELS",
+    "SEED_ENV_VARS",
+    "TRANSPORTS",
+    "Settings",
+    "default_log_level",
+    "default_max_wait",
+    "default_timeout",
+    "default_token",
+    "settings_from_env",
+]
 
 TRANSPORTS = ("stdio", "streamable-http")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _default_log_level() -> str:
+def default_log_level() -> str:
+    """--log-level's default: $NBMCP_LOG_LEVEL, else INFO."""
     return os.environ.get("NBMCP_LOG_LEVEL", "INFO").upper()
 
 
-def _default_token() -> str | None:
+def default_token() -> str | None:
+    """--token's default: $NBMCP_TOKEN (an empty one counts as unset)."""
     return os.environ.get("NBMCP_TOKEN") or None
 
 
-def _default_timeout() -> float:
+def default_timeout() -> float:
+    """--timeout's default: $NBMCP_TIMEOUT, else DEFAULT_TIMEOUT."""
     return float(os.environ.get("NBMCP_TIMEOUT", DEFAULT_TIMEOUT))
 
 
-def _default_max_wait() -> float:
+def default_max_wait() -> float:
+    """--max-wait's default: $NBMCP_MAX_WAIT, else DEFAULT_MAX_WAIT; UsageError if it is not a number."""
     value = os.environ.get("NBMCP_MAX_WAIT") or str(DEFAULT_MAX_WAIT)
     try:
         return float(value)

@@ -10,9 +10,11 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from nbmcp.notebook import store as store_module
+from nbmcp.notebook import encoder as store_module
 from nbmcp.notebook.chunks import BLOCK, Chunks
-from nbmcp.notebook.store import IncrementalWriter, LocalStore, dumps_notebook, mark_changed, parse_notebook
+from nbmcp.notebook.encoder import IncrementalWriter, dumps_notebook, mark_changed
+from nbmcp.notebook.reader import parse_notebook
+from nbmcp.notebook.store import LocalStore
 
 from .bench.notebooks import make_notebook
 

@@ -20,7 +20,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from nbmcp.config import Settings
-from nbmcp.notebook.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
+from nbmcp.notebook.atomic import TEMP_MARKER
+from nbmcp.notebook.encoder import dumps_notebook
+from nbmcp.notebook.store import LocalStore, lock_dir, new_notebook
 from nbmcp.server.app import create_server
 from nbmcp.session.session import NotebookSession
 

@@ -15,7 +15,7 @@ from nbmcp.ci.batch import NotebookJob, NotebookResult, output_paths
 from nbmcp.ci.parameters import INJECTED_TAG
 from nbmcp.cli.exec import ExitCode, _NotebookLines
 from nbmcp.cli.main import cli
-from nbmcp.session.session import CellRef
+from nbmcp.session.results import CellRef
 
 from .conftest import read_nb
 

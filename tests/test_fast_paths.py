@@ -11,7 +11,8 @@ import nbformat
 import pytest
 from mcp import Client
 
-from nbmcp.notebook.store import RACY_WINDOW_NS, LocalStore, new_notebook
+from nbmcp.notebook.fingerprint import RACY_WINDOW_NS
+from nbmcp.notebook.store import LocalStore, new_notebook
 
 pytestmark = pytest.mark.anyio
 

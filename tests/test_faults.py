@@ -15,7 +15,7 @@ from mcp import Client
 
 from nbmcp.config import Settings
 from nbmcp.server.app import build_server
-from nbmcp.session.session import CANCELLED_NOTE
+from nbmcp.session.results import CANCELLED_NOTE
 
 from .conftest import read_nb, text_of
 from .test_stdio import RawStdio

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from nbmcp.cli.main import _parser, cli, settings_from_args
+from nbmcp.cli.main import _parser, cli
+from nbmcp.cli.options import settings_from_args
 from nbmcp.config import Settings
 from nbmcp.server.app import build_server
 from nbmcp.server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS

@@ -19,7 +19,7 @@ from mcp import Client
 from nbmcp.cli.main import cli
 from nbmcp.config import Settings
 from nbmcp.server.app import build_server
-from nbmcp.session.session import DEFAULT_MAX_WAIT, KEPT_EXECUTIONS
+from nbmcp.session.executions import DEFAULT_MAX_WAIT, KEPT_EXECUTIONS
 
 from .conftest import read_nb, text_of
 

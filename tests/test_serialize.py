@@ -12,8 +12,10 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from nbmcp.notebook import store
-from nbmcp.notebook.store import IncrementalWriter, _encode, _for_disk, dumps_notebook, new_notebook, parse_notebook
+from nbmcp.notebook import encoder as store
+from nbmcp.notebook.encoder import IncrementalWriter, _encode, _for_disk, dumps_notebook
+from nbmcp.notebook.reader import parse_notebook
+from nbmcp.notebook.store import new_notebook
 from nbmcp.session.session import NotebookSession
 
 from .bench.notebooks import make_notebook

@@ -13,7 +13,9 @@ import pytest
 from filelock import FileLock
 
 from nbmcp.errors import LockTimeoutError, NotebookFormatError
-from nbmcp.notebook.store import TEMP_MARKER, LocalStore, dumps_notebook, lock_dir, new_notebook
+from nbmcp.notebook.atomic import TEMP_MARKER
+from nbmcp.notebook.encoder import dumps_notebook
+from nbmcp.notebook.store import LocalStore, lock_dir, new_notebook
 
 from .conftest import read_nb
 

@@ -23,7 +23,7 @@ from nbmcp.server.tools import (
     TOOL_ANNOTATIONS,
     WORKSPACE_TOOLS,
 )
-from nbmcp.session.session import MAX_VARIABLES, VARIABLE_REPR_CHARS
+from nbmcp.session.variables import MAX_VARIABLES, VARIABLE_REPR_CHARS
 
 from .conftest import copy_golden, read_nb, text_of
 

@@ -28,8 +28,11 @@ from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
 from ..kernels.local import DEFAULT_TIMEOUT
-from ..notebook.store import LocalStore, parse_notebook
-from ..session.session import CellRef, Execution, NotebookSession, RunAll, _ensure_ids
+from ..notebook.reader import parse_notebook
+from ..notebook.store import LocalStore
+from ..session.cells import ensure_ids
+from ..session.results import CellRef, Execution, RunAll
+from ..session.session import NotebookSession
 from .parameters import check_names, inject_parameters
 
 __all__ = ["NotebookJob", "NotebookResult", "Reporter", "output_paths", "run_notebook", "run_notebooks"]
@@ -173,7 +176,7 @@ def prepare(job: NotebookJob, started: str) -> None:
 
 def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
     # The injected cell has an id, so a 4.4 notebook is upgraded first (ids for every cell).
-    _ensure_ids(nb)
+    ensure_ids(nb)
     if job.parameters:
         # papermill injects a cell only when there are parameters; an empty set is still recorded.
         inject_parameters(nb, job.parameters)

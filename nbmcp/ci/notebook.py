@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from ..kernels.local import DEFAULT_TIMEOUT
-from ..session.session import CellRef, CellView, Execution, NotebookSession, RunAll
+from ..session.results import CellRef, CellView, Execution, RunAll
+from ..session.session import NotebookSession
 from .batch import NotebookJob, NotebookResult, run_notebook
 
 __all__ = ["Notebook"]

@@ -23,11 +23,10 @@ import anyio
 
 from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
 from ..ci.parameters import merge_parameters
-from ..config import LOG_LEVELS, _default_timeout
 from ..errors import NbmcpError
 from ..kernels.local import choose_kernel
-from ..session.session import CellRef, Execution
-from .main import add_kernel_options
+from ..session.results import CellRef, Execution
+from .options import add_kernel_options, add_log_level_option, add_timeout_option, command_parser, configure_logging
 
 __all__ = ["HEARTBEAT_INTERVAL", "LIVE_REFRESH", "ExitCode", "exec_cli"]
 
@@ -115,12 +114,7 @@ def _jobs(value: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nbmcp exec",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("nbmcp exec", DESCRIPTION, EPILOG)
     p.add_argument(
         "paths",
         metavar="NOTEBOOK",
@@ -178,27 +172,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a JUnit XML report: one testcase per notebook, a failing cell's traceback in its <failure>",
     )
-    p.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=_default_timeout(),
-        help="time limit of each cell (default: %(default)g, or NBMCP_TIMEOUT)",
-    )
+    add_timeout_option(p, "time limit of each cell (default: %(default)g, or NBMCP_TIMEOUT)")
     p.add_argument(
         "--allow-errors",
         action="store_true",
         help="go on after a cell raises an exception (its traceback is saved in its outputs) and exit 0",
     )
     add_kernel_options(p)
-    p.add_argument(
-        "--log-level",
-        metavar="LEVEL",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="WARNING",
-        help=f"nbmcp's own log lines on stderr: {', '.join(LOG_LEVELS)} (default: %(default)s)",
-    )
+    add_log_level_option(p, "WARNING", "nbmcp's own log lines on stderr")
     return p
 
 
@@ -497,13 +478,11 @@ async def _run(ns: argparse.Namespace, jobs: list[NotebookJob]) -> tuple[list[No
 
 def exec_cli(*args: str) -> int:
     """Run `nbmcp exec` with command-line `args` (those after "exec"); returns the exit code."""
-    from .main import _configure_logging
-
     parser = _parser()
     ns = parser.parse_args(args)
     if ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
-    _configure_logging(ns.log_level)
+    configure_logging(ns.log_level)
     skip = Path(ns.output_dir).expanduser().absolute() if ns.output_dir else None
     inputs, problem = _find_notebooks(ns.paths, skip)
     if problem:

@@ -29,22 +29,13 @@ if "jsonschema" not in sys.modules:
         sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
 from .. import __version__
-from ..config import (
-    LOG_LEVELS,
-    TRANSPORTS,
-    Settings,
-    _default_log_level,
-    _default_max_wait,
-    _default_timeout,
-    _default_token,
-    settings_from_env,
-)
+from ..config import Settings, default_max_wait
 from ..errors import NbmcpError, UsageError
 from ..kernels.local import check_kernel_options
 from ..notebook.store import LocalStore
-from ..server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
-from ..server.tools import ALL_TOOLS, exposed_tools
-from ..session.session import DEFAULT_MAX_WAIT
+from ..server.render import MIN_OUTPUT_CHARS
+from ..server.tools import exposed_tools
+from .options import add_server_arguments, command_parser, configure_logging, settings_from_args
 
 __all__ = ["cli", "main"]
 
@@ -100,173 +91,10 @@ Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmc
 """
 
 
-def add_kernel_options(p: argparse.ArgumentParser) -> None:
-    """--kernel NAME | --python PATH, shared by `nbmcp` and `nbmcp exec`."""
-    kernel = p.add_mutually_exclusive_group()
-    kernel.add_argument(
-        "--kernel",
-        metavar="NAME",
-        help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: a specific "
-        "kernelspec named in the notebook if installed, else the project's .venv/venv (from the notebook's folder up "
-        "to the project root), else an activated VIRTUAL_ENV/CONDA_PREFIX, else nbmcp's own Python",
-    )
-    kernel.add_argument("--python", metavar="PATH", help="Python interpreter (with ipykernel) to run code with")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nbmcp",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "path",
-        metavar="PATH",
-        nargs="?",
-        help="the notebook (.ipynb) to serve, created if missing; or a folder: serve every notebook under it "
-        "(default: the current folder). With --server-url or DOCUMENT_URL: the notebook's path relative to the "
-        "Jupyter server's root (default: DOCUMENT_ID)",
-    )
-    remote = p.add_argument_group("a notebook on a Jupyter server (or DOCUMENT_URL and the other seed variables)")
-    remote.add_argument(
-        "--server-url",
-        metavar="URL",
-        help="a Jupyter server holding the notebook and running its kernel, e.g. http://127.0.0.1:8888",
-    )
-    remote.add_argument(
-        "--server-token",
-        metavar="TOKEN",
-        help="that server's token (prefer DOCUMENT_TOKEN: flags show in `ps`)",
-    )
-    p.add_argument(
-        "--transport",
-        choices=TRANSPORTS,
-        default="stdio",
-        help="how the MCP client talks to nbmcp (default: %(default)s)",
-    )
-    http = p.add_argument_group("streamable HTTP (--transport streamable-http)")
-    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback)")
-    http.add_argument("--port", type=int, default=4040, help="port to listen on (default: %(default)s)")
-    http.add_argument(
-        "--token",
-        default=_default_token(),
-        help="bearer token every MCP request must carry (default: $NBMCP_TOKEN); required off loopback",
-    )
-    http.add_argument(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="extra Host name clients may use to reach this server (repeatable); loopback names are always allowed",
-    )
-    add_kernel_options(p)
-    p.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=_default_timeout(),
-        help="default time limit of an execution before the kernel is interrupted (default: %(default)g)",
-    )
-    p.add_argument(
-        "--max-wait",
-        metavar="SECONDS",
-        type=float,
-        default=None,
-        help="seconds an execution tool waits before answering with the outputs so far while the cell runs on "
-        f"(wait_for_execution picks it up; default: $NBMCP_MAX_WAIT or {DEFAULT_MAX_WAIT:g})",
-    )
-    p.add_argument(
-        "--tools",
-        metavar="A,B,C",
-        type=_tool_list,
-        help="expose only these tools (comma-separated names; see README.md for the list)",
-    )
-    p.add_argument(
-        "--read-only",
-        action="store_true",
-        help="expose only tools that change nothing; no kernel starts and no program from the notebook's folder runs",
-    )
-    p.add_argument(
-        "--max-output-chars",
-        metavar="N",
-        type=int,
-        default=MAX_OUTPUT_CHARS,
-        help="characters of output text the assistant gets per answer; longer output is cut in the middle "
-        "and read_cell_output returns the rest (default: %(default)d)",
-    )
-    p.add_argument(
-        "--max-image-bytes",
-        metavar="N",
-        type=int,
-        default=MAX_IMAGE_BYTES,
-        help="largest image (PNG/JPEG bytes) sent to the assistant; larger ones are replaced by a note "
-        "(default: %(default)d)",
-    )
-    p.add_argument(
-        "--log-level",
-        metavar="LEVEL",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default=_default_log_level(),
-        help=f"stderr logging: {', '.join(LOG_LEVELS)} (default: %(default)s)",
-    )
-    p.add_argument(
-        "--no-watch",
-        dest="watch",
-        action="store_false",
-        help="do not watch the file for changes by others (each tool call still checks it before use)",
-    )
-    p.add_argument("--version", action="version", version=f"nbmcp {__version__}")
+    p = command_parser("nbmcp", DESCRIPTION, EPILOG)
+    add_server_arguments(p)
     return p
-
-
-def _tool_list(value: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in value.split(",") if n.strip())
-    unknown = [n for n in names if n not in ALL_TOOLS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown tool(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(ALL_TOOLS)}"
-        )
-    return names
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("nbmcp %(levelname)s %(name)s: %(message)s"))
-    # stderr shows --log-level and above; nbmcp's own records are all made, because MCP clients may
-    # ask for more of them (logging/setLevel) than stderr shows.
-    handler.setLevel(level)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("nbmcp").setLevel(logging.DEBUG)
-    # Third-party chatter that says nothing to a user at INFO.
-    for noisy in ("mcp", "traitlets", "httpx", "httpx2", "httpcore2", "tornado", "asyncio", "filelock", "watchfiles"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    return settings_from_env(
-        path=args.path,
-        server_url=args.server_url,
-        server_token=args.server_token,
-        transport=args.transport,
-        kernel=args.kernel,
-        python=args.python,
-        timeout=args.timeout,
-        max_wait=args.max_wait,
-        log_level=args.log_level,
-        watch=args.watch,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        allowed_hosts=tuple(args.allowed_host),
-        max_output_chars=args.max_output_chars,
-        max_image_bytes=args.max_image_bytes,
-        tools=args.tools,
-        read_only=args.read_only,
-    )
 
 
 def _check_remote(settings: Settings) -> str | None:
@@ -371,7 +199,7 @@ def cli(*args: str) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if ns.max_wait is None:
         try:
-            ns.max_wait = _default_max_wait()
+            ns.max_wait = default_max_wait()
         except UsageError as exc:
             parser.error(str(exc))
     if ns.max_wait <= 0:
@@ -390,7 +218,7 @@ def cli(*args: str) -> int:
         settings = settings_from_args(ns)
     except NbmcpError as exc:
         parser.error(str(exc))
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     if ns.path is None and not settings.document_url and settings.path == Path(settings.path.anchor):
         # GUI clients often start servers in /; serving every notebook on the disk is never what was meant.
         return _fail(

@@ -15,7 +15,9 @@ import anyio
 
 from ..errors import NbmcpError, UndoConflictError
 from ..notebook.journal import MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, STATE_DIR_ENV, Journal
-from ..session.session import Change, NotebookSession
+from ..session.results import Change
+from ..session.session import NotebookSession
+from .options import command_parser
 
 __all__ = ["history_cli", "undo_cli"]
 
@@ -30,13 +32,23 @@ running cells are not recorded, and undo keeps them.
 """
 
 
-def _notebook(parser: argparse.ArgumentParser, value: str) -> Path:
+def _journal_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `nbmcp history` or `nbmcp undo`, with its PATH argument."""
+    p = command_parser(prog, description, JOURNAL_NOTE)
+    p.add_argument("path", metavar="PATH", help="the notebook (.ipynb)")
+    return p
+
+
+def _open(parser: argparse.ArgumentParser, value: str, count: int, flag: str) -> NotebookSession:
+    """The session on the notebook `value` names; a usage error if `count` (given by `flag`) is below 1."""
+    if count < 1:
+        parser.error(f"{flag} must be at least 1")
     path = Path(value)
     if path.suffix != ".ipynb":
         parser.error(f"{value} does not end in .ipynb; give the notebook's path")
     if not path.is_file():
         parser.error(f"{value}: no such notebook")
-    return path
+    return NotebookSession(path)
 
 
 def _line(change: Change) -> str:
@@ -45,22 +57,17 @@ def _line(change: Change) -> str:
 
 def history_cli(*args: str) -> int:
     """`nbmcp history PATH [--limit N] [--clear]`; returns the exit code."""
-    p = argparse.ArgumentParser(
-        prog="nbmcp history",
-        description="List the changes nbmcp made to a notebook, newest first (step 1); "
+    p = _journal_parser(
+        "nbmcp history",
+        "List the changes nbmcp made to a notebook, newest first (step 1); "
         "`nbmcp undo PATH --steps N` takes back steps 1 to N.",
-        epilog=JOURNAL_NOTE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="the notebook (.ipynb)")
     p.add_argument(
         "--limit", metavar="N", type=int, default=HISTORY_LIMIT, help="list at most N (default: %(default)s)"
     )
     p.add_argument("--clear", action="store_true", help="forget every recorded change (the notebook is not touched)")
     ns = p.parse_args(args)
-    if ns.limit < 1:
-        p.error("--limit must be at least 1")
-    session = NotebookSession(_notebook(p, ns.path))
+    session = _open(p, ns.path, ns.limit, "--limit")
     try:
         if ns.clear:
             n = anyio.run(session.clear_history)
@@ -84,19 +91,14 @@ def history_cli(*args: str) -> int:
 
 def undo_cli(*args: str) -> int:
     """`nbmcp undo PATH [--steps N]`; returns the exit code (1: refused, nothing written)."""
-    p = argparse.ArgumentParser(
-        prog="nbmcp undo",
-        description="Take back the last N changes nbmcp made to a notebook (newest first, in one write). "
+    p = _journal_parser(
+        "nbmcp undo",
+        "Take back the last N changes nbmcp made to a notebook (newest first, in one write). "
         "It refuses, writing nothing, if a cell it would restore was changed since by someone else.",
-        epilog=JOURNAL_NOTE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="the notebook (.ipynb)")
     p.add_argument("--steps", metavar="N", type=int, default=1, help="how many changes (default: %(default)s)")
     ns = p.parse_args(args)
-    if ns.steps < 1:
-        p.error("--steps must be at least 1")
-    session = NotebookSession(_notebook(p, ns.path))
+    session = _open(p, ns.path, ns.steps, "--steps")
     try:
         result = anyio.run(session.undo, ns.steps)
     except UndoConflictError as exc:

@@ -25,7 +25,7 @@ from nbformat import NotebookNode
 
 from ..errors import NotebookFormatError, NotebookNotFoundError, NotebookWriteError
 from ..jupyter.client import JupyterServer, api_error_message, raise_for_status, translate_errors
-from .store import new_notebook
+from .store import CachedStore, new_notebook
 
 __all__ = ["CONFLICT_RETRIES", "ContentsStore"]
 
@@ -54,7 +54,7 @@ def _same(seen: Version | None, now: Version) -> bool:
     return seen[2] is None or now[2] is None or seen[2] == now[2]
 
 
-class ContentsStore:
+class ContentsStore(CachedStore):
     """A notebook on a Jupyter server, at `path` relative to the server's root folder."""
 
     def __init__(self, server: JupyterServer, path: str, *, client: httpx2.Client | None = None) -> None:
@@ -81,14 +81,6 @@ class ContentsStore:
             self._put(new_notebook())
             logger.info("created empty notebook %s", self.path)
             return True
-
-    def read(self) -> NotebookNode:
-        """The current notebook, downloaded again only if it changed on the server since we last saw it.
-
-        The returned object is shared: treat it as read-only and change the notebook through `edit`.
-        """
-        with self._mutex:
-            return self._refresh()
 
     def read_if_unchanged(self) -> NotebookNode | None:
         """Always None: only a request to the server can tell, so callers use `read` (on a thread)."""

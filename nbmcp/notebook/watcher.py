@@ -7,7 +7,7 @@ the stat of what it last read or wrote); when the stat alone cannot tell (a save
 timestamp tick keeps it), the bytes are compared with what nbmcp wrote, once that tick is over.
 
 The watcher makes nbmcp prompt; it does not make it correct: every tool call checks the file itself
-before it reads or writes (see `nbmcp.store`).
+before it reads or writes (see `nbmcp.notebook.store`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import anyio
 from watchfiles import Change, awatch
 
 from ..errors import NbmcpError
-from .store import TEMP_MARKER, LocalStore
+from .atomic import TEMP_MARKER
+from .store import LocalStore
 
 __all__ = ["WATCH_DEBOUNCE_MS", "WATCH_WAKE_MS", "NotebookWatcher"]
 

@@ -26,7 +26,9 @@ from .. import __version__
 from ..config import Settings
 from ..errors import UsageError
 from ..kernels.local import Kernel, LocalKernel, choose_kernel
-from ..notebook.store import LocalStore, NotebookStore, dumps_notebook, tune_memory
+from ..notebook.encoder import dumps_notebook
+from ..notebook.memory import tune_memory
+from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
 from .client_log import ClientLog

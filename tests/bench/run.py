@@ -44,7 +44,8 @@ from mcp import Client, StdioServerParameters
 from nbformat import NotebookNode
 
 from nbmcp.kernels.outputs import output_text
-from nbmcp.notebook.store import LocalStore, dumps_notebook
+from nbmcp.notebook.encoder import dumps_notebook
+from nbmcp.notebook.store import LocalStore
 from nbmcp.server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, render_outputs, truncate_middle
 
 from .notebooks import make_notebook

@@ -52,7 +52,7 @@ async def main(cells: int, repeat: int) -> None:
         _notebook(path, cells)
         session = NotebookSession(path)
         await session.open(create=False, start_kernel=False)
-        journal = session._journal
+        journal = session.document.journal
 
         async def edit(i: int) -> object:
             return await session.overwrite_source(0, f"y = {i}")
@@ -61,9 +61,9 @@ async def main(cells: int, repeat: int) -> None:
         # Interleaved, so that a machine busy with other work weighs on both alike.
         with_times, without_times = [], []
         for i in range(repeat):
-            session._journal = None
+            session.document.journal = None
             without_times.append(await _ms(edit(2 * i)))
-            session._journal = journal
+            session.document.journal = journal
             with_times.append(await _ms(edit(2 * i + 1)))
         without, small = statistics.median(without_times), statistics.median(with_times)
 

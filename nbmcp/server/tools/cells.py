@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 
-from ...session.session import CellRef
+from ...session.results import CellRef
 from ..render import truncate_middle
 from .answers import CellAnswer, ClearAllAnswer, cell_name
 from .registry import CellIndex, tool, toolbox

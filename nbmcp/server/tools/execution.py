@@ -11,7 +11,8 @@ from mcp.types import CallToolResult
 
 from ...errors import UsageError
 from ...kernels.local import ExecutionResult
-from ...session.session import BackgroundExecution, CellRef, NotebookSession, RunAll
+from ...session.results import BackgroundExecution, CellRef, RunAll
+from ...session.session import NotebookSession
 from ..render import ImageBudget, render
 from .answers import CELL_OUTPUT_CHARS, ExecutionAnswer, ExecutionsAnswer, RunAllAnswer, address, cell_name, image_infos
 from .registry import CellIndex, timeout_of, tool, toolbox
@@ -187,6 +188,15 @@ async def insert_execute_code_cell(
     return await _add_and_run(ctx, cell_index, cell_id, cell_source)
 
 
+async def _execute_cell(
+    ctx: Context, cell_index: int | None, cell_id: str | None, timeout_seconds: float | None, progress: float | None
+) -> CallToolResult:
+    """The one body of the execute-cell tools (the seed's three variants and execute_cell)."""
+    box = toolbox()
+    timeout = timeout_of(timeout_seconds, box.default_timeout)
+    return await _run(ctx, await box.session(ctx), cell_index, cell_id, timeout, progress)
+
+
 @tool
 async def execute_cell_simple_timeout(
     ctx: Context, cell_index: CellIndex | None = None, timeout_seconds: float = SEED_TIMEOUT, cell_id: str | None = None
@@ -200,9 +210,7 @@ async def execute_cell_simple_timeout(
     Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
     running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
-    box = toolbox()
-    timeout = timeout_of(timeout_seconds, box.default_timeout)
-    return await _run(ctx, await box.session(ctx), cell_index, cell_id, timeout, None)
+    return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, None)
 
 
 @tool
@@ -221,11 +229,9 @@ async def execute_cell_streaming(
     Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
     running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
-    box = toolbox()
-    timeout = timeout_of(timeout_seconds, box.default_timeout)
     if progress_interval <= 0:
         raise UsageError(f"progress_interval must be a positive number of seconds, not {progress_interval!r}")
-    return await _run(ctx, await box.session(ctx), cell_index, cell_id, timeout, max(progress_interval, 1))
+    return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, max(progress_interval, 1))
 
 
 @tool
@@ -240,9 +246,7 @@ async def execute_cell_with_progress(
     Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
     running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
-    box = toolbox()
-    timeout = timeout_of(timeout_seconds, box.default_timeout)
-    return await _run(ctx, await box.session(ctx), cell_index, cell_id, timeout, PROGRESS_INTERVAL)
+    return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
 
 @tool
@@ -261,9 +265,7 @@ async def execute_cell(
     Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
     running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
-    box = toolbox()
-    timeout = timeout_of(timeout_seconds, box.default_timeout)
-    return await _run(ctx, await box.session(ctx), cell_index, cell_id, timeout, PROGRESS_INTERVAL)
+    return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
 
 @tool

@@ -15,7 +15,7 @@ from mcp.types import CallToolResult
 
 from ...errors import UsageError
 from ...kernels.outputs import output_text
-from ...session.session import CellView
+from ...session.results import CellView
 from ..render import ImageBudget, ImagePart, page_text, render
 from .answers import (
     CELL_OUTPUT_CHARS,

@@ -22,7 +22,8 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Strict
 
 from ...errors import NbmcpError, ToolDisabledError, UsageError
-from ...session.session import DEFAULT_MAX_WAIT, NotebookSession
+from ...session.executions import DEFAULT_MAX_WAIT
+from ...session.session import NotebookSession
 from ..client_log import ClientLog
 from ..render import ImagePart
 from .answers import ANSWER_OVERHEAD, Answer, reply

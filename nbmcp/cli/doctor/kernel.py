@@ -1,0 +1,170 @@
+"""Checks of the kernel nbmcp would run: which one, whether its interpreter has ipykernel, a real start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nbformat import NotebookNode
+
+from ...config import Settings
+from ...errors import NbmcpError
+from ...kernels.local import ExecutionResult, Kernel, KernelChoice, LocalKernel, choose_kernel, install_command
+from .report import Check, Verdict
+
+__all__ = ["IMPORT_CHECK_TIMEOUT", "KERNEL_CHECK_TIMEOUT", "check_local_kernel", "kernel_choice", "run_kernel_check"]
+
+#: Seconds `1+1` may take on a started kernel before the check fails (a cold start is timed apart).
+KERNEL_CHECK_TIMEOUT = 60.0
+#: Seconds the interpreter gets to answer `import ipykernel`.
+IMPORT_CHECK_TIMEOUT = 60.0
+
+
+def kernel_choice(settings: Settings, notebook_kernel: str | None, notebook_dir: Path) -> KernelChoice:
+    """The local kernel nbmcp would run for these settings (the one place doctor asks `choose_kernel`)."""
+    return choose_kernel(
+        kernel_name=settings.kernel,
+        python=settings.python,
+        notebook_kernel=notebook_kernel,
+        notebook_dir=notebook_dir,
+    )
+
+
+def _is_own_python(choice: KernelChoice) -> bool:
+    """True when the kernel runs on nbmcp's own interpreter without the user asking for it.
+
+    Also through the generic ``python3`` kernelspec named in the notebook's metadata, which resolves to
+    the interpreter nbmcp runs on. Paths are compared unresolved: every virtual environment's python is
+    a symlink to the same base interpreter.
+    """
+    if choice.reason in ("--python", "--kernel"):
+        return False
+    return choice.reason == "default" or os.path.abspath(choice.argv0) == os.path.abspath(sys.executable)
+
+
+def _ipykernel_python(choice: KernelChoice) -> str | None:
+    """The interpreter that must import ipykernel for this kernel to start, if it is an ipykernel."""
+    argv = list(choice.spec.argv) if choice.spec is not None else []
+    if any(a.startswith("ipykernel") for a in argv[1:4]):
+        return choice.argv0
+    return None
+
+
+def _check_ipykernel(python: str) -> Check:
+    name = "ipykernel"
+    try:
+        proc = subprocess.run(
+            [python, "-c", "import ipykernel"],
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_CHECK_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(name, Verdict.FAIL, f"cannot run {python}: {exc}", "point --python at a working interpreter")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+        return Check(
+            name,
+            Verdict.FAIL,
+            f"{python} cannot import ipykernel ({last}), so no kernel can start on it",
+            f"install it into that environment: `{python} -m pip install ipykernel` "
+            f"(or `uv pip install --python {python} ipykernel`); "
+            "or choose another interpreter with --python or --kernel",
+        )
+    return Check(name, Verdict.PASS, f"{python} has ipykernel")
+
+
+def run_kernel_check(kernel: Kernel, where: str) -> Check:
+    """Start `kernel`, run 1+1 on it, shut it down; the timings go into the line."""
+
+    async def go() -> tuple[float, ExecutionResult]:
+        started = time.monotonic()
+        try:
+            await kernel.ensure_started()
+            start_time = time.monotonic() - started
+            result = await kernel.execute("1+1", timeout=KERNEL_CHECK_TIMEOUT, store_history=False)
+            return start_time, result
+        finally:
+            await kernel.shutdown()
+
+    name = "kernel run"
+    try:
+        start_time, result = asyncio.run(go())
+    except NbmcpError as exc:
+        return Check(name, Verdict.FAIL, str(exc), _start_fix(where))
+    except Exception as exc:  # any failure to start is what this check reports
+        return Check(name, Verdict.FAIL, f"could not start the kernel: {type(exc).__name__}: {exc}", _start_fix(where))
+    answer = next(
+        (o.get("data", {}).get("text/plain") for o in result.outputs if o.get("output_type") == "execute_result"),
+        None,
+    )
+    if result.status != "ok" or answer != "2":
+        return Check(
+            name,
+            Verdict.FAIL,
+            f"the kernel started in {start_time:.2f} s but 1+1 gave status {result.status!r}, "
+            f"answer {answer!r} {result.note}".strip(),
+            _start_fix(where),
+        )
+    return Check(
+        name,
+        Verdict.PASS,
+        f"started in {start_time:.2f} s; ran 1+1 = 2 in {result.elapsed:.2f} s",
+        seconds=start_time + result.elapsed,
+    )
+
+
+def _start_fix(where: str) -> str:
+    if where == "remote":
+        return "check the Jupyter server's log (it starts the kernel); `jupyter kernelspec list` on that machine"
+    return (
+        "run the kernel by hand to see its error (`jupyter kernelspec list`, or `PYTHON -m ipykernel_launcher`); "
+        "choose another with --kernel NAME or --python PATH"
+    )
+
+
+def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir: Path) -> list[Check]:
+    """The kernel nbmcp would choose, its interpreter's ipykernel, and a real start of it running 1+1."""
+    metadata_kernel = nb.metadata.get("kernelspec", {}).get("name") if nb is not None else None
+    try:
+        choice = kernel_choice(settings, metadata_kernel, notebook_dir)
+    except NbmcpError as exc:
+        if settings.python and "has no ipykernel" in str(exc):
+            # --python names an interpreter without ipykernel: the start-up check's message has the fix.
+            given = str(Path(settings.python).expanduser())
+            return [
+                Check("kernel", Verdict.FAIL, f"--python {settings.python}", "see the ipykernel line"),
+                Check(
+                    "ipykernel",
+                    Verdict.FAIL,
+                    f"{given} cannot import ipykernel",
+                    f"install it into that environment: `{install_command(given)}`",
+                ),
+                Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"),
+            ]
+        return [Check("kernel", Verdict.FAIL, str(exc), "fix --kernel/--python (see `jupyter kernelspec list`)")]
+    line = Check("kernel", Verdict.PASS, choice.describe())
+    if _is_own_python(choice):
+        line.verdict = Verdict.WARN
+        line.detail += (
+            ": the Python nbmcp itself runs on, so code sees only the packages installed there, not your project's"
+        )
+        line.fix = (
+            "to use your project's packages: a .venv beside the notebook with ipykernel, "
+            "--python /path/to/project/.venv/bin/python, or --kernel NAME"
+        )
+    checks = [line]
+    python = _ipykernel_python(choice)
+    if python is not None:
+        ipykernel = _check_ipykernel(python)
+        checks.append(ipykernel)
+        if ipykernel.verdict is Verdict.FAIL:
+            checks.append(Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"))
+            return checks
+    checks.append(run_kernel_check(LocalKernel(choice, notebook_dir), "local"))
+    return checks
