@@ -25,7 +25,8 @@ pytestmark = pytest.mark.anyio
 RED_TRACEBACK = [
     "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m",
     "\x1b[0;31mZeroDivisionError\x1b[0m                         Traceback (most recent call last)",
-    "Cell \x1b[0;32mIn[2], line 1\x1b[0m\n\x1b[0;32m----> 1\x1b[0m \x1b[38;5;241m1\x1b[39m\x1b[38;5;241m/\x1b[39m\x1b[38;5;241m0\x1b[39m",
+    "Cell \x1b[0;32mIn[2], line 1\x1b[0m\n"
+    "\x1b[0;32m----> 1\x1b[0m \x1b[38;5;241m1\x1b[39m\x1b[38;5;241m/\x1b[39m\x1b[38;5;241m0\x1b[39m",
     "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero",
 ]
 
