@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbmcp.config import Settings
 from nbmcp.server.app import create_server
 
-from .viewing import chromium, open_view, png, serving, write_nb
+from .viewing import chromium, open_view, png, serving, until, write_nb
 
 pytestmark = pytest.mark.anyio
 
@@ -143,9 +143,7 @@ async def test_deleted_and_moved_cells_leave_and_move(nb_path: Path) -> None:
         nb.cells.append(nb.cells.pop(0))
         nbformat.write(nb, nb_path)
         await page.locator(f'section[data-id="{gone}"]').wait_for(state="detached", timeout=5000)
-        await page.wait_for_function(
-            "id => document.querySelector('#cells section:last-child').dataset.id === id", arg=nb.cells[-1].id
-        )
+        await page.locator(f'#cells section:last-child[data-id="{nb.cells[-1].id}"]').wait_for()
         ids = await page.eval_on_selector_all("section.cell", "els => els.map(e => e.dataset.id)")
         assert ids == [c.id for c in nb.cells]
 
@@ -212,7 +210,7 @@ async def test_scripts_in_outputs_never_run_in_the_views_origin(nb_path: Path) -
         frame = page.frame_locator("iframe.html-output")
         await frame.get_by_text("a tall output").wait_for()
         # The frame's own resize script (allowed by its hash) ran and sized the frame to its content.
-        await page.wait_for_function("document.querySelector('iframe.html-output').offsetHeight >= 300")
+        await until(page, "document.querySelector('iframe.html-output').offsetHeight >= 300")
         await page.locator("img.image-output").wait_for()
         await page.wait_for_timeout(500)
         assert await page.evaluate("window.pwned") is None

@@ -69,6 +69,9 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
         lifespan="off",
     )
     server = (_EmbeddedServer if embedded else uvicorn.Server)(config)
+    # nbconvert takes about a second to import, a 10,000-cell notebook half a second to read: both in a
+    # thread now, rather than in the first page's wait.
+    asyncio.get_running_loop().run_in_executor(None, view.prepare)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
