@@ -27,7 +27,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
-from ..kernels.local import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT
 from ..notebook.store import LocalStore, parse_notebook
 from ..session.session import CellRef, Execution, NotebookSession, RunAll, _ensure_ids
 from .parameters import check_names, inject_parameters

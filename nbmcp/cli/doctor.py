@@ -36,7 +36,9 @@ from .. import __version__
 from ..config import Settings
 from ..errors import NbmcpError
 from ..jupyter.client import JupyterServer, api_error_message
-from ..kernels.local import ExecutionResult, Kernel, KernelChoice, LocalKernel, choose_kernel, install_command
+from ..kernels.base import ExecutionResult, Kernel
+from ..kernels.choice import KernelChoice, choose_kernel, install_command
+from ..kernels.local import LocalKernel
 from ..kernels.remote import RemoteKernel
 from ..notebook.store import LocalStore, lock_dir
 from ..server.http import is_loopback

@@ -25,7 +25,7 @@ from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
 from ..ci.parameters import merge_parameters
 from ..config import LOG_LEVELS, _default_timeout
 from ..errors import NbmcpError
-from ..kernels.local import choose_kernel
+from ..kernels.choice import choose_kernel
 from ..session.session import CellRef, Execution
 from .main import add_kernel_options
 

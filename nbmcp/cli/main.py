@@ -40,7 +40,7 @@ from ..config import (
     settings_from_env,
 )
 from ..errors import NbmcpError, UsageError
-from ..kernels.local import check_kernel_options
+from ..kernels.choice import check_kernel_options
 from ..notebook.store import LocalStore
 from ..server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS, MIN_OUTPUT_CHARS
 from ..server.tools import ALL_TOOLS, exposed_tools

@@ -25,7 +25,9 @@ from nbformat import NotebookNode
 from .. import __version__
 from ..config import Settings
 from ..errors import UsageError
-from ..kernels.local import Kernel, LocalKernel, choose_kernel
+from ..kernels.base import Kernel
+from ..kernels.choice import choose_kernel
+from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore, dumps_notebook, tune_memory
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession

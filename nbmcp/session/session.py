@@ -38,17 +38,16 @@ from ..errors import (
     SourceMatchError,
     UsageError,
 )
-from ..kernels.local import (
+from ..kernels.base import (
     DEFAULT_TIMEOUT,
     INTERRUPT_GRACE,
     ExecutionResult,
     Kernel,
-    KernelChoice,
     KernelState,
-    LocalKernel,
     NoKernel,
-    choose_kernel,
 )
+from ..kernels.choice import KernelChoice, choose_kernel
+from ..kernels.local import LocalKernel
 from ..kernels.outputs import OutputCollector, normalize_stream_text, output_text
 from ..notebook.journal import (
     BARRIER,

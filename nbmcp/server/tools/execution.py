@@ -10,7 +10,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 
 from ...errors import UsageError
-from ...kernels.local import ExecutionResult
+from ...kernels.base import ExecutionResult
 from ...session.session import BackgroundExecution, CellRef, NotebookSession, RunAll
 from ..render import ImageBudget, render
 from .answers import CELL_OUTPUT_CHARS, ExecutionAnswer, ExecutionsAnswer, RunAllAnswer, address, cell_name, image_infos
