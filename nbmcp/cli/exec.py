@@ -24,7 +24,7 @@ import anyio
 from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
 from ..ci.parameters import merge_parameters
 from ..errors import NbmcpError
-from ..kernels.local import choose_kernel
+from ..kernels.choice import choose_kernel
 from ..session.results import CellRef, Execution
 from .options import add_kernel_options, add_log_level_option, add_timeout_option, command_parser, configure_logging
 
