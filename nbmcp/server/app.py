@@ -26,7 +26,9 @@ from nbformat import NotebookNode
 from .. import __version__
 from ..config import Settings
 from ..errors import UsageError
-from ..kernels.local import Kernel, LocalKernel, choose_kernel
+from ..kernels.base import Kernel
+from ..kernels.choice import choose_kernel
+from ..kernels.local import LocalKernel
 from ..notebook.encoder import dumps_notebook
 from ..notebook.memory import tune_memory
 from ..notebook.store import LocalStore, NotebookStore
