@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import select
@@ -35,7 +34,7 @@ from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
 from ..view.app import with_view
-from ..view.serve import attach_view, serve_view
+from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
 from .paths import confine, relative_name
 from .tools import register_tools, requested_notebook
@@ -554,8 +553,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
                 tg.start_soon(_cancel_on_signals, tg.cancel_scope)
                 if hangup_fd is not None:
                     tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
-                if view is not None and sock is not None:
-                    tg.start_soon(functools.partial(serve_view, view, sock, embedded=True))
+                tg.start_soon(serve_beside, view, sock)  # the live view, with --view
                 await server.run_stdio_async()
                 tg.cancel_scope.cancel()
         finally:
@@ -591,8 +589,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         **server_limits(),
     )
     server_ = uvicorn.Server(config)
-    if view is not None:  # open pages must not hold up the shutdown
-        view.closing_when = lambda: server_.should_exit
+    stop_with(view, server_)  # pages of the live view left open must not hold up the shutdown
     await server_.serve(sockets=[sock] if sock is not None else None)
 
 
