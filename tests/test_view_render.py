@@ -10,7 +10,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from nbmcp.session.activity import Activity, current_tool
 from nbmcp.view.live import MAX_PUSHED_CELLS, NotebookFeed
-from nbmcp.view.render import LONG_OUTPUT_LINES, MAX_OUTPUT_CHARS, render_cells, render_outputs
+from nbmcp.view.render import LONG_OUTPUT_LINES, MAX_OUTPUT_CHARS, render_cells, render_outputs, stylesheet
 
 from .viewing import write_nb
 
@@ -107,3 +107,8 @@ def test_a_markdown_cells_attached_image_is_shown_and_foreign_urls_are_not() -> 
     html = render_cells({"cells": [cell]})[0]["html"]
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
     assert "data:text/html" not in html
+
+
+def test_the_stylesheet_covers_the_fragments() -> None:
+    css = stylesheet()
+    assert ".ansi-red-fg" in css and ".highlight .k" in css and "iframe.html-output" in css

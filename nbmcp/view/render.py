@@ -28,6 +28,7 @@ import hashlib
 import html
 import json
 from collections.abc import Collection, Mapping, Sequence
+from importlib import resources
 from typing import Any
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "render_cell",
     "render_cells",
     "render_outputs",
+    "stylesheet",
     "warm_up",
 ]
 
@@ -154,6 +156,12 @@ def pygments_css() -> str:
     from pygments.formatters import HtmlFormatter
 
     return str(HtmlFormatter(style="default").get_style_defs(".highlight"))
+
+
+def stylesheet() -> str:
+    """Every style the fragments need (the page's, ANSI colours, highlighting), for a page of another face."""
+    page = resources.files(__package__).joinpath("static").joinpath("view.css").read_text(encoding="utf-8")
+    return page + "\n" + pygments_css()
 
 
 def cell_key(cell: Mapping[str, Any], index: int) -> str:
