@@ -35,7 +35,7 @@ from ..kernels.choice import check_kernel_options
 from ..notebook.store import LocalStore
 from ..server.render import MIN_OUTPUT_CHARS
 from ..server.tools import exposed_tools
-from .options import add_server_arguments, command_parser, configure_logging, settings_from_args
+from .options import add_server_arguments, command_parser, configure_logging, settings_from_args, token_refusal
 
 __all__ = ["cli", "main"]
 
@@ -248,16 +248,9 @@ def cli(*args: str) -> int:
     problem = _check_kernel(settings) or _check_view(settings)
     if problem:
         return _fail(problem)
-    if settings.transport == "streamable-http" or settings.view:
-        from ..server.http import is_loopback
-
-        if not is_loopback(settings.host) and not settings.token:
-            print(
-                f"nbmcp: error: --host {settings.host} is reachable from other machines; refusing to start "
-                "without a bearer token (--token TOKEN or NBMCP_TOKEN). Use --host 127.0.0.1 for this machine only.",
-                file=sys.stderr,
-            )
-            return 2
+    refusal = token_refusal(settings.host, settings.token)
+    if refusal and (settings.transport == "streamable-http" or settings.view):
+        return _fail(refusal)
     problem, store = _check_path(settings)
     if problem:
         # Like every start-up error (bad flags too): exit code 2, one line, nothing served.

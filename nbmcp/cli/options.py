@@ -34,6 +34,7 @@ __all__ = [
     "command_parser",
     "configure_logging",
     "settings_from_args",
+    "token_refusal",
 ]
 
 
@@ -237,3 +238,15 @@ def configure_logging(level: str) -> None:
     # Third-party chatter that says nothing to a user at INFO.
     for noisy in ("mcp", "traitlets", "httpx", "httpx2", "httpcore2", "tornado", "asyncio", "filelock", "watchfiles"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def token_refusal(host: str, token: str | None) -> str | None:
+    """Why nbmcp will not listen on `host` (reachable from other machines) without a token, or None."""
+    from ..server.http import is_loopback
+
+    if is_loopback(host) or token:
+        return None
+    return (
+        f"--host {host} is reachable from other machines; refusing to start without a bearer token "
+        "(--token TOKEN or NBMCP_TOKEN). Use --host 127.0.0.1 for this machine only."
+    )

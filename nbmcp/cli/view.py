@@ -10,6 +10,8 @@ import sys
 import webbrowser
 from pathlib import Path
 
+from .options import token_refusal
+
 __all__ = ["view_cli"]
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def view_cli(*args: str) -> int:
     """Run `nbmcp view` with `args`; returns the exit code (0 after Ctrl+C)."""
-    from ..server.http import is_loopback
     from ..view.app import ViewServer, new_token
     from ..view.serve import bind, serve_view, url_host
 
@@ -52,12 +53,9 @@ def view_cli(*args: str) -> int:
     if not path.exists():
         print(f"nbmcp view: error: {path} does not exist", file=sys.stderr)
         return 2
-    if not is_loopback(ns.host) and not ns.token:
-        print(
-            f"nbmcp view: error: --host {ns.host} is reachable from other machines; refusing to start without "
-            "--token TOKEN (or NBMCP_TOKEN). Use --host 127.0.0.1 for this machine only.",
-            file=sys.stderr,
-        )
+    refusal = token_refusal(ns.host, ns.token)
+    if refusal:
+        print(f"nbmcp view: error: {refusal}", file=sys.stderr)
         return 2
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -24,14 +24,33 @@ from ..errors import NbmcpError
 from .atomic import TEMP_MARKER
 from .store import LocalStore
 
-__all__ = ["WATCH_DEBOUNCE_MS", "WATCH_WAKE_MS", "NotebookWatcher"]
+__all__ = ["WATCH_DEBOUNCE_MS", "WATCH_WAKE_MS", "NotebookWatcher", "watch_folders"]
 
 logger = logging.getLogger(__name__)
+
+WatchEvents = AsyncGenerator[set[tuple[Change, str]], None]
 
 #: Milliseconds watchfiles groups events for; small, so a client hears of a change within a second.
 WATCH_DEBOUNCE_MS = 50
 #: Milliseconds between idle wake-ups of the watch thread.
 WATCH_WAKE_MS = 200
+
+
+def watch_folders(folders: Iterable[Path | str], relevant: Callable[[Change, str], bool]) -> WatchEvents:
+    """Changes in these folders (not below them) that `relevant` keeps, in batches a few ms apart.
+
+    It also yields an empty batch now and then with no changes: the first one proves the watch is in place.
+    """
+    return awatch(
+        *folders,
+        watch_filter=relevant,
+        debounce=WATCH_DEBOUNCE_MS,
+        step=WATCH_DEBOUNCE_MS,
+        rust_timeout=WATCH_WAKE_MS,
+        yield_on_timeout=True,
+        recursive=False,
+        ignore_permission_denied=True,
+    )
 
 
 class NotebookWatcher:
@@ -49,17 +68,7 @@ class NotebookWatcher:
         """Watch until cancelled; `ready` is set once the watch is in place."""
         folders = {Path(n).parent for n in self._names}
         logger.debug("watching %s for changes to %s", ", ".join(map(str, folders)), self.store.path)
-        async for changes in awatch(
-            *folders,
-            watch_filter=self._relevant,
-            debounce=WATCH_DEBOUNCE_MS,
-            step=WATCH_DEBOUNCE_MS,
-            # Wake up now and then with no changes: the first wake-up proves the watch is in place.
-            rust_timeout=WATCH_WAKE_MS,
-            yield_on_timeout=True,
-            recursive=False,
-            ignore_permission_denied=True,
-        ):
+        async for changes in watch_folders(folders, self._relevant):
             if ready is not None and not ready.is_set():
                 ready.set()
             if changes:

@@ -274,20 +274,8 @@ class ViewServer:
         media = _STATIC.get(name, "text/css")
         return Response(self._static[name], media_type=media, headers={"X-Content-Type-Options": "nosniff"})
 
-    async def _cells(self, request: Request) -> Response:
-        refused = await self._refused(request)
-        if refused is not None:
-            return refused
-        feed = self.feed(request.query_params.get("nb"))
-        if feed is None:
-            return JSONResponse({"error": "no such notebook here"}, status_code=404)
-        ids = [i for i in request.query_params.get("ids", "").split(",") if i][:MAX_CELLS_PER_REQUEST]
-        await feed.loaded()
-        feed.start()
-        cells = await asyncio.to_thread(feed.rendered, ids)
-        return JSONResponse({"cells": cells}, headers={"Cache-Control": "no-store"})
-
-    async def _events(self, request: Request) -> Response:
+    async def _feed_for(self, request: Request) -> NotebookFeed | Response:
+        """The request's notebook, read; or the answer refusing it (Host, Origin, token, no such notebook)."""
         refused = await self._refused(request)
         if refused is not None:
             return refused
@@ -295,6 +283,21 @@ class ViewServer:
         if feed is None:
             return Response("no such notebook here", status_code=404)
         await feed.loaded()
+        return feed
+
+    async def _cells(self, request: Request) -> Response:
+        feed = await self._feed_for(request)
+        if isinstance(feed, Response):
+            return feed
+        ids = [i for i in request.query_params.get("ids", "").split(",") if i][:MAX_CELLS_PER_REQUEST]
+        feed.start()
+        cells = await asyncio.to_thread(feed.rendered, ids)
+        return JSONResponse({"cells": cells}, headers={"Cache-Control": "no-store"})
+
+    async def _events(self, request: Request) -> Response:
+        feed = await self._feed_for(request)
+        if isinstance(feed, Response):
+            return feed
         return StreamingResponse(
             self._stream(feed),
             media_type="text/event-stream",

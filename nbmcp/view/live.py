@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from watchfiles import awatch
 
-from ..notebook.watcher import WATCH_DEBOUNCE_MS, WATCH_WAKE_MS
+from ..notebook.watcher import watch_folders
 from ..session.activity import Activity
 from .render import cell_hash, cell_key, render_cell, render_outputs
 
@@ -291,16 +290,7 @@ class NotebookFeed:
         folders = {str(Path(n).parent) for n in names}
         # Catch up with a change made before the watch was in place.
         await self.refresh()
-        async for changes in awatch(
-            *folders,
-            watch_filter=lambda _change, path: path in names,
-            debounce=WATCH_DEBOUNCE_MS,
-            step=WATCH_DEBOUNCE_MS,
-            rust_timeout=WATCH_WAKE_MS,
-            yield_on_timeout=True,
-            recursive=False,
-            ignore_permission_denied=True,
-        ):
+        async for changes in watch_folders(folders, lambda _change, path: path in names):
             if not self.ready.is_set():
                 self.ready.set()
                 await self.refresh()
