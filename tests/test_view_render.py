@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nbformat
+import pytest
+from mcp import Client
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
+from nbmcp.config import Settings
+from nbmcp.server.app import build_server
 from nbmcp.session.activity import Activity, current_tool
 from nbmcp.view.live import MAX_PUSHED_CELLS, NotebookFeed
 from nbmcp.view.render import LONG_OUTPUT_LINES, MAX_OUTPUT_CHARS, render_cells, render_outputs, stylesheet
 
+from .conftest import text_of
 from .viewing import write_nb
 
 
@@ -112,3 +118,22 @@ def test_a_markdown_cells_attached_image_is_shown_and_foreign_urls_are_not() -> 
 def test_the_stylesheet_covers_the_fragments() -> None:
     css = stylesheet()
     assert ".ansi-red-fg" in css and ".highlight .k" in css and "iframe.html-output" in css
+
+
+def _info(result: Any) -> dict[str, Any]:
+    text = text_of(result)
+    return json.loads(text[text.index("{") :])  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_get_notebook_info_gives_the_live_view_of_the_notebook_in_use(tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    (folder / "sub").mkdir()
+    write_nb(folder / "sub" / "b.ipynb", new_markdown_cell("b"))
+    url = "http://127.0.0.1:4041/view/?token=t"
+    settings = Settings(path=folder, read_only=True, view=True, view_url=url)
+    async with Client(build_server(settings)) as client:
+        info = _info(await client.call_tool("get_notebook_info", {"notebook_path": "sub/b.ipynb"}))
+        assert info["live_view"] == url + "&nb=sub/b.ipynb"
+    async with Client(build_server(Settings(path=folder / "sub" / "b.ipynb", read_only=True))) as client:
+        assert "live_view" not in _info(await client.call_tool("get_notebook_info", {}))
