@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
+from mcp.types import EmptyResult, ListToolsResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
 from nbformat import NotebookNode
 
 from .. import __version__
@@ -32,6 +32,7 @@ from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
 from .client_log import ClientLog
+from .mcp_app import APP_TOOL, app_only_tools, notebook_app
 from .paths import confine, relative_name
 from .tools import register_tools, requested_notebook
 
@@ -452,7 +453,14 @@ class _NotebookServer(MCPServer):
 
     async def list_tools(self) -> list[Tool]:
         tools = await super().list_tools()
-        return [t for t in tools if self.exposed is None or t.name in self.exposed]
+        return [t for t in tools if self.exposed is None or t.name in self.exposed or t.name in self.app_tools]
+
+    #: Tools for the notebook view app only: listed only to clients that render MCP Apps.
+    app_tools: frozenset[str] = frozenset()
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        # Overrides MCPServer's handler, the one place that knows the client asking (list_tools does not).
+        return ListToolsResult(tools=app_only_tools(await self.list_tools(), ctx))
 
 
 def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
@@ -466,7 +474,9 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         log_level=settings.log_level,  # type: ignore[arg-type]
         subscriptions=workspace.bus,
         warn_on_duplicate_resources=False,
+        extensions=[notebook_app(workspace.get_session, requested_notebook)],
     )
+    server.app_tools = frozenset({APP_TOOL})
     workspace.register(server)
     workspace.client_log.register(server)
     server.exposed = register_tools(
