@@ -10,6 +10,10 @@ frame and the app shows the notebook's cells.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,19 @@ from nbmcp.server.mcp_app import APP_LINKED_TOOLS, APP_MIME_TYPE, APP_TOOL, APP_
 from nbmcp.server.tools import ALL_TOOLS, WORKSPACE_TOOLS
 
 from .conftest import text_of
+from .test_http import ServerProcess
 
-pytestmark = pytest.mark.anyio
+HOST_DIR = Path(__file__).parent / "app_host"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 MD_MARKER = "md-marker-5f1c"
 OUT_MARKER = "out-marker-9a2e"
@@ -53,6 +68,7 @@ def write_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+@pytest.mark.anyio
 async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -> None:
     write_notebook(nb_path)
     async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
@@ -68,6 +84,7 @@ async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -
         assert "<script src" not in page and "<link" not in page
 
 
+@pytest.mark.anyio
 async def test_the_tools_name_the_app_and_their_answers_do_not_change(nb_path: Path) -> None:
     write_notebook(nb_path)
     async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
@@ -86,6 +103,7 @@ async def test_the_tools_name_the_app_and_their_answers_do_not_change(nb_path: P
         assert not answer.is_error and OUT_MARKER in text_of(answer)
 
 
+@pytest.mark.anyio
 async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path: Path) -> None:
     write_notebook(nb_path)
     server = build_server(Settings(path=nb_path, timeout=60))
@@ -109,3 +127,82 @@ async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path
         assert again is not None and "cells" not in again and again["state"] == view["state"]
         partial = (await client.call_tool(APP_TOOL, {"known": [first["hash"]]})).structured_content
         assert partial is not None and [c["id"] for c in partial["cells"]] == [second["id"]]
+
+
+def _run(*args: str, cwd: Path) -> None:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture
+def host_bundle(tmp_path: Path) -> Path:
+    """The test host (tests/app_host/host.js with AppBridge and the MCP client) bundled for the browser."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is needed for the MCP Apps host test (Debian: apt-get install nodejs npm)")
+    if not (HOST_DIR / "node_modules" / "@modelcontextprotocol" / "ext-apps").is_dir():
+        _run("npm", "ci", "--no-audit", "--no-fund", cwd=HOST_DIR)  # .ci/run does this beforehand
+    bundle = tmp_path / "host.bundle.js"
+    esbuild = HOST_DIR / "node_modules" / ".bin" / "esbuild"
+    _run(
+        str(esbuild), "host.js", "--bundle", "--format=esm", "--log-level=warning", f"--outfile={bundle}", cwd=HOST_DIR
+    )
+    return bundle
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (Debian's package) driven by Playwright; never a downloaded browser."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.mark.timeout(240)
+def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# Title\n\nsome *markdown* {MD_MARKER}")]
+    nbformat.write(nb, nb_path)
+    server = ServerProcess(nb_path)
+    try:
+        page = chromium.new_page()
+        # The host page is served on nbmcp's own origin (as a chat's page talks to its own back end), so
+        # the MCP client's requests to /mcp pass nbmcp's Origin check without any CORS.
+        files = {
+            "index.html": (
+                "text/html",
+                '<!DOCTYPE html><html><body><script type="module" src="host.js"></script></body></html>',
+            ),
+            "host.js": ("text/javascript", host_bundle.read_text()),
+        }
+
+        def serve(route: Any) -> None:
+            name = route.request.url.split("?")[0].rsplit("/", 1)[-1]
+            mime, body = files[name]
+            route.fulfill(status=200, content_type=mime, body=body)
+
+        page.route(f"{server.url}/apphost/*", serve)
+        # The source spells the marker in two halves: only the output holds it whole.
+        args = {"cell_source": f"print({OUT_MARKER[:4]!r} + {OUT_MARKER[4:]!r})"}
+        page.goto(f"{server.url}/apphost/index.html?tool=append_execute_code_cell&args={json.dumps(args)}")
+        try:
+            page.wait_for_function("window.hostState !== undefined", timeout=150_000)
+            assert page.evaluate("window.hostState") == "ready"
+            cells = page.frame_locator("#app").locator("main#cells")
+            # The markdown cell rendered as HTML, the new code cell with its output, and the cell the tool ran.
+            cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
+            cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
+            assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
+        except Exception:
+            print("host log:", *page.evaluate("window.hostLog || []"), sep="\n  ")
+            print("server log:", server.log()[-4000:])
+            raise
+    finally:
+        server.stop()
