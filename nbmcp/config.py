@@ -76,6 +76,12 @@ class Settings:
     token: str | None = field(default=None, repr=False)
     """Bearer token required on every MCP request over HTTP (never logged: repr=False)."""
     allowed_hosts: tuple[str, ...] = ()
+    view: bool = False
+    """Serve the live view beside MCP (--view): on its own port over stdio, at /view/ over HTTP (issue 22)."""
+    view_port: int = 0
+    """The live view's port over stdio (--view-port; 0: a free port, logged with the URL)."""
+    view_url: str | None = field(default=None, repr=False)
+    """The live view's address with its token, once it is served (get_notebook_info tells it)."""
     watch: bool = True
     """Watch the file for changes made by others and tell clients (off: changes are still seen at
     the next tool call, because every call checks the file)."""

@@ -151,13 +151,27 @@ def _check_kernel(settings: Settings) -> str | None:
     return None
 
 
+def _check_view(settings: Settings) -> str | None:
+    """--view: a local notebook, a valid port."""
+    if settings.view and settings.document_url:
+        return "--view shows a local notebook file; a notebook on a Jupyter server has JupyterLab's own view"
+    if not 0 <= settings.view_port <= 65535:
+        return f"--view-port {settings.view_port}: valid ports are 0 to 65535"
+    return None
+
+
 def _bind(settings: Settings) -> tuple[socket.socket | None, str | None]:
-    """The HTTP listening socket, bound now so that a port in use stops us before a kernel starts."""
+    """The listening socket, bound now so that a port in use stops us before a kernel starts.
+
+    Over HTTP the MCP transport's (the live view shares it); over stdio with --view the view's own.
+    """
+    http = settings.transport == "streamable-http"
+    port, flag = (settings.port, "--port") if http else (settings.view_port, "--view-port")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        return None, f"cannot listen on {settings.host}:{settings.port}: {exc}"
+        return None, f"cannot listen on {settings.host}:{port}: {exc}"
     try:
         # As uvicorn does: a port left in TIME_WAIT by a previous run is reusable, one in use is not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -165,7 +179,7 @@ def _bind(settings: Settings) -> tuple[socket.socket | None, str | None]:
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
-        return None, f"cannot listen on {settings.host}:{settings.port} ({reason}); choose another port with --port N"
+        return None, f"cannot listen on {settings.host}:{port} ({reason}); choose another port with {flag} N"
     return sock, None
 
 
@@ -183,6 +197,10 @@ def cli(*args: str) -> int:
         from .exec import exec_cli
 
         return exec_cli(*args[1:])
+    if args[:1] == ("view",):  # a live view of a notebook in a browser, without MCP (issue 22)
+        from .view import view_cli
+
+        return view_cli(*args[1:])
     if args[:1] == ("doctor",):
         # `nbmcp doctor [PATH] [the server's flags] [--json]`: checks a set-up without serving (issue 17).
         from .doctor import doctor_cli
@@ -225,10 +243,10 @@ def cli(*args: str) -> int:
             f"no PATH given and the current folder is {settings.path}; refusing to serve every notebook on the disk. "
             "Give a notebook or a folder, e.g. nbmcp ~/project/analysis.ipynb"
         )
-    problem = _check_kernel(settings)
+    problem = _check_kernel(settings) or _check_view(settings)
     if problem:
         return _fail(problem)
-    if settings.transport == "streamable-http":
+    if settings.transport == "streamable-http" or settings.view:
         from ..server.http import is_loopback
 
         if not is_loopback(settings.host) and not settings.token:
@@ -254,7 +272,7 @@ def cli(*args: str) -> int:
             file=sys.stderr,
         )
     sock = None
-    if settings.transport == "streamable-http":
+    if settings.transport == "streamable-http" or settings.view:
         sock, problem = _bind(settings)
         if problem:
             return _fail(problem)

@@ -8,6 +8,7 @@ Defaults that come from environment variables are read when a parser is built.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -107,6 +108,15 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     _add_assistant_options(p)
     add_log_level_option(p, default_log_level(), "stderr logging")
     p.add_argument(
+        "--view",
+        action="store_true",
+        help="also serve a live, read-only view of the notebook for a person's browser (URL with its token on "
+        "stderr and in get_notebook_info): on --view-port over stdio, at /view/ over streamable-http",
+    )
+    p.add_argument(
+        "--view-port", type=int, default=0, metavar="N", help="the live view's port over stdio (default: a free one)"
+    )
+    p.add_argument(
         "--no-watch",
         dest="watch",
         action="store_false",
@@ -190,7 +200,7 @@ def _tool_list(value: str) -> tuple[str, ...]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings the arguments of `add_server_arguments` (and the environment) describe."""
-    return settings_from_env(
+    settings = settings_from_env(
         path=args.path,
         server_url=args.server_url,
         server_token=args.server_token,
@@ -210,6 +220,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tools=args.tools,
         read_only=args.read_only,
     )
+    return dataclasses.replace(settings, view=args.view, view_port=args.view_port)
 
 
 def configure_logging(level: str) -> None:

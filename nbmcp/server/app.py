@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import select
@@ -31,6 +32,8 @@ from ..notebook.memory import tune_memory
 from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
+from ..view.app import with_view
+from ..view.serve import attach_view, serve_view
 from .client_log import ClientLog
 from .mcp_app import APP_TOOL, app_only_tools, notebook_app
 from .paths import confine, relative_name
@@ -490,6 +493,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         read_only=settings.read_only,
         workspace=None if workspace.single else workspace,
         client_log=workspace.client_log,
+        view_url=settings.view_url,
     )
     return server, workspace
 
@@ -543,10 +547,13 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
     """Serve on the transport of `settings` until the client leaves or a signal arrives.
 
     `store`: the notebook's store, already read by the command line's check (parsed once).
-    `sock`: for HTTP, the socket the command line bound (a port in use is found before any kernel starts).
+    `sock`: the socket the command line bound for HTTP or --view (a port in use is found before a kernel starts).
     """
+    view, settings = attach_view(settings, sock)  # (None, settings) without --view
     session = make_session(settings, store) if store is not None else None
     server, workspace = create_server(settings, session)
+    if view is not None:
+        view.follow_sessions(workspace.hosts)
     if settings.transport == "stdio":
         # A duplicate of stdin, taken before the SDK claims fd 0, to watch for the client hanging up.
         hangup_fd = _dup_stdin()
@@ -555,6 +562,8 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
                 tg.start_soon(_cancel_on_signals, tg.cancel_scope)
                 if hangup_fd is not None:
                     tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
+                if view is not None and sock is not None:
+                    tg.start_soon(functools.partial(serve_view, view, sock, embedded=True))
                 await server.run_stdio_async()
                 tg.cancel_scope.cancel()
         finally:
@@ -572,6 +581,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         health=workspace.health,
         extra_hosts=settings.allowed_hosts,
     )
+    app = with_view(app, view.app()) if view is not None else app
     logger.info(
         "serving %s over streamable HTTP at http://%s:%d/mcp (health: /api/healthz)%s",
         settings.path,
@@ -588,7 +598,10 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         log_level=settings.log_level.lower(),
         **server_limits(),
     )
-    await uvicorn.Server(config).serve(sockets=[sock] if sock is not None else None)
+    server_ = uvicorn.Server(config)
+    if view is not None:  # open pages must not hold up the shutdown
+        view.closing_when = lambda: server_.should_exit
+    await server_.serve(sockets=[sock] if sock is not None else None)
 
 
 def run(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:

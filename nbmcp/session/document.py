@@ -28,6 +28,7 @@ from ..notebook.journal import (
     source_entry,
 )
 from ..notebook.store import LocalStore, NotebookStore
+from .activity import Activity
 from .cells import cell_ref, cell_source, cell_view, check_index, ensure_ids, find_id, locate, new_cell, source_diff
 from .results import CellRef, CellView, cell_name
 
@@ -49,6 +50,8 @@ class Document:
         self.journal = Journal(store.path) if isinstance(store, LocalStore) else None
         #: The notebook object whose cells all have ids (checked once per notebook read from the file).
         self._ids_given: weakref.ref[NotebookNode] | None = None
+        #: What the session is doing, for observers such as the live view (issue 22).
+        self.activity = Activity()
 
     async def read(self) -> NotebookNode:
         """The notebook as it is on disk now (reloaded only when the file changed)."""
@@ -80,13 +83,16 @@ class Document:
             # abandon_on_cancel: a cancelled call returns at once instead of waiting for the lock,
             # and the flag keeps its edit from being applied afterwards.
             if on_saved is not None and isinstance(store, LocalStore):
-                return await anyio.to_thread.run_sync(
+                result = await anyio.to_thread.run_sync(
                     lambda: store.edit(with_ids, on_saved=on_saved), abandon_on_cancel=True
                 )
-            return await anyio.to_thread.run_sync(store.edit, with_ids, abandon_on_cancel=True)
+            else:
+                result = await anyio.to_thread.run_sync(store.edit, with_ids, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
             abandoned.set()
             raise
+        self.activity.changed()
+        return result
 
     async def journaled(self, apply: Callable[[NotebookNode], tuple[Any, Entry | None]]) -> Any:
         """Run an edit whose `apply` also returns its journal entry, recorded under the same lock."""

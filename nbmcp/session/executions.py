@@ -148,6 +148,8 @@ class Executions:
 
         collector = OutputCollector()
         started = time.monotonic()
+        # The live view shows the running cell and its outputs as they arrive (issue 22).
+        self.document.activity.cell_started(run_id, collector)
         try:
             result = await kernel.execute(
                 code,
@@ -162,6 +164,8 @@ class Executions:
             with anyio.CancelScope(shield=True):
                 await self._save_cancelled(run_id, collector, time.monotonic() - started)
             raise
+        finally:
+            self.document.activity.cell_finished(run_id)
         final_index = await self.document.write_outputs(run_id, result.outputs, result.execution_count, hint=i)
         execution = Execution(CellRef(final_index if final_index is not None else i, run_id, "code"), result)
         if final_index is None:

@@ -29,6 +29,7 @@ from nbformat import NotebookNode
 
 from ..kernels.local import DEFAULT_TIMEOUT, Kernel, KernelChoice, LocalKernel, NoKernel, choose_kernel
 from ..notebook.store import LocalStore, NotebookStore
+from .activity import Activity
 from .cells import CELL_TYPES
 from .document import Document
 from .executions import Executions
@@ -105,6 +106,11 @@ class NotebookSession:
     @property
     def store(self) -> NotebookStore:
         return self.document.store
+
+    @property
+    def activity(self) -> Activity:
+        """What the session is doing now (the running cell, the last tool's change), for the live view."""
+        return self.document.activity
 
     @property
     def kernel(self) -> Kernel | None:

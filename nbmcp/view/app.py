@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 VIEW_PATH = "/view"
 #: Seconds between keep-alive comments on an idle event stream (so proxies and browsers keep it open).
 HEARTBEAT = 15.0
+#: Seconds between looks at whether the hosting server is stopping.
+_STOP_POLL = 0.5
 #: Cells one /cells request may ask for.
 MAX_CELLS_PER_REQUEST = 500
 #: Notebooks listed on a folder's index page at most.
@@ -102,7 +104,7 @@ def content_security_policy() -> str:
 
 
 def _static_text(name: str) -> str:
-    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 def _notebooks_under(folder: Path) -> list[str]:
@@ -134,6 +136,9 @@ class ViewServer:
         self.token = token
         self.host = host
         self._activity_for = activity_for
+        self._sessions: Mapping[Path, Any] | None = None
+        self.closing_when: Callable[[], bool] | None = None
+        """Tells when the server hosting the view is stopping (its event streams then end)."""
         self._checks = TransportSecurityMiddleware(security_settings(host, extra_hosts))
         self._feeds: dict[Path, NotebookFeed] = {}
         self._closing = asyncio.Event()
@@ -148,6 +153,18 @@ class ViewServer:
         query = f"token={quote(self.token)}" + (f"&nb={quote(notebook)}" if notebook else "")
         return f"{base.rstrip('/')}{VIEW_PATH}/?{query}"
 
+    def follow_sessions(self, hosts: Mapping[Path, Any]) -> None:
+        """Show what the sessions of these notebooks do (`hosts[path].session.activity`), as they open."""
+        self._sessions = hosts
+
+    def activity_of(self, path: Path) -> Activity | None:
+        """The activity of the session serving `path` in this process, if any."""
+        if self._activity_for is not None:
+            return self._activity_for(path)
+        host = self._sessions.get(path) if self._sessions is not None else None
+        session = getattr(host, "session", None)
+        return getattr(session, "activity", None)
+
     def feed(self, notebook: str | None) -> NotebookFeed | None:
         """The feed of the target notebook, or of `notebook` (relative) under the target folder."""
         if self.target.is_dir():
@@ -160,9 +177,7 @@ class ViewServer:
             path = self.target
         feed = self._feeds.get(path)
         if feed is None:
-            activity = self._activity_for
-            feed = NotebookFeed(path, (lambda: activity(path)) if activity is not None else None)
-            self._feeds[path] = feed
+            feed = self._feeds[path] = NotebookFeed(path, lambda: self.activity_of(path))
         return feed
 
     async def aclose(self) -> None:
@@ -275,12 +290,16 @@ class ViewServer:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    def _stopping(self) -> bool:
+        return self._closing.is_set() or (self.closing_when is not None and self.closing_when())
+
     async def _stream(self, feed: NotebookFeed) -> AsyncIterator[str]:
         subscriber = feed.subscribe()
         closing = asyncio.ensure_future(self._closing.wait())
+        idle = 0.0
         try:
             yield _sse(feed.snapshot())
-            while not self._closing.is_set():
+            while not self._stopping():
                 if subscriber.lost:
                     subscriber.lost = False
                     while not subscriber.queue.empty():
@@ -288,13 +307,16 @@ class ViewServer:
                     yield _sse(feed.snapshot())
                     continue
                 getting = asyncio.ensure_future(subscriber.queue.get())
-                done, _ = await asyncio.wait({getting, closing}, timeout=HEARTBEAT, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait({getting, closing}, timeout=_STOP_POLL, return_when="FIRST_COMPLETED")
                 if getting in done:
+                    idle = 0.0
                     yield _sse(getting.result())
-                else:
-                    getting.cancel()
-                    if closing not in done:
-                        yield ": keep-alive\n\n"
+                    continue
+                getting.cancel()
+                idle += _STOP_POLL
+                if idle >= HEARTBEAT:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
         finally:
             closing.cancel()
             feed.unsubscribe(subscriber)
@@ -325,4 +347,3 @@ def with_view(app: ASGIApp, view: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
 
     return dispatch
-

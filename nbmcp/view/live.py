@@ -96,6 +96,8 @@ class NotebookFeed:
         self._running_seen: tuple[str, int, int] | None = None
         self._last: dict[str, Any] | None = None
         self._marked_version = 0
+        # The file by its own name and its target's, if it is a symlink (events name either).
+        self._names = {str(path), os.path.realpath(path)}
         self.ready = asyncio.Event()
         """Set once the watch is in place (tests and benchmarks wait for it)."""
 
@@ -282,7 +284,7 @@ class NotebookFeed:
                 logger.exception("the running cell of %s could not be shown", self.path)
 
     async def _watch(self) -> None:
-        names = {str(self.path), os.path.realpath(self.path)}
+        names = self._names
         folders = {str(Path(n).parent) for n in names}
         # Catch up with a change made before the watch was in place.
         await self.refresh()

@@ -72,8 +72,54 @@ _MIME_ORDER = (
 
 #: Tags and attributes markdown and the HTML people write in notebooks produce; everything else is dropped.
 _MD_TAGS = frozenset(
-    "a abbr b blockquote br code dd del details div dl dt em h1 h2 h3 h4 h5 h6 hr i img ins kbd li ol p pre "
-    "q s samp small span strong sub summary sup table tbody td tfoot th thead tr u ul".split()
+    [
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "dd",
+        "del",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "samp",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "summary",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+    ]
 )
 _MD_ATTRIBUTES = {
     "*": ["class", "id", "title", "align"],
@@ -238,6 +284,4 @@ def render_cell(cell: Mapping[str, Any], index: int) -> dict[str, Any]:
 def render_cells(nb: Mapping[str, Any], ids: Collection[str] | None = None) -> list[dict[str, Any]]:
     """The cells of `nb` (all, or those whose id is in `ids`) rendered, in notebook order."""
     cells = nb.get("cells") or []
-    return [
-        render_cell(cell, i) for i, cell in enumerate(cells) if ids is None or cell_key(cell, i) in ids
-    ]
+    return [render_cell(cell, i) for i, cell in enumerate(cells) if ids is None or cell_key(cell, i) in ids]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 from typing import Any
 
 import uvicorn
 
+from ..config import Settings
 from ..server.http import KEEP_ALIVE_TIMEOUT, GuardedH11Protocol
-from .app import ViewServer
+from .app import ViewServer, new_token
 
-__all__ = ["DEFAULT_VIEW_PORT", "bind", "serve_view", "url_host"]
+__all__ = ["DEFAULT_VIEW_PORT", "attach_view", "bind", "serve_view", "url_host"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,20 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
         raise
     finally:
         await view.aclose()
+
+
+def attach_view(settings: Settings, sock: socket.socket | None) -> tuple[ViewServer | None, Settings]:
+    """The view `nbmcp PATH --view` serves beside MCP, and the settings that carry its URL (None without --view).
+
+    `sock`: where it is reached: its own socket over stdio, the HTTP transport's (then at /view/ on the
+    same port, with the transport's token when there is one, so that one secret opens both).
+    """
+    if not settings.view or sock is None:
+        return None, settings
+    view = ViewServer(
+        settings.path, token=settings.token or new_token(), host=settings.host, extra_hosts=settings.allowed_hosts
+    )
+    url = view.url(url_host(settings.host, sock))
+    # Logged once, on stderr (stdout carries only MCP messages).
+    logger.warning("live view of %s: %s", settings.path, url)
+    return view, dataclasses.replace(settings, view_url=url)

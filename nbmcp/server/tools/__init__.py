@@ -72,11 +72,14 @@ def register_tools(
     workspace: Workspace | None = None,
     client_log: ClientLog | None = None,
     max_wait: float = DEFAULT_MAX_WAIT,
+    view_url: str | None = None,
 ) -> frozenset[str]:
     """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
 
     `get_session` gives the notebook a call works on. Tools outside the exposed set stay registered
     so that a call by name gets a clear refusal instead of "unknown tool".
     """
-    box = Toolbox(get_session, max_output_chars, max_image_bytes, default_timeout, workspace, client_log, max_wait)
+    box = Toolbox(
+        get_session, max_output_chars, max_image_bytes, default_timeout, workspace, client_log, max_wait, view_url
+    )
     return install(server, box, tools=tools, read_only=read_only)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
@@ -272,4 +273,8 @@ async def get_notebook_info(ctx: Context) -> Annotated[CallToolResult, InfoAnswe
     box = toolbox()
     session = await box.session(ctx)
     info = await session.info()
+    if box.view_url is not None:
+        # Where the person can watch the notebook live (issue 22): a folder's view names the notebook.
+        root = box.workspace.root if box.workspace is not None else None
+        info["live_view"] = box.view_url + (f"&nb={quote(session.path.relative_to(root).as_posix())}" if root else "")
     return box.reply(InfoAnswer(text=json.dumps(info, indent=1), **info))

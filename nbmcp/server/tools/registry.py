@@ -22,6 +22,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Strict
 
 from ...errors import NbmcpError, ToolDisabledError, UsageError
+from ...session.activity import current_tool
 from ...session.executions import DEFAULT_MAX_WAIT
 from ...session.session import NotebookSession
 from ..client_log import ClientLog
@@ -189,6 +190,8 @@ class Toolbox:
     """Sends what nbmcp logs during a call to its client (the MCP logging capability)."""
     max_wait: float = DEFAULT_MAX_WAIT
     """Seconds an execution tool waits before answering with the outputs so far (--max-wait)."""
+    view_url: str | None = None
+    """The live view's address with its token (--view), for get_notebook_info to tell the person."""
 
     async def session(self, ctx: Context) -> NotebookSession:
         return await self.get_session(ctx)
@@ -247,6 +250,8 @@ def _guarded(name: str, fn: Callable[..., Awaitable[Any]], box: Toolbox, refusal
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         token = requested_notebook.set(kwargs.pop("notebook_path", None) if takes_notebook else None)
+        # The live view marks the cell a tool changed or ran with the tool's name (issue 22).
+        tool_token = current_tool.set(name)
         box_token = _toolbox.set(box)
         ctx = kwargs.get("ctx")
         log_token = box.client_log.begin_call(ctx) if box.client_log is not None and ctx is not None else None
@@ -265,6 +270,7 @@ def _guarded(name: str, fn: Callable[..., Awaitable[Any]], box: Toolbox, refusal
         finally:
             _toolbox.reset(box_token)
             requested_notebook.reset(token)
+            current_tool.reset(tool_token)
             if log_token is not None and box.client_log is not None:
                 await box.client_log.end_call(log_token)
 
