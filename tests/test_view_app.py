@@ -44,6 +44,8 @@ CHROMIUM_ARGS = [
 
 MD_MARKER = "md-marker-5f1c"
 OUT_MARKER = "out-marker-9a2e"
+FIRST = "first-line-3d7b"
+SECOND = "second-line-c41f"
 
 
 class RendersApps(ClientExtension):
@@ -200,6 +202,19 @@ def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bun
             cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
             cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
             assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
+            cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
+            # A cell that prints, sleeps and prints again: the app shows it running with its first line
+            # before it finishes (its outputs come from the running execution, not from the file).
+            first, second = f"{FIRST[:4]!r} + {FIRST[4:]!r}", f"{SECOND[:4]!r} + {SECOND[4:]!r}"
+            slow = f"import time\nprint({first})\ntime.sleep(4)\nprint({second})"
+            page.evaluate(
+                "(source) => { window.slowRun = runTool('append_execute_code_cell', {cell_source: source}) }", slow
+            )
+            running = cells.locator("section.cell.running .outputs", has_text=FIRST)
+            running.wait_for(timeout=15_000)
+            assert SECOND not in running.inner_text()
+            assert page.evaluate("window.slowRun") is True
+            cells.locator("section.cell:not(.running) .outputs", has_text=SECOND).wait_for(timeout=15_000)
         except Exception:
             print("host log:", *page.evaluate("window.hostLog || []"), sep="\n  ")
             print("server log:", server.log()[-4000:])

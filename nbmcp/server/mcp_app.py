@@ -139,8 +139,8 @@ class _Views:
     def feed(self, session: NotebookSession) -> NotebookFeed:
         feed = self._feeds.get(session.path)
         if feed is None:
-            # getattr: the session's activity (running cell, last tool) is what the live view reads too.
-            feed = NotebookFeed(session.path, lambda: getattr(session, "activity", None))
+            # The session's activity (the running cell, the last tool) is what the browser view reads too.
+            feed = NotebookFeed(session.path, lambda: session.activity)
             self._feeds[session.path] = feed
         return feed
 

@@ -3,8 +3,9 @@
 // test with esbuild and served on nbmcp's own origin, it connects to nbmcp over streamable HTTP, calls
 // one tool as a model would, and shows the tool's ui:// resource in a sandboxed frame, as a chat does.
 //
-// The page's URL says which tool to call: ?tool=NAME&args=JSON. window.hostLog records what happened
-// (the test prints it when something fails); window.hostState is "ready" once the result is handed over.
+// The page's URL says which tool to call first: ?tool=NAME&args=JSON; window.runTool(name, args) calls
+// another. window.hostLog records what happened (the test prints it when something fails);
+// window.hostState is "ready" once the first result is handed over.
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { AppBridge, PostMessageTransport, getToolUiResourceUri } from "@modelcontextprotocol/ext-apps/app-bridge";
 
@@ -52,10 +53,15 @@ async function main() {
   await initialized;
   say("app initialized", bridge.getAppVersion());
 
-  await bridge.sendToolInput({ arguments: args });
-  const result = await client.callTool({ name: toolName, arguments: args });
-  say("tool result", result.isError ? "error" : "ok");
-  await bridge.sendToolResult(result);
+  // As a chat does when the model calls a tool: the input to the app, the call, the result to the app.
+  window.runTool = async (name, toolArgs) => {
+    await bridge.sendToolInput({ arguments: toolArgs });
+    const result = await client.callTool({ name, arguments: toolArgs });
+    say("tool result", name, result.isError ? "error" : "ok");
+    await bridge.sendToolResult(result);
+    return !result.isError;
+  };
+  await window.runTool(toolName, args);
   window.hostState = "ready";
 }
 
