@@ -46,6 +46,8 @@ MD_MARKER = "md-marker-5f1c"
 OUT_MARKER = "out-marker-9a2e"
 FIRST = "first-line-3d7b"
 SECOND = "second-line-c41f"
+#: An HTML output whose script would write into its document if it ran.
+HOSTILE_HTML = "<b>html output</b><script>document.body.append('SCRIPT RAN')</script>"
 
 
 class RendersApps(ClientExtension):
@@ -170,7 +172,11 @@ def chromium() -> Iterator[Any]:
 @pytest.mark.timeout(240)
 def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# Title\n\nsome *markdown* {MD_MARKER}")]
+    html_output = nbformat.v4.new_output("display_data", data={"text/html": HOSTILE_HTML})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# Title\n\nsome *markdown* {MD_MARKER}"),
+        nbformat.v4.new_code_cell("display(HTML(...))", execution_count=1, outputs=[html_output]),
+    ]
     nbformat.write(nb, nb_path)
     server = ServerProcess(nb_path)
     try:
@@ -202,6 +208,10 @@ def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bun
             cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
             cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
             assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
+            # An HTML output is shown in its own sandboxed frame, and its script does not run there.
+            output = page.frame_locator("#app").frame_locator("iframe.html-output").locator("body")
+            output.locator("b", has_text="html output").wait_for(timeout=10_000)
+            assert "SCRIPT RAN" not in output.inner_text()
             cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
             # A cell that prints, sleeps and prints again: the app shows it running with its first line
             # before it finishes (its outputs come from the running execution, not from the file).
