@@ -66,7 +66,12 @@ def write_notebook(path: Path) -> None:
         nbformat.v4.new_code_cell(
             f"print('{OUT_MARKER}')",
             execution_count=1,
-            outputs=[nbformat.v4.new_output("stream", name="stdout", text=f"{OUT_MARKER}\n")],
+            outputs=[
+                nbformat.v4.new_output("stream", name="stdout", text=f"{OUT_MARKER}\n"),
+                nbformat.v4.new_output(
+                    "error", ename="ValueError", evalue="bad", traceback=["\x1b[0;31mValueError\x1b[0m: bad"]
+                ),
+            ],
         ),
     ]
     nbformat.write(nb, path)
@@ -124,6 +129,7 @@ async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path
         first, second = (cells[i] for i in view["order"])
         assert first["type"] == "markdown" and "<em>markdown</em>" in first["html"] and MD_MARKER in first["html"]
         assert second["type"] == "code" and OUT_MARKER in second["html"] and "[1]:" in second["html"]
+        assert '<span class="ansi-red-fg">ValueError</span>' in second["html"]  # the traceback keeps its colours
         # The app says what it has: an unchanged notebook is answered without cells.
         again = (
             await client.call_tool(APP_TOOL, {"known": [first["hash"]], "state": view["state"]})
