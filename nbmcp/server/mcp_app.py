@@ -11,7 +11,8 @@ Desktop, VS Code, ChatGPT, Goose) shows in a sandboxed frame beside the tool's a
 - `view_notebook`, a tool for the app only (`_meta.ui.visibility: ["app"]`): the app calls it through
   the host for the cells rendered as HTML (with the browser view's renderer), the running cell with its
   outputs so far, and the cell the last tool touched. It is listed only to clients that say they
-  render apps, so other clients' tool lists stay as they were (callable by name by anyone: it only reads).
+  render apps (`NotebookServer`, the server class nbmcp runs, lists tools), so other clients' tool lists
+  stay as they were (callable by name by anyone: it only reads).
 
 The app asks for fresh content itself, as the spec describes (a host proxies `tools/call` for it): after
 each tool result the host hands it, and about once a second while it is shown.
@@ -31,9 +32,9 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.apps import APP_MIME_TYPE, Apps, ResourceCsp, client_supports_apps
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
+from mcp.types import CallToolResult, ListToolsResult, TextContent, Tool, ToolAnnotations
 from pydantic import Field
 
 from ..errors import NbmcpError
@@ -49,8 +50,8 @@ __all__ = [
     "APP_TOOL",
     "APP_TOOL_META",
     "APP_URI",
+    "NotebookServer",
     "app_document",
-    "app_only_tools",
     "notebook_app",
 ]
 
@@ -229,8 +230,22 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
     return apps
 
 
-def app_only_tools(tools: list[Tool], ctx: Any) -> list[Tool]:
-    """`tools` without the app-only ones unless the client said it renders MCP Apps."""
-    if ctx is not None and client_supports_apps(ctx):
-        return tools
-    return [t for t in tools if t.name != APP_TOOL]
+class NotebookServer(MCPServer):
+    """The MCPServer nbmcp runs: it lists the exposed tools, and the app-only ones to clients that render apps.
+
+    Exposed: all, or those --tools and --read-only leave. The others stay registered, so a client that
+    calls one by name gets a clear refusal (or, for view_notebook, its answer).
+    """
+
+    exposed: frozenset[str] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        tools = await super().list_tools()
+        return [t for t in tools if self.exposed is None or t.name in self.exposed]
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        # Overrides MCPServer's handler: the one place that knows which client asks (list_tools does not).
+        tools = await self.list_tools()
+        if client_supports_apps(ctx):
+            tools += [t for t in await super().list_tools() if t.name == APP_TOOL]
+        return ListToolsResult(tools=tools)
