@@ -40,9 +40,9 @@ def _env() -> dict[str, str]:
 class RawStdio:
     """A JSON-RPC conversation with `nbmcp PATH` over pipes, keeping every byte of stdout."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nbmcp", str(path), "--log-level", "DEBUG"],
+            [sys.executable, "-m", "nbmcp", str(path), "--log-level", "DEBUG", *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -58,7 +58,10 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
     """Serve the view on `sock` until cancelled, or (not `embedded`) until Ctrl+C stops uvicorn."""
     config = uvicorn.Config(
         view.app(),
-        log_level="warning",
+        # nbmcp's own logging (stderr): uvicorn's default configuration would send access lines to stdout,
+        # which over stdio carries only MCP messages.
+        log_config=None,
+        access_log=False,
         http=GuardedH11Protocol,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         # Event streams never end by themselves: give them a second, then close them.
