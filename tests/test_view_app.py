@@ -1,11 +1,13 @@
 """Issue 22, item 6: the live notebook view inside the chat, as an MCP App.
 
-In memory (the official MCP client): the `ui://` resource is listed and reads back as the app's HTML,
-the execution and read tools name it in `_meta.ui`, the app-only view_notebook is listed only to a
-client that renders apps and answers with the rendered cells. In a real browser: the specification's
-reference host library (AppBridge from @modelcontextprotocol/ext-apps, with the MCP SDK's client),
-bundled into a page, connects to a real nbmcp over streamable HTTP, loads the resource into a sandboxed
-frame and the app shows the notebook's cells.
+In memory (the official MCP client): the `ui://` resource is listed (to a client that renders apps)
+and reads back as the app's HTML, the execution and read tools name it in `_meta.ui`, the app-only
+view_notebook is listed only to a client that renders apps and answers with the rendered cells.
+
+In a real browser: the specification's reference host library (AppBridge from
+@modelcontextprotocol/ext-apps, with the MCP SDK's client), bundled into a page, connects to a real
+nbmcp over streamable HTTP, loads the resource into a sandboxed frame, and the app shows the
+notebook's cells, the running cell's outputs as they stream and the cell the tool ran.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def write_notebook(path: Path) -> None:
 @pytest.mark.anyio
 async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -> None:
     write_notebook(nb_path)
-    async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=nb_path, timeout=60)), extensions=[RendersApps()]) as client:
         listed = {str(r.uri): r for r in (await client.list_resources()).resources}
         assert APP_URI in listed
         assert listed[APP_URI].mime_type == "text/html;profile=mcp-app" == APP_MIME_TYPE
@@ -91,6 +93,10 @@ async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -
         # Self-contained: nothing is fetched from a network.
         assert "http://" not in page.replace("http-equiv", "") and "https://" not in page
         assert "<script src" not in page and "<link" not in page
+    async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
+        # A client that does not render apps lists the resources it listed before, and may still read it.
+        assert APP_URI not in {str(r.uri) for r in (await client.list_resources()).resources}
+        assert (await client.read_resource(APP_URI)).contents[0].text == page  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio

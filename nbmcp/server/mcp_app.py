@@ -10,9 +10,9 @@ Desktop, VS Code, ChatGPT, Goose) shows in a sandboxed frame beside the tool's a
   Their answers do not change: a client that does not render apps sees exactly what it saw before;
 - `view_notebook`, a tool for the app only (`_meta.ui.visibility: ["app"]`): the app calls it through
   the host for the cells rendered as HTML (with the browser view's renderer), the running cell with its
-  outputs so far, and the cell the last tool touched. It is listed only to clients that say they
-  render apps (`NotebookServer`, the server class nbmcp runs, lists tools), so other clients' tool lists
-  stay as they were (callable by name by anyone: it only reads).
+  outputs so far, and the cell the last tool touched. It and the resource are listed only to clients
+  that say they render apps (`NotebookServer`, the server class nbmcp runs, makes the lists), so other
+  clients' lists stay as they were (both can be had by name by anyone: they only read).
 
 The app asks for fresh content itself, as the spec describes (a host proxies `tools/call` for it): after
 each tool result the host hands it, and about once a second while it is shown.
@@ -21,6 +21,7 @@ each tool result the host hands it, and about once a second while it is shown.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
@@ -34,7 +35,7 @@ import anyio
 from mcp.server.apps import APP_MIME_TYPE, Apps, ResourceCsp, client_supports_apps
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ListToolsResult, TextContent, Tool, ToolAnnotations
+from mcp.types import CallToolResult, ListResourcesResult, ListToolsResult, TextContent, Tool, ToolAnnotations
 from pydantic import Field
 
 from ..errors import NbmcpError
@@ -112,6 +113,7 @@ def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+@functools.cache
 def app_document() -> str:
     """The app's HTML: one document with its stylesheet and script inline, nothing fetched from a network.
 
@@ -231,7 +233,7 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
 
 
 class NotebookServer(MCPServer):
-    """The MCPServer nbmcp runs: it lists the exposed tools, and the app-only ones to clients that render apps.
+    """The MCPServer nbmcp runs: it lists the exposed tools, and the app's tool and resource to clients of apps.
 
     Exposed: all, or those --tools and --read-only leave. The others stay registered, so a client that
     calls one by name gets a clear refusal (or, for view_notebook, its answer).
@@ -243,9 +245,15 @@ class NotebookServer(MCPServer):
         tools = await super().list_tools()
         return [t for t in tools if self.exposed is None or t.name in self.exposed]
 
+    # These override MCPServer's handlers: the one place that knows which client asks (list_tools does not).
     async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
-        # Overrides MCPServer's handler: the one place that knows which client asks (list_tools does not).
         tools = await self.list_tools()
         if client_supports_apps(ctx):
             tools += [t for t in await super().list_tools() if t.name == APP_TOOL]
         return ListToolsResult(tools=tools)
+
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
+        resources = await self.list_resources()
+        if not client_supports_apps(ctx):  # a host reads it by its URI; other clients' lists stay as they were
+            resources = [r for r in resources if str(r.uri) != APP_URI]
+        return ListResourcesResult(resources=resources)
