@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .ci.batch import NotebookResult
     from .ci.notebook import Notebook
     from .jupyter.client import JupyterServer
-    from .kernels.local import ExecutionResult, KernelState
+    from .kernels.base import ExecutionResult, KernelState
     from .kernels.remote import RemoteKernel
     from .notebook.contents import ContentsStore
     from .notebook.store import LocalStore
@@ -41,8 +41,8 @@ _HOMES = {
     "NotebookResult": ".ci.batch",
     "Notebook": ".ci.notebook",
     "JupyterServer": ".jupyter.client",
-    "ExecutionResult": ".kernels.local",
-    "KernelState": ".kernels.local",
+    "ExecutionResult": ".kernels.base",
+    "KernelState": ".kernels.base",
     "RemoteKernel": ".kernels.remote",
     "ContentsStore": ".notebook.contents",
     "LocalStore": ".notebook.store",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .kernels.local import DEFAULT_TIMEOUT
+from .kernels.base import DEFAULT_TIMEOUT
 from .server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
 from .session.executions import DEFAULT_MAX_WAIT
 

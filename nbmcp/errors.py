@@ -1,7 +1,7 @@
 """The exceptions nbmcp raises.
 
 Every error a user can act on is one of these; the tool layer turns them into MCP error results in
-one place (`nbmcp.tools`). Each subclasses the builtin it resembles, so plain `except` clauses work::
+one place (`nbmcp.server.tools.registry`). Each subclasses the builtin it resembles, so plain `except` clauses work::
 
     NbmcpError(Exception)
     ├── NotebookError

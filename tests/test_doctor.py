@@ -15,7 +15,7 @@ import pytest
 
 from nbmcp.cli.doctor import Verdict
 from nbmcp.cli.main import cli
-from nbmcp.kernels.local import install_command
+from nbmcp.kernels.choice import install_command
 
 from .test_remote import TOKEN, Jupyter, _free_port, jupyter  # noqa: F401 (jupyter is a fixture)
 

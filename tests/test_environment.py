@@ -16,7 +16,7 @@ from mcp import Client
 
 from nbmcp.cli.main import cli
 from nbmcp.config import Settings
-from nbmcp.kernels.local import choose_kernel, find_project_env
+from nbmcp.kernels.choice import choose_kernel, find_project_env
 from nbmcp.server.app import build_server
 
 from .conftest import FILES, make_venv, text_of

@@ -10,7 +10,7 @@ import pytest
 
 import nbmcp
 from nbmcp import CellExecutionError, Execution, Notebook
-from nbmcp.kernels.local import KernelState
+from nbmcp.kernels.base import KernelState
 
 from .conftest import read_nb
 

@@ -35,7 +35,7 @@ from nbmcp.errors import (
 )
 from nbmcp.jupyter import client as remote
 from nbmcp.jupyter.client import JupyterServer
-from nbmcp.kernels import remote as remote_kernel
+from nbmcp.kernels import channels as remote_kernel
 from nbmcp.kernels.remote import RemoteKernel
 from nbmcp.notebook.contents import CONFLICT_RETRIES, ContentsStore
 from nbmcp.server.app import build_server, make_session

@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbmcp.config import Settings
 from nbmcp.server.app import create_server
 
-from .viewing import chromium, open_view, png, serving, write_nb
+from .viewing import chromium, open_view, png, serving, until, write_nb
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +31,7 @@ RED_TRACEBACK = [
 ]
 
 
-def showcase(path: Path) -> nbformat.NotebookNode:
+def showcase(path: Path, *more: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A notebook with what a person expects to see: markdown, code, a table, an error, an image, HTML."""
     image = base64.b64encode(png()).decode()
     return write_nb(
@@ -79,6 +79,7 @@ def showcase(path: Path) -> nbformat.NotebookNode:
                 new_output("execute_result", execution_count=5, data={"application/json": {"count": 2, "mean": 107.5}}),
             ],
         ),
+        *more,
     )
 
 
@@ -105,10 +106,6 @@ async def test_the_view_shows_markdown_code_errors_images_and_html(nb_path: Path
         assert await frame.locator("td").first.inner_text() == "north"
         assert "Out[4]:" in await page.locator(".prompt.out").first.inner_text()
         assert '"mean": 107.5' in await page.locator("pre.json").inner_text()
-        shot = os.environ.get("NBMCP_SCREENSHOT")
-        if shot:  # README's picture: written only when asked for, never into the checkout by a plain run
-            await page.wait_for_timeout(300)
-            await page.screenshot(path=shot, full_page=True)
 
 
 async def test_an_external_change_shows_within_a_second_without_a_reload(nb_path: Path) -> None:
@@ -143,24 +140,20 @@ async def test_deleted_and_moved_cells_leave_and_move(nb_path: Path) -> None:
         nb.cells.append(nb.cells.pop(0))
         nbformat.write(nb, nb_path)
         await page.locator(f'section[data-id="{gone}"]').wait_for(state="detached", timeout=5000)
-        await page.wait_for_function(
-            "id => document.querySelector('#cells section:last-child').dataset.id === id", arg=nb.cells[-1].id
-        )
+        await page.locator(f'#cells section:last-child[data-id="{nb.cells[-1].id}"]').wait_for()
         ids = await page.eval_on_selector_all("section.cell", "els => els.map(e => e.dataset.id)")
         assert ids == [c.id for c in nb.cells]
 
 
 async def test_a_running_cell_shows_its_first_line_before_it_finishes(nb_path: Path) -> None:
-    write_nb(
-        nb_path,
-        new_markdown_cell("A slow cell"),
-        new_code_cell("import time\nprint('first line', flush=True)\ntime.sleep(3)\nprint('second line')"),
-    )
+    slow = new_code_cell("import time\nprint('first line', flush=True)\ntime.sleep(3)\nprint('second line')")
+    last = len(showcase(nb_path, slow).cells) - 1
     server, workspace = create_server(Settings(path=nb_path, timeout=60))
     async with Client(server) as client, serving(nb_path) as (view, url), chromium() as browser:
         view.follow_sessions(workspace.hosts)
         page = await open_view(browser, url)
-        call = asyncio.ensure_future(client.call_tool("execute_cell", {"cell_index": 1}))
+        await page.check("#follow")  # keep the running cell in view
+        call = asyncio.ensure_future(client.call_tool("execute_cell", {"cell_index": last}))
         try:
             cell = page.locator("section.cell.running")
             await cell.locator("pre.stdout", has_text="first line").wait_for(timeout=60_000)
@@ -168,12 +161,17 @@ async def test_a_running_cell_shows_its_first_line_before_it_finishes(nb_path: P
             assert "second line" not in await cell.locator(".outputs").inner_text()
             badge = await cell.get_attribute("data-badge")
             assert badge is not None and "running" in badge and "execute_cell" in badge
+            box = await cell.bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 900, box  # followed
+            shot = os.environ.get("NBMCP_SCREENSHOT")
+            if shot:  # README's picture: written only when asked for, never into the checkout by a plain run
+                await page.screenshot(path=shot)
             result = await call
         finally:
             if not call.done():
                 call.cancel()
         assert not result.is_error
-        done = page.locator("section.cell").nth(1)
+        done = page.locator("section.cell").nth(last)
         await done.locator("pre.stdout", has_text="second line").wait_for(timeout=10_000)
         await page.wait_for_selector("section.cell.running", state="detached")
         assert "execute_cell" in (await done.get_attribute("data-badge") or "")
@@ -212,7 +210,7 @@ async def test_scripts_in_outputs_never_run_in_the_views_origin(nb_path: Path) -
         frame = page.frame_locator("iframe.html-output")
         await frame.get_by_text("a tall output").wait_for()
         # The frame's own resize script (allowed by its hash) ran and sized the frame to its content.
-        await page.wait_for_function("document.querySelector('iframe.html-output').offsetHeight >= 300")
+        await until(page, "document.querySelector('iframe.html-output').offsetHeight >= 300")
         await page.locator("img.image-output").wait_for()
         await page.wait_for_timeout(500)
         assert await page.evaluate("window.pwned") is None

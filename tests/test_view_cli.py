@@ -16,6 +16,7 @@ import httpx2
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
+from .test_doctor import by_name, report
 from .test_http import TOKEN, ServerProcess
 from .test_stdio import RawStdio
 from .viewing import chromium, open_view, write_nb
@@ -133,3 +134,14 @@ async def test_the_http_transport_serves_the_view_at_slash_view_with_its_token(n
         code = server.stop()  # SIGTERM; it raises if the server ignored it
     # uvicorn ends by re-raising the signal, as for MCP alone: what matters is that an open page did not hold it.
     assert code in (0, -signal.SIGTERM) and time.monotonic() - started < 20
+
+
+def test_doctor_says_where_the_live_view_is(nb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_nb(nb_path)
+    for flags, verdict, says in [
+        ((), "skip", "nbmcp view PATH"),
+        (("--view",), "pass", "beside MCP over stdio"),
+        (("--view", "--transport", "streamable-http", "--port", "4999"), "pass", "127.0.0.1:4999/view/?token="),
+    ]:
+        view = by_name(report(capsys, str(nb_path), "--read-only", *flags)[1])["live view"]
+        assert view["verdict"] == verdict and says in view["detail"], (flags, view)

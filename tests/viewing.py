@@ -70,8 +70,26 @@ async def open_view(browser: Any, url: str) -> Any:
     page = await browser.new_page(viewport={"width": 1100, "height": 900})
     await page.goto(url)
     await page.wait_for_selector("body[data-state=live]")
-    await page.wait_for_function("!document.querySelector('#cells section.pending')")
+    await until(page, VISIBLE_CELLS_DRAWN)
     return page
+
+
+#: True once no cell in the viewport waits for its HTML (cells further away are drawn when scrolled to).
+VISIBLE_CELLS_DRAWN = """document.body.dataset.state === 'live' &&
+  Array.from(document.querySelectorAll('#cells section.pending')).every(e => {
+    const r = e.getBoundingClientRect(); return r.bottom < 0 || r.top > innerHeight; })"""
+
+
+async def until(page: Any, expression: str, timeout: float = 30.0, every: float = 0.02) -> None:
+    """Wait until the JavaScript `expression` is true in the page.
+
+    Polled from here: the page's CSP (no eval) stops Playwright's own `wait_for_function` polling.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await page.evaluate(expression):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {expression}")
+        await asyncio.sleep(every)
 
 
 def png(width: int = 160, height: int = 80) -> bytes:

@@ -27,7 +27,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
-from ..kernels.local import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT
 from ..notebook.reader import parse_notebook
 from ..notebook.store import LocalStore
 from ..session.cells import ensure_ids

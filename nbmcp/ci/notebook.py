@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from ..kernels.local import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT
 from ..session.results import CellRef, CellView, Execution, RunAll
 from ..session.session import NotebookSession
 from .batch import NotebookJob, NotebookResult, run_notebook

@@ -1,7 +1,7 @@
 """`nbmcp exec NOTEBOOK...`: run notebooks headless (CI), with papermill's parameters and a JUnit report.
 
 Each notebook runs with `NotebookSession.run_all` on a fresh kernel of its own (through
-`nbmcp.batch`), so the outputs written are the ones the MCP tools write, and the ones nbclient writes
+`nbmcp.ci.batch`), so the outputs written are the ones the MCP tools write, and the ones nbclient writes
 for the same notebook (timing metadata aside). Progress goes to stderr; stdout stays empty, so a CI
 log shows only what matters.
 """
@@ -24,7 +24,7 @@ import anyio
 from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
 from ..ci.parameters import merge_parameters
 from ..errors import NbmcpError
-from ..kernels.local import choose_kernel
+from ..kernels.choice import choose_kernel
 from ..session.results import CellRef, Execution
 from .options import add_kernel_options, add_log_level_option, add_timeout_option, command_parser, configure_logging
 

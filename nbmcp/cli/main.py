@@ -31,7 +31,7 @@ if "jsonschema" not in sys.modules:
 from .. import __version__
 from ..config import Settings, default_max_wait
 from ..errors import NbmcpError, UsageError
-from ..kernels.local import check_kernel_options
+from ..kernels.choice import check_kernel_options
 from ..notebook.store import LocalStore
 from ..server.render import MIN_OUTPUT_CHARS
 from ..server.tools import exposed_tools

@@ -1,6 +1,6 @@
 """A remote Jupyter server: its address and token, HTTP clients for its REST API, and error mapping.
 
-Shared by the Contents-API store (`nbmcp.contents`) and the remote kernel (`nbmcp.remote_kernel`).
+Shared by the Contents-API store (`nbmcp.notebook.contents`) and the remote kernel (`nbmcp.kernels.remote`).
 The token travels only in the ``Authorization`` header: never in a URL,
 an error message or a log line, and `JupyterServer`'s repr leaves it out.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import select
@@ -26,14 +25,16 @@ from nbformat import NotebookNode
 from .. import __version__
 from ..config import Settings
 from ..errors import UsageError
-from ..kernels.local import Kernel, LocalKernel, choose_kernel
+from ..kernels.base import Kernel
+from ..kernels.choice import choose_kernel
+from ..kernels.local import LocalKernel
 from ..notebook.encoder import dumps_notebook
 from ..notebook.memory import tune_memory
 from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
 from ..view.app import with_view
-from ..view.serve import attach_view, serve_view
+from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
@@ -541,8 +542,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
                 tg.start_soon(_cancel_on_signals, tg.cancel_scope)
                 if hangup_fd is not None:
                     tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
-                if view is not None and sock is not None:
-                    tg.start_soon(functools.partial(serve_view, view, sock, embedded=True))
+                tg.start_soon(serve_beside, view, sock)  # the live view, with --view
                 await server.run_stdio_async()
                 tg.cancel_scope.cancel()
         finally:
@@ -578,8 +578,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         **server_limits(),
     )
     server_ = uvicorn.Server(config)
-    if view is not None:  # open pages must not hold up the shutdown
-        view.closing_when = lambda: server_.should_exit
+    stop_with(view, server_)  # pages of the live view left open must not hold up the shutdown
     await server_.serve(sockets=[sock] if sock is not None else None)
 
 

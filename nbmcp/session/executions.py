@@ -21,7 +21,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import KernelBusyError, UsageError
-from ..kernels.local import INTERRUPT_GRACE, ExecutionResult, Kernel, KernelState
+from ..kernels.base import INTERRUPT_GRACE, ExecutionResult, Kernel, KernelState
 from ..kernels.outputs import OutputCollector
 from .cells import cell_source, check_index, locate
 from .document import Document

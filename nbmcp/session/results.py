@@ -16,7 +16,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ..errors import CellExecutionError
-from ..kernels.local import ExecutionResult
+from ..kernels.base import ExecutionResult
 from ..kernels.outputs import OutputCollector, normalize_stream_text, output_text
 from ..notebook.journal import Entry
 

@@ -27,7 +27,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import anyio
 from nbformat import NotebookNode
 
-from ..kernels.local import DEFAULT_TIMEOUT, Kernel, KernelChoice, LocalKernel, NoKernel, choose_kernel
+from ..kernels.base import DEFAULT_TIMEOUT, Kernel, NoKernel
+from ..kernels.choice import KernelChoice, choose_kernel
+from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore
 from .activity import Activity
 from .cells import CELL_TYPES

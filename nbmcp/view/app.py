@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..server.http import security_settings
 from ..session.activity import Activity
 from .live import NotebookFeed
-from .render import FRAME_SCRIPT, pygments_css
+from .render import FRAME_SCRIPT, pygments_css, warm_up
 
 __all__ = [
     "HEARTBEAT",
@@ -141,6 +141,8 @@ class ViewServer:
         """Tells when the server hosting the view is stopping (its event streams then end)."""
         self._checks = TransportSecurityMiddleware(security_settings(host, extra_hosts))
         self._feeds: dict[Path, NotebookFeed] = {}
+        if not self.target.is_dir():
+            self.feed(None)  # made now, so that `prepare` in a thread and a request never make two
         self._closing = asyncio.Event()
         self._csp = content_security_policy()
         self._static = {name: _static_text(name) for name in _STATIC}
@@ -179,6 +181,13 @@ class ViewServer:
         if feed is None:
             feed = self._feeds[path] = NotebookFeed(path, lambda: self.activity_of(path))
         return feed
+
+    def prepare(self) -> None:
+        """Import the renderer and read a single notebook now, before the first page asks (blocking)."""
+        warm_up()
+        feed = self._feeds.get(self.target)
+        if feed is not None:
+            feed.load()
 
     async def aclose(self) -> None:
         """End the event streams and stop the watches."""
@@ -273,6 +282,7 @@ class ViewServer:
         if feed is None:
             return JSONResponse({"error": "no such notebook here"}, status_code=404)
         ids = [i for i in request.query_params.get("ids", "").split(",") if i][:MAX_CELLS_PER_REQUEST]
+        await feed.loaded()
         feed.start()
         cells = await asyncio.to_thread(feed.rendered, ids)
         return JSONResponse({"cells": cells}, headers={"Cache-Control": "no-store"})
@@ -284,6 +294,7 @@ class ViewServer:
         feed = self.feed(request.query_params.get("nb"))
         if feed is None:
             return Response("no such notebook here", status_code=404)
+        await feed.loaded()
         return StreamingResponse(
             self._stream(feed),
             media_type="text/event-stream",
@@ -296,6 +307,7 @@ class ViewServer:
     async def _stream(self, feed: NotebookFeed) -> AsyncIterator[str]:
         subscriber = feed.subscribe()
         closing = asyncio.ensure_future(self._closing.wait())
+        getting: asyncio.Future[dict[str, Any]] | None = None
         idle = 0.0
         try:
             yield _sse(feed.snapshot())
@@ -319,6 +331,8 @@ class ViewServer:
                     yield ": keep-alive\n\n"
         finally:
             closing.cancel()
+            if getting is not None:
+                getting.cancel()
             feed.unsubscribe(subscriber)
 
 

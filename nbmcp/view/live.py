@@ -254,9 +254,12 @@ class NotebookFeed:
     def start(self) -> None:
         """Start watching (once), in the running event loop."""
         if self._task is None or self._task.done():
-            if not self._order and self.error is None:
-                self.load()
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def loaded(self) -> None:
+        """Read the file once if it has not been yet (in a worker thread: 10,000 cells take a moment)."""
+        if self._stat is None and self.error is None:
+            await anyio.to_thread.run_sync(self.load)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "render_cell",
     "render_cells",
     "render_outputs",
+    "warm_up",
 ]
 
 #: An output longer than this many lines shows its first lines and a "show N more lines" expander.
@@ -141,6 +142,11 @@ def _filters() -> tuple[Any, Any, Any, Any]:
 
     sanitizer = SanitizeHTML(tags=sorted(_MD_TAGS), attributes=_MD_ATTRIBUTES, strip=True)
     return markdown2html_mistune, ansi2html, Highlight2HTML(pygments_lexer="ipython3"), sanitizer
+
+
+def warm_up() -> None:
+    """Import the renderer's libraries now (the first render would otherwise wait for them)."""
+    _filters()
 
 
 def pygments_css() -> str:

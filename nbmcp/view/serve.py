@@ -15,7 +15,7 @@ from ..config import Settings
 from ..server.http import KEEP_ALIVE_TIMEOUT, GuardedH11Protocol
 from .app import ViewServer, new_token
 
-__all__ = ["DEFAULT_VIEW_PORT", "attach_view", "bind", "serve_view", "url_host"]
+__all__ = ["DEFAULT_VIEW_PORT", "attach_view", "bind", "serve_beside", "serve_view", "stop_with", "url_host"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
         lifespan="off",
     )
     server = (_EmbeddedServer if embedded else uvicorn.Server)(config)
+    # nbconvert takes about a second to import, a 10,000-cell notebook half a second to read: both in a
+    # thread now, rather than in the first page's wait.
+    asyncio.get_running_loop().run_in_executor(None, view.prepare)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
@@ -98,3 +101,15 @@ def attach_view(settings: Settings, sock: socket.socket | None) -> tuple[ViewSer
     # Logged once, on stderr (stdout carries only MCP messages).
     logger.warning("live view of %s: %s", settings.path, url)
     return view, dataclasses.replace(settings, view_url=url)
+
+
+async def serve_beside(view: ViewServer | None, sock: socket.socket | None) -> None:
+    """Serve `view` beside MCP over stdio until cancelled (nothing without --view)."""
+    if view is not None and sock is not None:
+        await serve_view(view, sock, embedded=True)
+
+
+def stop_with(view: ViewServer | None, server: uvicorn.Server) -> None:
+    """End `view`'s event streams when `server` (the HTTP transport's, which serves it) is told to stop."""
+    if view is not None:
+        view.closing_when = lambda: server.should_exit

@@ -15,6 +15,7 @@ from .kernel import check_local_kernel
 from .local import check_http, check_lock_dir, check_notebook
 from .remote import check_remote
 from .report import Check, Verdict, render_json, render_text, scrub
+from .view import check_view
 
 __all__ = ["doctor_cli", "run_checks"]
 
@@ -49,6 +50,7 @@ def run_checks(settings: Settings) -> list[Check]:
             checks += check_local_kernel(settings, nb, folder)
     if settings.transport == "streamable-http":
         checks += check_http(settings)
+    checks.append(check_view(settings))
     return checks
 
 

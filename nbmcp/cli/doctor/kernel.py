@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,16 @@ from nbformat import NotebookNode
 
 from ...config import Settings
 from ...errors import NbmcpError
-from ...kernels.local import ExecutionResult, Kernel, KernelChoice, LocalKernel, choose_kernel, install_command
+from ...kernels.base import ExecutionResult, Kernel
+from ...kernels.choice import (
+    KernelChoice,
+    choose_kernel,
+    install_command,
+    ipykernel_import_error,
+    ipykernel_python,
+    runs_on_own_python,
+)
+from ...kernels.local import LocalKernel
 from .report import Check, Verdict
 
 __all__ = ["IMPORT_CHECK_TIMEOUT", "KERNEL_CHECK_TIMEOUT", "check_local_kernel", "kernel_choice", "run_kernel_check"]
@@ -34,44 +41,17 @@ def kernel_choice(settings: Settings, notebook_kernel: str | None, notebook_dir:
     )
 
 
-def _is_own_python(choice: KernelChoice) -> bool:
-    """True when the kernel runs on nbmcp's own interpreter without the user asking for it.
-
-    Also through the generic ``python3`` kernelspec named in the notebook's metadata, which resolves to
-    the interpreter nbmcp runs on. Paths are compared unresolved: every virtual environment's python is
-    a symlink to the same base interpreter.
-    """
-    if choice.reason in ("--python", "--kernel"):
-        return False
-    return choice.reason == "default" or os.path.abspath(choice.argv0) == os.path.abspath(sys.executable)
-
-
-def _ipykernel_python(choice: KernelChoice) -> str | None:
-    """The interpreter that must import ipykernel for this kernel to start, if it is an ipykernel."""
-    argv = list(choice.spec.argv) if choice.spec is not None else []
-    if any(a.startswith("ipykernel") for a in argv[1:4]):
-        return choice.argv0
-    return None
-
-
 def _check_ipykernel(python: str) -> Check:
     name = "ipykernel"
     try:
-        proc = subprocess.run(
-            [python, "-c", "import ipykernel"],
-            capture_output=True,
-            text=True,
-            timeout=IMPORT_CHECK_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        error = ipykernel_import_error(python, timeout=IMPORT_CHECK_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check(name, Verdict.FAIL, f"cannot run {python}: {exc}", "point --python at a working interpreter")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+    if error is not None:
         return Check(
             name,
             Verdict.FAIL,
-            f"{python} cannot import ipykernel ({last}), so no kernel can start on it",
+            f"{python} cannot import ipykernel ({error}), so no kernel can start on it",
             f"install it into that environment: `{python} -m pip install ipykernel` "
             f"(or `uv pip install --python {python} ipykernel`); "
             "or choose another interpreter with --python or --kernel",
@@ -149,7 +129,7 @@ def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir
             ]
         return [Check("kernel", Verdict.FAIL, str(exc), "fix --kernel/--python (see `jupyter kernelspec list`)")]
     line = Check("kernel", Verdict.PASS, choice.describe())
-    if _is_own_python(choice):
+    if runs_on_own_python(choice):
         line.verdict = Verdict.WARN
         line.detail += (
             ": the Python nbmcp itself runs on, so code sees only the packages installed there, not your project's"
@@ -159,7 +139,7 @@ def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir
             "--python /path/to/project/.venv/bin/python, or --kernel NAME"
         )
     checks = [line]
-    python = _ipykernel_python(choice)
+    python = ipykernel_python(choice)
     if python is not None:
         ipykernel = _check_ipykernel(python)
         checks.append(ipykernel)

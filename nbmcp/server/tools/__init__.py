@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import MCPServer
 
-from ...kernels.local import DEFAULT_TIMEOUT
+from ...kernels.base import DEFAULT_TIMEOUT
 from ...session.executions import DEFAULT_MAX_WAIT
 from ..client_log import ClientLog
 from ..render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS

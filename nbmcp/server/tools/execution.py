@@ -10,7 +10,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult
 
 from ...errors import UsageError
-from ...kernels.local import ExecutionResult
+from ...kernels.base import ExecutionResult
 from ...session.results import BackgroundExecution, CellRef, RunAll
 from ...session.session import NotebookSession
 from ..render import ImageBudget, render

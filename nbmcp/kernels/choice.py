@@ -1,0 +1,354 @@
+"""Which kernel runs a notebook's code, and why: kernelspecs, interpreters and project environments.
+
+`choose_kernel` picks one (`--kernel`, `--python`, the notebook's metadata, the project's `.venv`, an
+activated environment, else nbmcp's own Python) and says why in words a user reads; `check_kernel_options`
+checks the flags before anything is served. Interpreters are looked at before they are run, and run only
+to ask whether they have ipykernel.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+# jupyter_client (zmq, tornado, traitlets) is imported where a kernel is chosen, on a worker thread when
+# the notebook is opened: not at start-up, where a client waits for `initialize` (issue 14).
+
+__all__ = [
+    "ACTIVATED_ENV_VARS",
+    "GENERIC_KERNELS",
+    "PROBE_TIMEOUT",
+    "PROJECT_MARKERS",
+    "VENV_NAMES",
+    "KernelChoice",
+    "check_kernel_options",
+    "choose_kernel",
+    "find_project_env",
+    "has_ipykernel",
+    "install_command",
+    "ipykernel_import_error",
+    "ipykernel_python",
+    "no_ipykernel_message",
+    "runs_on_own_python",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """Which kernel runs the notebook's code, and why that one."""
+
+    name: str
+    """The kernelspec name, or ``python`` for an interpreter given by path or found in the project."""
+    argv0: str
+    """The program the kernel runs (an interpreter path, usually)."""
+    reason: str
+    """How it was chosen, in words a user reads: ``--kernel``, ``--python``, ``notebook metadata``, the
+    project's environment and where it was found, ``VIRTUAL_ENV``, or nbmcp's own Python and why."""
+    spec: KernelSpec | None = field(default=None, compare=False, repr=False)
+    install_hint: str = ""
+    """How code in this kernel installs a package into the kernel's own environment (empty: unknown)."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.argv0}; chosen by {self.reason})"
+
+
+#: Folders that mark a project's root: the search for its environment stops there.
+PROJECT_MARKERS = (".git", "pyproject.toml", "setup.cfg")
+#: Names of a project's own virtual environment, looked for in each folder from the notebook's upwards.
+VENV_NAMES = (".venv", "venv")
+#: Kernel names that say "some Python" rather than a particular one: nbmcp writes ``python3`` into the
+#: notebooks it creates, and Jupyter's own default has that name, so it never outranks the project's env.
+GENERIC_KERNELS = frozenset({"python3", "python"})
+#: Seconds the check "does this interpreter have ipykernel" may take (a cold interpreter on a busy disk).
+PROBE_TIMEOUT = 30.0
+#: Environment variables naming an activated environment, in the order they are consulted.
+ACTIVATED_ENV_VARS = ("VIRTUAL_ENV", "CONDA_PREFIX")
+
+
+def _python_spec(python: str, display: str) -> KernelSpec:
+    from jupyter_client.kernelspec import KernelSpec
+
+    return KernelSpec(
+        argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name=display,
+        language="python",
+        env={
+            # ipykernel's fd-level capture sends even C-level prints through iopub, not our stdout.
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        },
+    )
+
+
+def _argv0(spec: KernelSpec) -> str:
+    argv0 = spec.argv[0] if spec.argv else "?"
+    # jupyter_client runs a spec whose program is plain "python" with its own interpreter.
+    if argv0 in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+        return sys.executable
+    return argv0
+
+
+def _env_python(env: Path) -> Path | None:
+    """The interpreter of the environment at `env`, if there is one (looked at, never run)."""
+    for rel in ("bin/python", "Scripts/python.exe", "python.exe"):
+        python = env / rel
+        if python.is_file():
+            return python
+    return None
+
+
+def find_project_env(folder: Path) -> Path | None:
+    """The project's virtual environment: `.venv` or `venv` in `folder` or a parent, up to the project root.
+
+    The project root is the first folder holding `.git`, `pyproject.toml` or `setup.cfg`; the search does
+    not go above it (a `.venv` in the home folder is not this project's). Nothing is executed.
+    """
+    for directory in (folder, *folder.parents):
+        for name in VENV_NAMES:
+            env = directory / name
+            if _env_python(env) is not None:
+                return env
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return None
+    return None
+
+
+#: Interpreters known to have ipykernel. Only yes is remembered: a user who installs it need not restart us.
+_WITH_IPYKERNEL: set[str] = set()
+
+
+def has_ipykernel(python: str) -> bool:
+    """Whether `python` can run ipykernel: runs the interpreter once (never under --read-only).
+
+    `find_spec` looks the module up without importing it, so this costs one interpreter start.
+    """
+    if python in _WITH_IPYKERNEL:
+        return True
+    env = Path(python).parent.parent
+    # Most environments hold it in their own site-packages: found without running anything.
+    patterns = ("lib/python*/site-packages/ipykernel_launcher.py", "Lib/site-packages/ipykernel_launcher.py")
+    if any(glob.glob(str(env / pattern)) for pattern in patterns):
+        _WITH_IPYKERNEL.add(python)
+        return True
+    # Else ask the interpreter (system site-packages, .pth files, conda layouts).
+    try:
+        done = subprocess.run(
+            [
+                python,
+                "-c",
+                "import importlib.util, sys; sys.exit(importlib.util.find_spec('ipykernel_launcher') is None)",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.info("could not run %s to look for ipykernel: %s", python, exc)
+        return False
+    if done.returncode == 0:
+        _WITH_IPYKERNEL.add(python)
+    return done.returncode == 0
+
+
+def _has_pip(python: Path) -> bool:
+    env = python.parent.parent if python.parent.name in ("bin", "Scripts") else python.parent
+    return any((python.parent / name).exists() for name in ("pip", "pip3", "pip.exe")) or bool(
+        glob.glob(str(env / "lib" / "python*" / "site-packages" / "pip"))
+    )
+
+
+def install_command(python: str, package: str = "ipykernel") -> str:
+    """The shell command that installs `package` into the environment of `python`.
+
+    Environments made by uv have no pip: for those the command is uv's, which needs uv itself.
+    """
+    if _has_pip(Path(python)):
+        return f"{python} -m pip install {package}"
+    return f"uv pip install --python {python} {package}"
+
+
+def _install_hint(python: str) -> str:
+    # IPython's %pip runs `sys.executable -m pip`, the kernel's own interpreter: it lands in the kernel's
+    # environment whenever that has pip. uv-made environments have none; uv installs into them from outside.
+    if _has_pip(Path(python)):
+        return "%pip install NAME (installs into the kernel's environment), then restart_kernel if it was imported"
+    return (
+        f"this environment has no pip: !uv pip install --python {python} NAME (needs uv on PATH), "
+        f"or in a terminal: uv pip install --python {python} NAME; then restart_kernel if it was imported"
+    )
+
+
+def no_ipykernel_message(python: str, what: str) -> str:
+    """Why `python` cannot run a kernel, with the command that fixes it."""
+    return f"{what} {python} has no ipykernel, which a Jupyter kernel needs; install it with: {install_command(python)}"
+
+
+def check_kernel_options(
+    *,
+    kernel_name: str | None = None,
+    python: str | None = None,
+    probe: bool = True,
+    spec_manager: KernelSpecManager | None = None,
+) -> KernelSpec | None:
+    """Raise UsageError for an unknown `--kernel` or an unusable `--python` (checked before serving).
+
+    `probe`: run the interpreter to check that it has ipykernel (off under --read-only, which runs nothing).
+    Returns the kernelspec of `kernel_name`, if given.
+    """
+    if kernel_name:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        ksm = spec_manager or KernelSpecManager()
+        try:
+            return ksm.get_kernel_spec(kernel_name)
+        except NoSuchKernel:
+            installed = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
+            raise UsageError(
+                f"--kernel {kernel_name}: no kernel named {kernel_name!r} is installed (installed: {installed}); "
+                "see `jupyter kernelspec list`, or use --python PATH"
+            ) from None
+    if python:
+        path = Path(python).expanduser()
+        if not path.exists():
+            raise UsageError(f"--python {python}: no such file; give the path of a Python interpreter")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise UsageError(f"--python {python}: not an executable program; give the path of a Python interpreter")
+        if probe and not has_ipykernel(str(path)):
+            raise UsageError(no_ipykernel_message(str(path), "--python"))
+    return None
+
+
+def _python_choice(python: Path, reason: str, display: str) -> KernelChoice:
+    return KernelChoice(
+        "python", str(python), reason, _python_spec(str(python), display), install_hint=_install_hint(str(python))
+    )
+
+
+def _own_python(reason: str) -> KernelChoice:
+    # The interpreter nbmcp runs on always has ipykernel: it is one of our dependencies.
+    return KernelChoice(
+        "python3",
+        sys.executable,
+        reason,
+        _python_spec(sys.executable, "Python 3 (nbmcp)"),
+        install_hint=_install_hint(sys.executable),
+    )
+
+
+def choose_kernel(
+    *,
+    kernel_name: str | None = None,
+    python: str | None = None,
+    notebook_kernel: str | None = None,
+    notebook_dir: Path | None = None,
+    spec_manager: KernelSpecManager | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> KernelChoice:
+    """Pick the kernel that runs the notebook's code.
+
+    In order: `--kernel`; `--python`; a specific kernelspec named in the notebook's metadata, when
+    installed; for the generic ``python3`` (or none), the project's environment (`find_project_env`
+    from the notebook's folder), then an activated VIRTUAL_ENV or CONDA_PREFIX; else nbmcp's own
+    Python. An environment without ipykernel is passed over, and the reason says so with the fix.
+    Runs the candidate interpreter once to check for ipykernel: never call this under --read-only.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    environ = os.environ if environ is None else environ
+    ksm = spec_manager or KernelSpecManager()
+    if kernel_name:
+        spec = check_kernel_options(kernel_name=kernel_name, spec_manager=ksm)
+        assert spec is not None
+        return KernelChoice(kernel_name, _argv0(spec), "--kernel", spec)
+    if python:
+        check_kernel_options(python=python)
+        return _python_choice(Path(python).expanduser(), "--python", f"Python ({python})")
+    if notebook_kernel and notebook_kernel not in GENERIC_KERNELS:
+        try:
+            spec = ksm.get_kernel_spec(notebook_kernel)
+            return KernelChoice(notebook_kernel, _argv0(spec), "notebook metadata", spec)
+        except NoSuchKernel:
+            logger.info("the notebook asks for kernel %r, which is not installed here", notebook_kernel)
+    passed_over: list[str] = []
+    candidates: list[tuple[Path, str]] = []
+    if notebook_dir is not None:
+        env = find_project_env(notebook_dir)
+        if env is not None:
+            candidates.append((env, f"the project's environment {env}"))
+    for var in ACTIVATED_ENV_VARS:
+        if environ.get(var):
+            candidates.append((Path(environ[var]), f"the activated environment {var}={environ[var]}"))
+    for env, why in candidates:
+        if env.resolve() == Path(sys.prefix).resolve():
+            # nbmcp's own environment, activated (tox, a developer's venv): it has ipykernel.
+            return _own_python(f"{why} (nbmcp's own environment)")
+        env_python = _env_python(env)
+        if env_python is None:
+            passed_over.append(f"{why} has no Python interpreter")
+            continue
+        if not has_ipykernel(str(env_python)):
+            passed_over.append(f"{why} has no ipykernel (install it with: {install_command(str(env_python))})")
+            continue
+        return _python_choice(env_python, why, f"Python ({env})")
+    if passed_over:
+        return _own_python(
+            "nbmcp's own Python, NOT the project's: " + "; ".join(passed_over) + " (or pass --python PATH)"
+        )
+    return _own_python(
+        "nbmcp's own Python: no .venv or venv found from the notebook's folder up to the project root, and no "
+        "activated environment (pass --python PATH to choose one)"
+    )
+
+
+def ipykernel_python(choice: KernelChoice) -> str | None:
+    """The interpreter that must import ipykernel for this kernel to start, if it is an ipykernel."""
+    argv = list(choice.spec.argv) if choice.spec is not None else []
+    if any(a.startswith("ipykernel") for a in argv[1:4]):
+        return choice.argv0
+    return None
+
+
+def runs_on_own_python(choice: KernelChoice) -> bool:
+    """True when the kernel runs on nbmcp's own interpreter without the user asking for it.
+
+    Also through the generic ``python3`` kernelspec named in the notebook's metadata, which resolves to
+    the interpreter nbmcp runs on. Paths are compared unresolved: every virtual environment's python is
+    a symlink to the same base interpreter.
+    """
+    if choice.reason in ("--python", "--kernel"):
+        return False
+    return choice.reason == "default" or os.path.abspath(choice.argv0) == os.path.abspath(sys.executable)
+
+
+def ipykernel_import_error(python: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why `python` cannot import ipykernel (the last line of its error), or None when it can.
+
+    Unlike `has_ipykernel`, this really imports it, so a broken install shows too. Raises OSError or
+    subprocess.TimeoutExpired when the interpreter cannot be run at all.
+    """
+    proc = subprocess.run(
+        [python, "-c", "import ipykernel"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    return (proc.stderr.strip().splitlines() or ["import failed"])[-1]
