@@ -105,7 +105,6 @@ _DOCUMENT = """<!DOCTYPE html>
 _APP_CSS = """
 body.mcp-app main { max-height: 640px; overflow-y: auto; padding-bottom: 16px; }
 body.mcp-app header label { font-size: 12px; color: #616161; }
-body.mcp-app section.cell { content-visibility: visible; }
 """
 
 
