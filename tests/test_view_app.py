@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bun
         page.route(f"{server.url}/apphost/*", serve)
         # The source spells the marker in two halves: only the output holds it whole.
         args = {"cell_source": f"print({OUT_MARKER[:4]!r} + {OUT_MARKER[4:]!r})"}
-        page.goto(f"{server.url}/apphost/index.html?tool=append_execute_code_cell&args={json.dumps(args)}")
+        query = urllib.parse.urlencode({"tool": "append_execute_code_cell", "args": json.dumps(args)})
+        page.goto(f"{server.url}/apphost/index.html?{query}")
         try:
             page.wait_for_function("window.hostState !== undefined", timeout=150_000)
             assert page.evaluate("window.hostState") == "ready"
