@@ -12,6 +12,7 @@ notebook's cells, the running cell's outputs as they stream and the cell the too
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -144,6 +145,10 @@ async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path
         assert again is not None and "cells" not in again and again["state"] == view["state"]
         partial = (await client.call_tool(APP_TOOL, {"known": [first["hash"]]})).structured_content
         assert partial is not None and [c["id"] for c in partial["cells"]] == [second["id"]]
+        # The cells the app shows, by id: rendered whatever the state, and without the order it has.
+        shows = {"ids": [first["id"], "no-such-id"], "state": view["state"]}
+        by_id = (await client.call_tool(APP_TOOL, shows)).structured_content
+        assert by_id is not None and "order" not in by_id and [c["id"] for c in by_id["cells"]] == [first["id"]]
 
 
 def _run(*args: str, cwd: Path) -> None:
@@ -182,18 +187,12 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.mark.timeout(240)
-def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
-    nb = nbformat.v4.new_notebook()
-    html_output = nbformat.v4.new_output("display_data", data={"text/html": HOSTILE_HTML})
-    nb.cells = [
-        nbformat.v4.new_markdown_cell(f"# Title\n\nsome *markdown* {MD_MARKER}"),
-        nbformat.v4.new_code_cell("display(HTML(...))", execution_count=1, outputs=[html_output]),
-    ]
-    nbformat.write(nb, nb_path)
+@contextlib.contextmanager
+def hosted_app(nb_path: Path, host_bundle: Path, browser: Any, tool: str, args: dict[str, Any]) -> Iterator[Any]:
+    """A real nbmcp over HTTP and the test host in a page, which has called `tool`: yields the page."""
     server = ServerProcess(nb_path)
     try:
-        page = chromium.new_page()
+        page = browser.new_page()
         # The host page is served on nbmcp's own origin (as a chat's page talks to its own back end), so
         # the MCP client's requests to /mcp pass nbmcp's Origin check without any CORS.
         files = {
@@ -210,38 +209,68 @@ def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bun
             route.fulfill(status=200, content_type=mime, body=body)
 
         page.route(f"{server.url}/apphost/*", serve)
-        # The source spells the marker in two halves: only the output holds it whole.
-        args = {"cell_source": f"print({OUT_MARKER[:4]!r} + {OUT_MARKER[4:]!r})"}
-        query = urllib.parse.urlencode({"tool": "append_execute_code_cell", "args": json.dumps(args)})
+        query = urllib.parse.urlencode({"tool": tool, "args": json.dumps(args)})
         page.goto(f"{server.url}/apphost/index.html?{query}")
         try:
             page.wait_for_function("window.hostState !== undefined", timeout=150_000)
             assert page.evaluate("window.hostState") == "ready"
-            cells = page.frame_locator("#app").locator("main#cells")
-            # The markdown cell rendered as HTML, the new code cell with its output, and the cell the tool ran.
-            cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
-            cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
-            assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
-            # An HTML output is shown in its own sandboxed frame, and its script does not run there.
-            output = page.frame_locator("#app").frame_locator("iframe.html-output").locator("body")
-            output.locator("b", has_text="html output").wait_for(timeout=10_000)
-            assert "SCRIPT RAN" not in output.inner_text()
-            cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
-            # A cell that prints, sleeps and prints again: the app shows it running with its first line
-            # before it finishes (its outputs come from the running execution, not from the file).
-            first, second = f"{FIRST[:4]!r} + {FIRST[4:]!r}", f"{SECOND[:4]!r} + {SECOND[4:]!r}"
-            slow = f"import time\nprint({first})\ntime.sleep(4)\nprint({second})"
-            page.evaluate(
-                "(source) => { window.slowRun = runTool('append_execute_code_cell', {cell_source: source}) }", slow
-            )
-            running = cells.locator("section.cell.running .outputs", has_text=FIRST)
-            running.wait_for(timeout=15_000)
-            assert SECOND not in running.inner_text()
-            assert page.evaluate("window.slowRun") is True
-            cells.locator("section.cell:not(.running) .outputs", has_text=SECOND).wait_for(timeout=15_000)
+            yield page
         except Exception:
             print("host log:", *page.evaluate("window.hostLog || []"), sep="\n  ")
             print("server log:", server.log()[-4000:])
             raise
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(240)
+def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
+    nb = nbformat.v4.new_notebook()
+    html_output = nbformat.v4.new_output("display_data", data={"text/html": HOSTILE_HTML})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# Title\n\nsome *markdown* {MD_MARKER}"),
+        nbformat.v4.new_code_cell("display(HTML(...))", execution_count=1, outputs=[html_output]),
+    ]
+    nbformat.write(nb, nb_path)
+    # The source spells the marker in two halves: only the output holds it whole.
+    args = {"cell_source": f"print({OUT_MARKER[:4]!r} + {OUT_MARKER[4:]!r})"}
+    with hosted_app(nb_path, host_bundle, chromium, "append_execute_code_cell", args) as page:
+        cells = page.frame_locator("#app").locator("main#cells")
+        # The markdown cell rendered as HTML, the new code cell with its output, and the cell the tool ran.
+        cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
+        cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
+        assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
+        # An HTML output is shown in its own sandboxed frame, and its script does not run there.
+        output = page.frame_locator("#app").frame_locator("iframe.html-output").locator("body")
+        output.locator("b", has_text="html output").wait_for(timeout=10_000)
+        assert "SCRIPT RAN" not in output.inner_text()
+        cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
+        # A cell that prints, sleeps and prints again: the app shows it running with its first line
+        # before it finishes (its outputs come from the running execution, not from the file).
+        first, second = f"{FIRST[:4]!r} + {FIRST[4:]!r}", f"{SECOND[:4]!r} + {SECOND[4:]!r}"
+        slow = f"import time\nprint({first})\ntime.sleep(4)\nprint({second})"
+        page.evaluate(
+            "(source) => { window.slowRun = runTool('append_execute_code_cell', {cell_source: source}) }", slow
+        )
+        running = cells.locator("section.cell.running .outputs", has_text=FIRST)
+        running.wait_for(timeout=15_000)
+        assert SECOND not in running.inner_text()
+        assert page.evaluate("window.slowRun") is True
+        cells.locator("section.cell:not(.running) .outputs", has_text=SECOND).wait_for(timeout=15_000)
+
+
+@pytest.mark.timeout(240)
+def test_the_app_shows_a_long_notebook_as_it_is_scrolled(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
+    count = 5000
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"cell **{i}** of the long notebook") for i in range(count)]
+    nbformat.write(nb, nb_path)
+    with hosted_app(nb_path, host_bundle, chromium, "read_notebook", {}) as page:
+        cells = page.frame_locator("#app").locator("main#cells")
+        cells.locator("section.cell strong", has_text="0").first.wait_for(timeout=30_000)
+        assert cells.locator("section.cell").count() == count
+        # Only the cells near the app's box were asked for: the last one is a placeholder until scrolled to.
+        last = cells.locator("section.cell").last
+        assert "pending" in (last.get_attribute("class") or "")
+        cells.evaluate("main => { main.scrollTop = main.scrollHeight }")
+        last.locator("strong", has_text=str(count - 1)).wait_for(timeout=15_000)

@@ -146,7 +146,9 @@ class _Views:
             self._feeds[session.path] = feed
         return feed
 
-    def view(self, session: NotebookSession, known: set[str], state: str | None) -> dict[str, Any]:
+    def view(
+        self, session: NotebookSession, known: set[str], state: str | None, ids: list[str] | None
+    ) -> dict[str, Any]:
         """What the app shows (called in a worker thread: reading and rendering take a moment)."""
         feed = self.feed(session)
         feed.load()
@@ -163,15 +165,15 @@ class _Views:
             "last": snapshot["last"],
             "error": snapshot["error"],
         }
-        if stamp == state:
-            return answer  # the app has every cell already
-        missing = [key for key in order if hashes[key] not in known]
-        answer.update(
-            order=order,
-            hashes=hashes,
-            cells=feed.rendered(missing[:APP_CELLS_PER_CALL]),
-            more=len(missing) > APP_CELLS_PER_CALL,
-        )
+        if stamp != state:
+            answer.update(order=order, hashes=hashes)
+        elif ids is None:
+            return answer  # the app has every cell it asked for already
+        # The cells the app shows (or, before it shows any, all of them) that it has not rendered as they are.
+        wanted = order if ids is None else [key for key in ids if key in hashes]
+        missing = [key for key in wanted if hashes[key] not in known]
+        answer["cells"] = feed.rendered(missing[:APP_CELLS_PER_CALL])
+        answer["more"] = len(missing) > APP_CELLS_PER_CALL
         return answer
 
 
@@ -206,21 +208,24 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
             list[str] | None, Field(description="Hashes of the cells the app has rendered already.")
         ] = None,
         state: Annotated[str | None, Field(description="The `state` of the app's last answer.")] = None,
+        ids: Annotated[
+            list[str] | None, Field(description="The ids of the cells the app shows (default: all cells).")
+        ] = None,
         notebook_path: str | None = None,
     ) -> CallToolResult:
         """The notebook's cells rendered as HTML for nbmcp's notebook view app (not for a model).
 
-        structuredContent: name, state, count, order (cell ids), hashes (id -> hash), cells (id, hash,
-        type, html: the cells whose hash is not in `known`, at most APP_CELLS_PER_CALL, `more` when some
-        are left), running (id, elapsed, tool, html of its outputs so far), last (id, tool), error.
-        order, hashes and cells are left out when `state` says the app has them all.
+        structuredContent: name, state, count, running (id, elapsed, tool, html of its outputs so far),
+        last (id, tool), error; order (cell ids) and hashes (id -> hash) unless `state` says the app has
+        them; cells (id, hash, type, html): those of `ids` (all cells when not given, and then only if
+        the state changed) whose hash is not in `known`, at most APP_CELLS_PER_CALL (`more`: some are left).
         """
         token = requested_notebook.set(notebook_path)
         try:
             session = await get_session(ctx)
             if not isinstance(session.store, LocalStore):
                 raise ToolError("the notebook view shows notebooks on this machine only")
-            answer = await anyio.to_thread.run_sync(views.view, session, set(known or ()), state)
+            answer = await anyio.to_thread.run_sync(views.view, session, set(known or ()), state, ids)
         except NbmcpError as exc:
             raise ToolError(str(exc)) from exc
         finally:

@@ -4,7 +4,8 @@
 // host sends the tool's input and result (ui/notifications/tool-input, tool-result); the app calls
 // nbmcp's app-only tool view_notebook through the host (tools/call) for the cells rendered as HTML,
 // after each tool result and about once a second while a cell runs, every few seconds otherwise.
-// Cells are <section> elements keyed by cell id, updated in place (the scroll position stays).
+// Cells are <section> elements keyed by cell id, updated in place (the scroll position stays); only
+// the cells near the app's scroll box are asked for, so a 10,000-cell notebook stays usable.
 (function () {
   "use strict";
   var PROTOCOL_VERSION = "2026-01-26";
@@ -17,6 +18,7 @@
   var shown = new Map(); // id -> hash of the HTML in the section
   var want = new Map();  // id -> hash of the cell in the file
   var byHash = new Map(); // hash -> rendered cell, for cells that move or come back
+  var visible = new Set(); // ids near the cells' scroll box
   var state = null;      // the `state` of the last full answer
   var running = null, last = null;
   var notebookPath = null;
@@ -78,6 +80,15 @@
   }
 
   // -- the cells ---------------------------------------------------------------------------------------
+  var observer = new IntersectionObserver(function (entries) {
+    var grew = false;
+    entries.forEach(function (e) {
+      var id = e.target.dataset.id;
+      if (e.isIntersecting) { grew = grew || !visible.has(id); visible.add(id); } else visible.delete(id);
+    });
+    if (grew) refresh();
+  }, { root: main, rootMargin: "1500px 0px" });
+
   function section(id) {
     var el = els.get(id);
     if (!el) {
@@ -85,6 +96,7 @@
       el.className = "cell pending";
       el.dataset.id = id;
       els.set(id, el);
+      observer.observe(el);
     }
     return el;
   }
@@ -93,8 +105,9 @@
     var keep = new Set(order);
     Array.from(els.keys()).forEach(function (id) {
       if (keep.has(id)) return;
+      observer.unobserve(els.get(id));
       els.get(id).remove();
-      els.delete(id); shown.delete(id); want.delete(id);
+      els.delete(id); shown.delete(id); want.delete(id); visible.delete(id);
     });
     var next = main.firstChild;
     order.forEach(function (id) {
@@ -161,20 +174,20 @@
     document.title = (answer.name || "notebook") + " · nbmcp";
     errorEl.hidden = !answer.error;
     errorEl.textContent = answer.error || "";
+    (answer.cells || []).forEach(function (c) { byHash.set(c.hash, c); });
     if (answer.order) {
       want = new Map(Object.entries(answer.hashes || {}));
-      (answer.cells || []).forEach(function (c) { byHash.set(c.hash, c); });
       setOrder(answer.order);
-      answer.order.forEach(function (id) {
-        var cell = byHash.get(want.get(id));
-        if (cell && shown.get(id) !== cell.hash) apply(cell, id);
-      });
-      if (!answer.more) state = answer.state;
+      state = answer.state;
       // Forget rendered cells no longer in the notebook (a long session must not grow without end).
       var live = new Set(want.values());
       Array.from(byHash.keys()).forEach(function (h) { if (!live.has(h)) byHash.delete(h); });
       quietSince = Date.now();
     }
+    want.forEach(function (hash, id) {
+      var cell = shown.get(id) !== hash && byHash.get(hash);
+      if (cell) apply(cell, id);
+    });
     setMarks(answer.running, answer.last);
     follow();
     document.body.dataset.state = "live";
@@ -188,7 +201,13 @@
     if (busy) { again = true; return; }
     busy = true;
     clearTimeout(timer);
-    var args = { known: Array.from(byHash.keys()), state: state };
+    // The cells near the scroll box, and the hashes of those already shown: the answer holds the rest
+    // of them (before the first answer, with no cells yet, it holds every cell, up to its limit).
+    var args = { state: state, known: [] };
+    if (els.size) {
+      args.ids = Array.from(visible);
+      args.ids.forEach(function (id) { if (byHash.has(want.get(id))) args.known.push(want.get(id)); });
+    }
     if (notebookPath) args.notebook_path = notebookPath;
     request("tools/call", { name: "view_notebook", arguments: args })
       .then(function (result) {
