@@ -99,3 +99,11 @@ def test_the_cell_a_tool_changed_is_marked_with_the_tool(nb_path: Path) -> None:
     nbformat.write(nb, nb_path)
     event = feed.load()
     assert event is not None and event["last"] == {"id": nb.cells[1].id, "tool": "overwrite_cell_source"}
+
+
+def test_a_markdown_cells_attached_image_is_shown_and_foreign_urls_are_not() -> None:
+    cell = new_markdown_cell("![plot](attachment:plot.png) ![x](attachment:missing.png) ![y](data:text/html,x)")
+    cell["attachments"] = {"plot.png": {"image/png": "iVBORw0KGgo="}}
+    html = render_cells({"cells": [cell]})[0]["html"]
+    assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
+    assert "data:text/html" not in html

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
+import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -40,12 +42,15 @@ async def chromium() -> AsyncIterator[Any]:
         )
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    with tempfile.TemporaryDirectory(prefix="nbmcp-chromium-") as home:
+        # Chromium keeps crash reports and settings under $HOME: a folder of its own, removed afterwards.
+        env = {**os.environ, "HOME": home, "XDG_CONFIG_HOME": f"{home}/config", "XDG_CACHE_HOME": f"{home}/cache"}
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env=env)
+            try:
+                yield browser
+            finally:
+                await browser.close()
 
 
 @contextlib.asynccontextmanager

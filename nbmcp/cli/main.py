@@ -72,6 +72,8 @@ examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
   nbmcp exec analysis.ipynb                run all its cells headless, e.g. in CI (see nbmcp exec --help)
   nbmcp doctor analysis.ipynb              check the set-up (kernel, lock folder, port, server) without serving
+  nbmcp view analysis.ipynb --open         watch it change live in the browser (see nbmcp view --help)
+  nbmcp analysis.ipynb --view              serve it over stdio, and its live view (URL on stderr)
   nbmcp analysis.ipynb --kernel ir         run code with the installed kernel named "ir"
   nbmcp analysis.ipynb --python .venv/bin/python
                                            run code with that interpreter (it needs ipykernel)

@@ -172,9 +172,23 @@ def _text(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value or "")
 
 
-def _markdown(source: str) -> str:
+#: Where a markdown cell's `attachment:NAME` images point while the HTML is cleaned (bleach keeps only
+#: http(s) URLs); they become data URLs of the cell's own attachments afterwards.
+_ATTACHMENT_URL = "https://attachment.invalid/"
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
+
+
+def _markdown(source: str, attachments: Mapping[str, Any] | None = None) -> str:
     markdown2html, _, _, sanitizer = _filters()
-    return str(sanitizer.sanitize_html_tags(markdown2html(source)))
+    if attachments:
+        source = source.replace("attachment:", _ATTACHMENT_URL)
+    cleaned = str(sanitizer.sanitize_html_tags(markdown2html(source)))
+    for name, bundle in (attachments or {}).items():
+        mime = next((m for m in _IMAGE_TYPES if m in (bundle or {})), None)
+        if mime is not None:
+            payload = html.escape("".join(_text(bundle[mime]).split()))
+            cleaned = cleaned.replace(f'"{_ATTACHMENT_URL}{html.escape(name)}"', f'"data:{mime};base64,{payload}"')
+    return cleaned
 
 
 def _shortened(text: str, css: str) -> str:
@@ -272,7 +286,7 @@ def render_cell(cell: Mapping[str, Any], index: int) -> dict[str, Any]:
     kind = str(cell.get("cell_type", "code"))
     source = _text(cell.get("source"))
     if kind == "markdown":
-        body = f'<div class="markdown">{_markdown(source)}</div>'
+        body = f'<div class="markdown">{_markdown(source, cell.get("attachments"))}</div>'
     elif kind == "code":
         _, _, highlight, _ = _filters()
         count = cell.get("execution_count")

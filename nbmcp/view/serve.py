@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import socket
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 
@@ -15,7 +17,16 @@ from ..config import Settings
 from ..server.http import KEEP_ALIVE_TIMEOUT, GuardedH11Protocol
 from .app import ViewServer, new_token
 
-__all__ = ["DEFAULT_VIEW_PORT", "attach_view", "bind", "serve_beside", "serve_view", "stop_with", "url_host"]
+__all__ = [
+    "DEFAULT_VIEW_PORT",
+    "RedactToken",
+    "attach_view",
+    "bind",
+    "serve_beside",
+    "serve_view",
+    "stop_with",
+    "url_host",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +97,17 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
         await view.aclose()
 
 
+class RedactToken(logging.Filter):
+    """Replaces `token=...` in a log record's arguments (uvicorn's access log writes request paths)."""
+
+    _TOKEN = re.compile(r"(?<=token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub("<redacted>", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def attach_view(settings: Settings, sock: socket.socket | None) -> tuple[ViewServer | None, Settings]:
     """The view `nbmcp PATH --view` serves beside MCP, and the settings that carry its URL (None without --view).
 
@@ -98,6 +120,11 @@ def attach_view(settings: Settings, sock: socket.socket | None) -> tuple[ViewSer
         settings.path, token=settings.token or new_token(), host=settings.host, extra_hosts=settings.allowed_hosts
     )
     url = view.url(url_host(settings.host, sock))
+    if settings.token:
+        # The user's --token is never written to a log or an answer: the URL names it instead.
+        url = url.replace(f"token={quote(settings.token)}", "token=<your --token>")
+    # The HTTP transport's access log writes each request's path, and the view's carry the token.
+    logging.getLogger("uvicorn.access").addFilter(RedactToken())
     # Logged once, on stderr (stdout carries only MCP messages).
     logger.warning("live view of %s: %s", settings.path, url)
     return view, dataclasses.replace(settings, view_url=url)
