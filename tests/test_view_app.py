@@ -17,10 +17,11 @@ import json
 import shutil
 import subprocess
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nbformat
 import pytest
 from mcp import Client
@@ -33,18 +34,9 @@ from nbmcp.server.tools import ALL_TOOLS, WORKSPACE_TOOLS
 
 from .conftest import text_of
 from .test_http import ServerProcess
+from .viewing import chromium
 
 HOST_DIR = Path(__file__).parent / "app_host"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 MD_MARKER = "md-marker-5f1c"
 OUT_MARKER = "out-marker-9a2e"
@@ -172,27 +164,14 @@ def host_bundle(tmp_path: Path) -> Path:
     return bundle
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """Headless Chromium (Debian's package) driven by Playwright; never a downloaded browser."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@contextlib.contextmanager
-def hosted_app(nb_path: Path, host_bundle: Path, browser: Any, tool: str, args: dict[str, Any]) -> Iterator[Any]:
+@contextlib.asynccontextmanager
+async def hosted_app(
+    nb_path: Path, host_bundle: Path, browser: Any, tool: str, args: dict[str, Any]
+) -> AsyncIterator[Any]:
     """A real nbmcp over HTTP and the test host in a page, which has called `tool`: yields the page."""
-    server = ServerProcess(nb_path)
+    server = await anyio.to_thread.run_sync(ServerProcess, nb_path)
     try:
-        page = browser.new_page()
+        page = await browser.new_page()
         # The host page is served on nbmcp's own origin (as a chat's page talks to its own back end), so
         # the MCP client's requests to /mcp pass nbmcp's Origin check without any CORS.
         files = {
@@ -203,28 +182,29 @@ def hosted_app(nb_path: Path, host_bundle: Path, browser: Any, tool: str, args: 
             "host.js": ("text/javascript", host_bundle.read_text()),
         }
 
-        def serve(route: Any) -> None:
+        async def serve(route: Any) -> None:
             name = route.request.url.split("?")[0].rsplit("/", 1)[-1]
             mime, body = files[name]
-            route.fulfill(status=200, content_type=mime, body=body)
+            await route.fulfill(status=200, content_type=mime, body=body)
 
-        page.route(f"{server.url}/apphost/*", serve)
+        await page.route(f"{server.url}/apphost/*", serve)
         query = urllib.parse.urlencode({"tool": tool, "args": json.dumps(args)})
-        page.goto(f"{server.url}/apphost/index.html?{query}")
+        await page.goto(f"{server.url}/apphost/index.html?{query}")
         try:
-            page.wait_for_function("window.hostState !== undefined", timeout=150_000)
-            assert page.evaluate("window.hostState") == "ready"
+            await page.wait_for_function("window.hostState !== undefined", timeout=150_000)
+            assert await page.evaluate("window.hostState") == "ready"
             yield page
         except Exception:
-            print("host log:", *page.evaluate("window.hostLog || []"), sep="\n  ")
+            print("host log:", *await page.evaluate("window.hostLog || []"), sep="\n  ")
             print("server log:", server.log()[-4000:])
             raise
     finally:
-        server.stop()
+        await anyio.to_thread.run_sync(server.stop)
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(240)
-def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
+async def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bundle: Path) -> None:
     nb = nbformat.v4.new_notebook()
     html_output = nbformat.v4.new_output("display_data", data={"text/html": HOSTILE_HTML})
     nb.cells = [
@@ -234,43 +214,48 @@ def test_the_reference_host_renders_the_app_in_a_browser(nb_path: Path, host_bun
     nbformat.write(nb, nb_path)
     # The source spells the marker in two halves: only the output holds it whole.
     args = {"cell_source": f"print({OUT_MARKER[:4]!r} + {OUT_MARKER[4:]!r})"}
-    with hosted_app(nb_path, host_bundle, chromium, "append_execute_code_cell", args) as page:
+    async with (
+        chromium() as browser,
+        hosted_app(nb_path, host_bundle, browser, "append_execute_code_cell", args) as page,
+    ):
         cells = page.frame_locator("#app").locator("main#cells")
         # The markdown cell rendered as HTML, the new code cell with its output, and the cell the tool ran.
-        cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
-        cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
-        assert MD_MARKER in cells.inner_text() and OUT_MARKER in cells.inner_text()
+        await cells.locator("section.cell em", has_text="markdown").wait_for(timeout=30_000)
+        await cells.locator("section.cell .outputs", has_text=OUT_MARKER).wait_for(timeout=30_000)
+        text = await cells.inner_text()
+        assert MD_MARKER in text and OUT_MARKER in text
         # An HTML output is shown in its own sandboxed frame, and its script does not run there.
         output = page.frame_locator("#app").frame_locator("iframe.html-output").locator("body")
-        output.locator("b", has_text="html output").wait_for(timeout=10_000)
-        assert "SCRIPT RAN" not in output.inner_text()
-        cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
+        await output.locator("b", has_text="html output").wait_for(timeout=10_000)
+        assert "SCRIPT RAN" not in await output.inner_text()
+        await cells.locator("section.cell.last[data-badge*='append_execute_code_cell']").wait_for(timeout=10_000)
         # A cell that prints, sleeps and prints again: the app shows it running with its first line
         # before it finishes (its outputs come from the running execution, not from the file).
         first, second = f"{FIRST[:4]!r} + {FIRST[4:]!r}", f"{SECOND[:4]!r} + {SECOND[4:]!r}"
         slow = f"import time\nprint({first})\ntime.sleep(4)\nprint({second})"
-        page.evaluate(
+        await page.evaluate(
             "(source) => { window.slowRun = runTool('append_execute_code_cell', {cell_source: source}) }", slow
         )
         running = cells.locator("section.cell.running .outputs", has_text=FIRST)
-        running.wait_for(timeout=15_000)
-        assert SECOND not in running.inner_text()
-        assert page.evaluate("window.slowRun") is True
-        cells.locator("section.cell:not(.running) .outputs", has_text=SECOND).wait_for(timeout=15_000)
+        await running.wait_for(timeout=15_000)
+        assert SECOND not in await running.inner_text()
+        assert await page.evaluate("window.slowRun") is True
+        await cells.locator("section.cell:not(.running) .outputs", has_text=SECOND).wait_for(timeout=15_000)
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(240)
-def test_the_app_shows_a_long_notebook_as_it_is_scrolled(nb_path: Path, host_bundle: Path, chromium: Any) -> None:
+async def test_the_app_shows_a_long_notebook_as_it_is_scrolled(nb_path: Path, host_bundle: Path) -> None:
     count = 5000
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell(f"cell **{i}** of the long notebook") for i in range(count)]
     nbformat.write(nb, nb_path)
-    with hosted_app(nb_path, host_bundle, chromium, "read_notebook", {}) as page:
+    async with chromium() as browser, hosted_app(nb_path, host_bundle, browser, "read_notebook", {}) as page:
         cells = page.frame_locator("#app").locator("main#cells")
-        cells.locator("section.cell strong", has_text="0").first.wait_for(timeout=30_000)
-        assert cells.locator("section.cell").count() == count
+        await cells.locator("section.cell strong", has_text="0").first.wait_for(timeout=30_000)
+        assert await cells.locator("section.cell").count() == count
         # Only the cells near the app's box were asked for: the last one is a placeholder until scrolled to.
         last = cells.locator("section.cell").last
-        assert "pending" in (last.get_attribute("class") or "")
-        cells.evaluate("main => { main.scrollTop = main.scrollHeight }")
-        last.locator("strong", has_text=str(count - 1)).wait_for(timeout=15_000)
+        assert "pending" in (await last.get_attribute("class") or "")
+        await cells.evaluate("main => { main.scrollTop = main.scrollHeight }")
+        await last.locator("strong", has_text=str(count - 1)).wait_for(timeout=15_000)
