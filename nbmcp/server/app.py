@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import FunctionResource
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp.types import EmptyResult, SubscribeRequestParams, Tool, UnsubscribeRequestParams
+from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from nbformat import NotebookNode
 
 from .. import __version__
@@ -36,6 +36,7 @@ from ..session.session import KernelFactory, NotebookSession
 from ..view.app import with_view
 from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
+from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
 from .tools import register_tools, requested_notebook
 
@@ -446,23 +447,10 @@ class Workspace:
         lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
-class _NotebookServer(MCPServer):
-    """An MCPServer that lists only the exposed tools (--tools, --read-only).
-
-    The others stay registered, so a client that calls one by name gets a clear refusal.
-    """
-
-    exposed: frozenset[str] | None = None
-
-    async def list_tools(self) -> list[Tool]:
-        tools = await super().list_tools()
-        return [t for t in tools if self.exposed is None or t.name in self.exposed]
-
-
 def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
     """An MCPServer serving the notebook (or folder) of `settings`, and its workspace."""
     workspace = Workspace(settings, session)
-    server = _NotebookServer(
+    server = NotebookServer(
         "nbmcp",
         version=__version__,
         instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
@@ -470,6 +458,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         log_level=settings.log_level,  # type: ignore[arg-type]
         subscriptions=workspace.bus,
         warn_on_duplicate_resources=False,
+        extensions=[notebook_app(workspace.get_session, requested_notebook)],
     )
     workspace.register(server)
     workspace.client_log.register(server)

@@ -26,6 +26,7 @@ from ...session.activity import current_tool
 from ...session.executions import DEFAULT_MAX_WAIT
 from ...session.session import NotebookSession
 from ..client_log import ClientLog
+from ..mcp_app import APP_LINKED_TOOLS, APP_TOOL_META
 from ..render import ImagePart
 from .answers import ANSWER_OVERHEAD, Answer, reply
 
@@ -299,5 +300,7 @@ def install(
         if name in WORKSPACE_TOOLS and box.workspace is None:
             continue
         refusal = None if name in exposed else _refusal(name, tools, read_only)
-        server.tool(annotations=TOOL_ANNOTATIONS[name])(_guarded(name, TOOLS[name], box, refusal))
+        # The tools that run or read cells name the notebook view app (MCP Apps): their answers stay the same.
+        meta = APP_TOOL_META if name in APP_LINKED_TOOLS else None
+        server.tool(annotations=TOOL_ANNOTATIONS[name], meta=meta)(_guarded(name, TOOLS[name], box, refusal))
     return exposed if box.workspace is not None else exposed - set(WORKSPACE_TOOLS)
