@@ -16,7 +16,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from nbmcp.server.http import MAX_CONNECTIONS, MAX_REQUEST_BODY_BYTES, REQUEST_TIMEOUT, is_loopback
+from nbmcp.server.http import MAX_REQUEST_BODY_BYTES
+from nbmcp.web import MAX_CONNECTIONS, REQUEST_TIMEOUT, is_loopback
 
 from .conftest import read_nb, text_of
 

@@ -22,9 +22,9 @@ PACKAGE = Path(nbmcp.__file__).parent
 MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 400
 MAX_FUNCTION_LINES = 100
-#: The layers (folders of nbmcp, and errors.py), in order: a layer imports only from those before it.
-#: `config.py` is left out: the settings gather the defaults of every layer they configure.
-LAYERS = ("errors", "jupyter", "notebook", "kernels", "session", "ci", "server", "cli")
+#: The layers (folders of nbmcp, and errors.py and web.py), in order: a layer imports only from those
+#: before it. `config.py` is left out: the settings gather the defaults of every layer they configure.
+LAYERS = ("errors", "web", "jupyter", "notebook", "kernels", "session", "ci", "view", "server", "cli")
 
 
 def _modules() -> list[Path]:

@@ -242,7 +242,7 @@ def configure_logging(level: str) -> None:
 
 def token_refusal(host: str, token: str | None) -> str | None:
     """Why nbmcp will not listen on `host` (reachable from other machines) without a token, or None."""
-    from ..server.http import is_loopback
+    from ..web import is_loopback
 
     if is_loopback(host) or token:
         return None

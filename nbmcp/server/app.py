@@ -551,7 +551,8 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         return
     import uvicorn
 
-    from .http import http_app, server_limits
+    from ..web import server_limits
+    from .http import http_app
 
     app = http_app(
         server,

@@ -10,45 +10,33 @@ An HTTP server on a laptop is what a malicious web page can reach through DNS re
 - request bodies are capped (413);
 - `/api/healthz` gets the same Host/Origin checks; with a token configured, a request without it learns
   only `{"status": ...}`, never the folder or notebook paths;
-- a connection must deliver its whole request within REQUEST_TIMEOUT seconds, an idle keep-alive
-  connection is closed after KEEP_ALIVE_TIMEOUT, and connections beyond MAX_CONNECTIONS are closed as
-  soon as they are accepted: a flood of half-open connections cannot exhaust the process's file
-  descriptors (issue 13: 1,100 of them stopped the server answering).
+- connections are bounded in time and number (`nbmcp.web.server_limits`), as for every page nbmcp serves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__
+from ..web import security_settings
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "KEEP_ALIVE_TIMEOUT",
-    "MAX_CONNECTIONS",
     "MAX_REQUEST_BODY_BYTES",
     "MCP_PATH",
-    "REQUEST_TIMEOUT",
     "BearerTokenMiddleware",
-    "GuardedH11Protocol",
     "http_app",
-    "is_loopback",
-    "security_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,41 +47,6 @@ MCP_PATH = "/mcp"
 HEALTH_PATH = "/api/healthz"
 #: Largest MCP request body accepted (a cell source of a few MB is already unusual).
 MAX_REQUEST_BODY_BYTES = 8 * 1024 * 1024
-
-#: Seconds a new connection has to deliver its request (headers and body); then it is closed.
-REQUEST_TIMEOUT = 10.0
-#: Seconds an idle keep-alive connection stays open after a response.
-KEEP_ALIVE_TIMEOUT = 5
-#: Open connections at most; one more is closed as soon as it is accepted. A client holds one or two
-#: (its requests and, while listening, a GET stream), so this serves dozens of clients at once.
-MAX_CONNECTIONS = 200
-
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address or name that only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def security_settings(host: str, extra_hosts: tuple[str, ...] = ()) -> TransportSecuritySettings:
-    """Host/Origin allow-lists: loopback names, plus the bind address and names given by the user."""
-    names = list(_LOOPBACK_NAMES)
-    if not is_loopback(host):
-        if host not in ("0.0.0.0", "::", ""):
-            names.append(f"[{host}]" if ":" in host else host)
-        else:
-            # Bound to every interface: the machine's own name is how others will reach it.
-            names.append(socket.gethostname())
-    names += list(extra_hosts)
-    hosts = [h for n in names for h in (n, f"{n}:*")]
-    origins = [o for n in names for o in (f"http://{n}", f"http://{n}:*", f"https://{n}", f"https://{n}:*")]
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 class BearerTokenMiddleware:
@@ -119,45 +72,6 @@ class BearerTokenMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for each request and a cap on open connections.
-
-    uvicorn times out idle keep-alive connections but not one that never completes its first request,
-    so a slow or half-open client kept a file descriptor forever.
-    """
-
-    _request_deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if len(self.connections) > MAX_CONNECTIONS:
-            logger.warning("over %d open connections; closing a new one", MAX_CONNECTIONS)
-            transport.close()
-            return
-        self._request_deadline = self.loop.call_later(REQUEST_TIMEOUT, self._drop_if_incomplete)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._request_deadline is not None:
-            self._request_deadline.cancel()
-        super().connection_lost(exc)
-
-    def _drop_if_incomplete(self) -> None:
-        cycle = self.cycle
-        if cycle is None or cycle.more_body:
-            logger.info("closing a connection that sent no complete request within %g s", REQUEST_TIMEOUT)
-            self.transport.close()
-
-
-def server_limits() -> dict[str, Any]:
-    """uvicorn.Config arguments that bound what one client can hold (see the module docstring)."""
-    return {
-        "http": GuardedH11Protocol,
-        "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,
-        # uvicorn answers 503 to a request arriving when this many connections or requests are open.
-        "limit_concurrency": MAX_CONNECTIONS,
-    }
 
 
 def _has_token(request: Request, token: str) -> bool:

@@ -43,8 +43,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..server.http import security_settings
 from ..session.activity import Activity
+from ..web import security_settings
 from .live import NotebookFeed
 from .render import FRAME_SCRIPT, pygments_css, warm_up
 

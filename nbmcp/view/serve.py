@@ -14,7 +14,7 @@ from urllib.parse import quote
 import uvicorn
 
 from ..config import Settings
-from ..server.http import KEEP_ALIVE_TIMEOUT, GuardedH11Protocol
+from ..web import server_limits
 from .app import ViewServer, new_token
 
 __all__ = [
@@ -73,8 +73,8 @@ async def serve_view(view: ViewServer, sock: socket.socket, *, embedded: bool = 
         # which over stdio carries only MCP messages.
         log_config=None,
         access_log=False,
-        http=GuardedH11Protocol,
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        # The same bounds on each client as the MCP transport's (a request deadline, a connection cap).
+        **server_limits(),
         # Event streams never end by themselves: give them a second, then close them.
         timeout_graceful_shutdown=1,
         lifespan="off",

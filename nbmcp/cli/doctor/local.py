@@ -14,7 +14,7 @@ from nbformat import NotebookNode
 from ...config import Settings
 from ...errors import NbmcpError
 from ...notebook.store import LocalStore, lock_dir
-from ...server.http import is_loopback
+from ...web import is_loopback
 from .report import Check, Verdict
 
 __all__ = ["check_http", "check_lock_dir", "check_notebook"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...config import Settings
-from ...server.http import is_loopback
 from ...view.app import VIEW_PATH
 from ...view.serve import DEFAULT_VIEW_PORT
+from ...web import is_loopback
 from .report import Check, Verdict
 
 __all__ = ["check_view"]
