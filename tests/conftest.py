@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,27 @@ def site_packages(python: Path) -> Path:
             timeout=30,
         ).stdout.strip()
     )
+
+
+def child_pids(pid: int) -> set[int]:
+    """The ids of the processes whose parent is `pid` (read from /proc: Linux only)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not count)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from mcp import Client, StdioServerParameters
 from nbmcp import __version__
 from nbmcp.cli.main import cli
 
-from .conftest import read_nb, text_of
+from .conftest import child_pids, process_exists, read_nb, text_of
 
 # Code that tries every way of reaching stdout from inside the kernel.
 NOISY_CELL = """\
@@ -207,3 +208,46 @@ def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
     while time.monotonic() < deadline and os.path.exists(f"/proc/{kernel_pid}"):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{kernel_pid}")
+
+
+#: The issue's bound: Ctrl+C or SIGTERM ends the stdio server within this many seconds.
+SIGNAL_EXIT_SECONDS = 2.0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, signum: signal.Signals) -> None:
+    # Ctrl+C on a terminal used to log "shutting down" and then wait for stdin's next line (issue 24):
+    # here stdin stays open and silent, as a terminal or a client that stopped writing leaves it.
+    server = RawStdio(nb_path)
+    try:
+        server.handshake()
+        rid = server.send(
+            "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
+        )
+        kernel_pid = int(server.response(rid)["result"]["content"][-1]["text"].split()[-1])
+        assert kernel_pid in child_pids(server.proc.pid)
+        started = time.monotonic()
+        server.proc.send_signal(signum)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{signum.name} did not end the server while stdin stayed open") from None
+        took = time.monotonic() - started
+        assert server.proc.stderr is not None
+        stderr = server.proc.stderr.read().decode()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        for pipe in (server.proc.stdin, server.proc.stdout, server.proc.stderr):
+            assert pipe is not None
+            pipe.close()
+        server.proc.wait()
+    assert took < SIGNAL_EXIT_SECONDS, f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    assert f"received {signum.name}; shutting down" in stderr
+    assert not child_pids(server.proc.pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process_exists(kernel_pid):
+        time.sleep(0.05)
+    assert not process_exists(kernel_pid), "the kernel outlived the server"

@@ -35,6 +35,7 @@ from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
 from .client_log import ClientLog
 from .paths import confine, relative_name
+from .stdio import run_stdio
 from .tools import register_tools, requested_notebook
 
 __all__ = [
@@ -547,7 +548,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
                 tg.start_soon(_cancel_on_signals, tg.cancel_scope)
                 if hangup_fd is not None:
                     tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
-                await server.run_stdio_async()
+                await run_stdio(server)
                 tg.cancel_scope.cancel()
         finally:
             if hangup_fd is not None:
