@@ -88,8 +88,13 @@ def make_venv(env: Path, *, ipykernel: bool) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=60)
     python = env / "bin" / "python"
     if ipykernel:
-        Path(site_packages(python), "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        give_ipykernel(python)
     return python
+
+
+def give_ipykernel(python: Path) -> None:
+    """Make ipykernel importable in `python`'s environment, offline: a .pth to the test env's packages."""
+    Path(site_packages(python), "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def site_packages(python: Path) -> Path:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,8 @@ class _Instance:
         self.closed = False
         #: The kernel ignored an interrupt: it must be replaced before it runs more code.
         self.stuck = False
+        #: The choice's warning was given (in the first answer of this kernel's life).
+        self.warned = False
 
     def exited(self) -> bool:
         """Whether the kernel process has ended (a cheap, synchronous check)."""
@@ -129,9 +132,19 @@ class LocalKernel(Kernel):
     `_run` and it answers at once with its partial outputs and a note.
     """
 
-    def __init__(self, choice: KernelChoice, cwd: Path, *, start_timeout: float = KERNEL_START_TIMEOUT) -> None:
+    def __init__(
+        self,
+        choice: KernelChoice,
+        cwd: Path,
+        *,
+        start_timeout: float = KERNEL_START_TIMEOUT,
+        chooser: Callable[[], Awaitable[KernelChoice]] | None = None,
+    ) -> None:
         super().__init__()
         self._choice = choice
+        #: Chooses the kernel again at each restart: ipykernel installed into the project's environment
+        #: since the start (issue 24) is used from the next restart on, without restarting nbmcp.
+        self._chooser = chooser
         self.cwd = cwd
         self.start_timeout = start_timeout
         self._state = KernelState.NOT_STARTED
@@ -292,7 +305,13 @@ class LocalKernel(Kernel):
         Does not wait for running code: the running call answers at once with its partial outputs and a
         note; the old kernel is interrupted, asked to quit, and killed after RESTART_GRACE seconds.
         """
+        # Chosen before the old kernel goes: a choice that fails (--python lost its ipykernel) keeps it.
+        choice = await self._chooser() if self._chooser is not None else None
         async with self._life:
+            if choice is not None:
+                if choice != self._choice:
+                    logger.info("restart: kernel %s (was %s)", choice.describe(), self._choice.describe())
+                self._choice = choice
             run = await self._stop_run("stopped by restart_kernel")
             await self._discard(grace=RESTART_GRACE if run is not None else 0.0)
             self._begin_start()
@@ -355,6 +374,10 @@ class LocalKernel(Kernel):
     async def begin_run(self, collector: OutputCollector) -> Run:
         """The kernel, checked alive just before the code is sent, as a run that restart and interrupt reach."""
         inst, note = await self._ready()
+        if self.choice.warning and not inst.warned:
+            # The first answer from a kernel that is not the project's says so first, with the fix (issue 24).
+            inst.warned = True
+            note = "; ".join(filter(None, [self.choice.warning, note]))
         run = _Run(self, inst, collector, note)
         run.interrupted = run.interrupt_pending = self._interrupt_next
         self._interrupt_next = False

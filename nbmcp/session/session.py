@@ -28,7 +28,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..kernels.base import DEFAULT_TIMEOUT, Kernel, NoKernel
-from ..kernels.choice import KernelChoice, choose_kernel
+from ..kernels.choice import KernelChoice, choose_kernel, has_ipykernel
 from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore
 from .cells import CELL_TYPES
@@ -139,6 +139,12 @@ class NotebookSession:
         if self._kernel_factory is not None:
             # A worker thread: choosing a local kernel runs the candidate interpreter once.
             return await anyio.to_thread.run_sync(self._kernel_factory, nb)
+        return LocalKernel(await self._choose_kernel(nb), self.cwd, chooser=self._choose_kernel)
+
+    async def _choose_kernel(self, nb: NotebookNode | None = None) -> KernelChoice:
+        """The local kernel for the notebook as it is now (chosen again at each restart)."""
+        if nb is None:
+            nb = await self.document.read()
         metadata_kernel = nb.metadata.get("kernelspec", {}).get("name")
         choice = await anyio.to_thread.run_sync(
             lambda: choose_kernel(
@@ -149,7 +155,9 @@ class NotebookSession:
             )
         )
         logger.info("notebook %s: kernel %s", self.path, choice.describe())
-        return LocalKernel(choice, self.cwd)
+        if choice.warning:
+            logger.warning("%s", choice.warning)
+        return choice
 
     async def close(self) -> None:
         """Stop background executions, shut the kernel down and release the store's connections."""
@@ -177,8 +185,18 @@ class NotebookSession:
                 "interpreter": self.kernel.choice.argv0,
                 "chosen_by": self.kernel.choice.reason,
             }
-            if self.kernel.choice.install_hint:
-                kernel["install_packages"] = self.kernel.choice.install_hint
+            choice = self.kernel.choice
+            if choice.install_hint:
+                kernel["install_packages"] = choice.install_hint
+            if choice.warning:
+                kernel["warning"] = choice.warning
+            fixed = choice.passed_over is not None and await anyio.to_thread.run_sync(has_ipykernel, choice.passed_over)
+            if fixed:
+                # Never stale (issue 24): the fix was applied since the kernel was chosen.
+                kernel["warning"] = (
+                    f"{choice.passed_over} has ipykernel now, but the kernel still runs on nbmcp's own Python: "
+                    "restart_kernel to run the code in the project's environment"
+                )
             if self.kernel.error:
                 kernel["error"] = self.kernel.error
             running = self.runner.running_execution

@@ -174,6 +174,7 @@ class VariablesAnswer(Answer):
 class KernelAnswer(Answer):
     state: str | None = None
     was_running: bool | None = None
+    interpreter: str | None = Field(default=None, description="The program that runs the code (restart_kernel)")
 
 
 class HistoryAnswer(Answer):

@@ -53,10 +53,21 @@ async def interrupt_kernel(ctx: Context) -> Annotated[CallToolResult, KernelAnsw
 
 @tool
 async def restart_kernel(ctx: Context) -> Annotated[CallToolResult, KernelAnswer]:
-    """Restart the kernel: every variable and import is lost; the notebook and its outputs are kept."""
+    """Restart the kernel: every variable and import is lost; the notebook and its outputs are kept.
+
+    The kernel is chosen again, so ipykernel installed into the project's environment since the start
+    takes effect; the answer says which Python runs the code now.
+    """
     box = toolbox()
     session = await box.session(ctx)
+    before = session.kernel_choice
     await session.restart_kernel()
     kernel = (await session.info())["kernel"]
     text = f"Restarted the kernel ({kernel.get('name')}); it is {kernel['state']}."
-    return box.reply(KernelAnswer(text=text, state=kernel["state"]))
+    interpreter = kernel.get("interpreter")
+    if interpreter:
+        text += f" Code now runs in {interpreter} (chosen by {kernel.get('chosen_by')})"
+        text += f"; before the restart it ran in {before.argv0}." if before and before.argv0 != interpreter else "."
+    if kernel.get("warning"):
+        text += f"\nNote: {kernel['warning']}"
+    return box.reply(KernelAnswer(text=text, state=kernel["state"], interpreter=interpreter))
