@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from mcp import Client
 
@@ -206,6 +207,7 @@ async def test_a_venv_without_ipykernel_is_named_first_and_restart_uses_it_once_
     with (project / ".venv" / "pyvenv.cfg").open("a") as cfg:
         cfg.write("uv = 0.9.0\n")  # as uv writes it: the fix is uv's command
     fix = f"uv pip install --python {python} ipykernel"
+    nbformat.write(nbformat.v4.new_notebook(), project / "analysis.ipynb")
     async with Client(build_server(Settings(path=project / "analysis.ipynb", timeout=60))) as client:
         code = "import sys; print(sys.executable)"
         lines = text_of(await call(client, "append_execute_code_cell", cell_source=code)).splitlines()
@@ -240,3 +242,14 @@ def test_the_fix_command_is_uvs_for_a_uv_made_environment_else_pips(tmp_path: Pa
     with (tmp_path / "env" / "pyvenv.cfg").open("a") as cfg:
         cfg.write("uv = 0.9.0\n")
     assert install_command(str(python), "pandas") == f"uv pip install --python {python} pandas"
+
+
+def test_a_bare_name_from_the_root_folder_creates_nothing_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir("/")
+    name = "nbmcp-test-no-such-notebook.ipynb"
+    assert cli(name) == 2
+    err = capsys.readouterr().err
+    assert f"{name} does not exist in /" in err and "refusing to create" in err and len(err.splitlines()) == 1
+    assert not Path("/", name).exists()
