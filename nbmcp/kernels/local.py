@@ -35,7 +35,8 @@ from .base import (
     Run,
     leave_failure_to_next_call,
 )
-from .choice import KernelChoice
+from .choice import KernelChoice, ipykernel_python
+from .iopub import queue_every_message, send_every_message
 from .outputs import OutputCollector
 
 if TYPE_CHECKING:
@@ -213,11 +214,14 @@ class LocalKernel(Kernel):
             # The kernel's stdout goes to our stderr: in stdio mode our stdout carries only MCP.
             await inst.km.start_kernel(cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL)
             inst.kc = inst.km.client()
+            queue_every_message(inst.kc)
             # No heartbeat thread: the manager's is_alive() (a process check) notices a dead kernel,
             # and a heartbeat thread racing the context's teardown on a quick shutdown raised EMFILE.
             # No stdin channel: executions run with allow_stdin=False.
             inst.kc.start_channels(hb=False, stdin=False)
             await inst.kc.wait_for_ready(timeout=self.start_timeout)
+            if ipykernel_python(self.choice) is not None:
+                await send_every_message(inst.kc, timeout=self.start_timeout)
         except Exception as exc:
             error = f"could not start kernel {self.choice.describe()}: {type(exc).__name__}: {exc}"
             await inst.close()
