@@ -37,6 +37,25 @@ def _lock_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("NBMCP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
+#: Where IPython and Jupyter write per-user files: pointed into the test's temporary folder, for nbmcp,
+#: its kernels and every subprocess, so that the suite writes nothing to $HOME (issue 24: it left IPython
+#: history sessions in ~/.ipython and ~/.local/share/jupyter/nbsignatures.db).
+USER_DIR_VARS = {
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "MPLCONFIGDIR": "matplotlib",
+}
+
+
+@pytest.fixture(autouse=True)
+def _user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path_factory.mktemp("user")
+    for var, name in USER_DIR_VARS.items():
+        monkeypatch.setenv(var, str(base / name))
+
+
 @pytest.fixture
 def nb_path(tmp_path: Path) -> Path:
     """Path of a notebook that does not exist yet, in an empty folder."""

@@ -246,6 +246,13 @@ def check_kernel_options(
         path = Path(python).expanduser()
         if not path.exists():
             raise UsageError(f"--python {python}: no such file; give the path of a Python interpreter")
+        inside = _env_python(path) if path.is_dir() else None
+        if inside is not None:
+            # `--python .venv` names the environment: say which file inside it is meant.
+            suggestion = os.path.join(python, str(inside.relative_to(path)))
+            raise UsageError(
+                f"--python {python} is a folder (an environment); give its interpreter: --python {suggestion}"
+            )
         if path.is_dir() or not os.access(path, os.X_OK):
             raise UsageError(f"--python {python}: not an executable program; give the path of a Python interpreter")
         if probe and not has_ipykernel(str(path)):
