@@ -253,3 +253,14 @@ def test_a_bare_name_from_the_root_folder_creates_nothing_there(
     err = capsys.readouterr().err
     assert f"{name} does not exist in /" in err and "refusing to create" in err and len(err.splitlines()) == 1
     assert not Path("/", name).exists()
+
+
+async def test_a_run_of_all_cells_also_names_the_fallback_first(tmp_path: Path) -> None:
+    project = tmp_path / "work" / "project"
+    (project / ".git").mkdir(parents=True)
+    python = make_venv(project / ".venv", ipykernel=False)
+    nb = project / "analysis.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), nb)
+    async with Client(build_server(Settings(path=nb, timeout=60))) as client:
+        lines = text_of(await call(client, "execute_all_cells")).splitlines()
+    assert lines[1].startswith("Note: the code runs in nbmcp's own Python") and f"{python} has no ipykernel" in lines[1]
