@@ -255,12 +255,14 @@ def test_a_bare_name_from_the_root_folder_creates_nothing_there(
     assert not Path("/", name).exists()
 
 
-async def test_a_run_of_all_cells_also_names_the_fallback_first(tmp_path: Path) -> None:
+async def test_a_run_of_all_cells_or_a_look_at_the_variables_also_names_the_fallback_first(tmp_path: Path) -> None:
     project = tmp_path / "work" / "project"
     (project / ".git").mkdir(parents=True)
     python = make_venv(project / ".venv", ipykernel=False)
     nb = project / "analysis.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), nb)
-    async with Client(build_server(Settings(path=nb, timeout=60))) as client:
-        lines = text_of(await call(client, "execute_all_cells")).splitlines()
-    assert lines[1].startswith("Note: the code runs in nbmcp's own Python") and f"{python} has no ipykernel" in lines[1]
+    for tool in ("execute_all_cells", "list_variables"):
+        async with Client(build_server(Settings(path=nb, timeout=60))) as client:
+            lines = text_of(await call(client, tool)).splitlines()
+        assert lines[1].startswith("Note: the code runs in nbmcp's own Python"), (tool, lines)
+        assert f"{python} has no ipykernel" in lines[1]

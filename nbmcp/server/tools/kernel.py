@@ -21,7 +21,7 @@ async def list_variables(ctx: Context) -> Annotated[CallToolResult, VariablesAns
     """
     box = toolbox()
     session = await box.session(ctx)
-    variables, total = await session.list_variables()
+    variables, total, note = await session.list_variables()
     lines: list[str] = []
     used = 0
     for v in variables:
@@ -34,7 +34,8 @@ async def list_variables(ctx: Context) -> Annotated[CallToolResult, VariablesAns
     head = f"{total} variable(s)" + (f", first {len(lines)} shown" if total > len(lines) else "")
     if total > len(lines):
         head += "; execute_code can print the others (e.g. `sorted(globals())`)"
-    return box.reply(VariablesAnswer(text="\n".join([head, *lines]), total=total, shown=len(lines)))
+    notes = [f"Note: {note}"] if note else []
+    return box.reply(VariablesAnswer(text="\n".join([head, *notes, *lines]), total=total, shown=len(lines)))
 
 
 @tool
