@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,25 @@ def _lock_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     # Keep lock files out of the user's runtime folder, and undo journals out of their state folder.
     monkeypatch.setenv("NBMCP_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
     monkeypatch.setenv("NBMCP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+#: Where IPython and Jupyter write per-user files: pointed into the test's temporary folder, for nbmcp,
+#: its kernels and every subprocess, so that the suite writes nothing to $HOME (issue 24: it left IPython
+#: history sessions in ~/.ipython and ~/.local/share/jupyter/nbsignatures.db).
+USER_DIR_VARS = {
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "MPLCONFIGDIR": "matplotlib",
+}
+
+
+@pytest.fixture(autouse=True)
+def _user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path_factory.mktemp("user")
+    for var, name in USER_DIR_VARS.items():
+        monkeypatch.setenv(var, str(base / name))
 
 
 @pytest.fixture
@@ -87,8 +107,13 @@ def make_venv(env: Path, *, ipykernel: bool) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=60)
     python = env / "bin" / "python"
     if ipykernel:
-        Path(site_packages(python), "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        give_ipykernel(python)
     return python
+
+
+def give_ipykernel(python: Path) -> None:
+    """Make ipykernel importable in `python`'s environment, offline: a .pth to the test env's packages."""
+    Path(site_packages(python), "nbmcp_test_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def site_packages(python: Path) -> Path:
@@ -102,3 +127,27 @@ def site_packages(python: Path) -> Path:
             timeout=30,
         ).stdout.strip()
     )
+
+
+def child_pids(pid: int) -> set[int]:
+    """The ids of the processes whose parent is `pid` (read from /proc: Linux only)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not count)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status

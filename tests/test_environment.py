@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from mcp import Client
 
 from nbmcp.cli.main import cli
 from nbmcp.config import Settings
-from nbmcp.kernels.choice import choose_kernel, find_project_env
+from nbmcp.kernels.choice import choose_kernel, find_project_env, install_command
 from nbmcp.server.app import build_server
 
-from .conftest import FILES, make_venv, text_of
+from .conftest import FILES, give_ipykernel, make_venv, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +196,73 @@ async def test_the_diff_of_a_source_without_final_newline_keeps_lines_apart(tmp_
         r = await call(client, "overwrite_cell_source", cell_index=0, cell_source="a = 1\nb = 3")
     text = text_of(r)
     assert "-b = 2\n\\ No newline at end of cell\n+b = 3\n" in text, text
+
+
+async def test_a_venv_without_ipykernel_is_named_first_and_restart_uses_it_once_fixed(tmp_path: Path) -> None:
+    # Issue 24: the fallback used to be silent in the answer (a bare ModuleNotFoundError), its package hint
+    # led into nbmcp's own environment, and after the fix restart_kernel started the same fallback again.
+    project = tmp_path / "work" / "project"
+    (project / ".git").mkdir(parents=True)
+    python = make_venv(project / ".venv", ipykernel=False)
+    with (project / ".venv" / "pyvenv.cfg").open("a") as cfg:
+        cfg.write("uv = 0.9.0\n")  # as uv writes it: the fix is uv's command
+    fix = f"uv pip install --python {python} ipykernel"
+    nbformat.write(nbformat.v4.new_notebook(), project / "analysis.ipynb")
+    async with Client(build_server(Settings(path=project / "analysis.ipynb", timeout=60))) as client:
+        code = "import sys; print(sys.executable)"
+        lines = text_of(await call(client, "append_execute_code_cell", cell_source=code)).splitlines()
+        assert lines[1].startswith(f"Note: the code runs in nbmcp's own Python ({sys.executable}), NOT"), lines
+        assert f"{python} has no ipykernel" in lines[1] and f"`{fix}`, then restart_kernel" in lines[1]
+        assert sys.executable in lines[2:]
+        again = text_of(await call(client, "execute_code", code=code))
+        assert "Note:" not in again  # said once, in the first answer of this kernel
+        kernel = (await call(client, "get_notebook_info")).structured_content["kernel"]
+        hint = kernel["install_packages"]
+        assert f"uv pip install --python {python} NAME" in hint and fix in hint
+        assert f"--python {sys.executable}" not in hint and "temporary" in hint
+        assert f"{python} has no ipykernel" in kernel["warning"]
+
+        give_ipykernel(python)
+        kernel = (await call(client, "get_notebook_info")).structured_content["kernel"]
+        assert f"{python} has ipykernel now" in kernel["warning"] and "restart_kernel" in kernel["warning"]
+        restarted = text_of(await call(client, "restart_kernel"))
+        assert f"Code now runs in {python} (chosen by the project's environment" in restarted, restarted
+        assert f"before the restart it ran in {sys.executable}" in restarted
+        after = text_of(await call(client, "append_execute_code_cell", cell_source=code))
+        assert f"\n{python}\n" in f"{after}\n" and "Note:" not in after, after
+        kernel = (await call(client, "get_notebook_info")).structured_content["kernel"]
+        assert kernel["interpreter"] == str(python) and "warning" not in kernel
+
+
+def test_the_fix_command_is_uvs_for_a_uv_made_environment_else_pips(tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "env", ipykernel=False)
+    assert install_command(str(python)) == f"uv pip install --python {python} ipykernel"  # no pip at all
+    (python.parent / "pip").write_text("")  # a pip beside it: python -m pip works
+    assert install_command(str(python)) == f"{python} -m pip install ipykernel"
+    with (tmp_path / "env" / "pyvenv.cfg").open("a") as cfg:
+        cfg.write("uv = 0.9.0\n")
+    assert install_command(str(python), "pandas") == f"uv pip install --python {python} pandas"
+
+
+def test_a_bare_name_from_the_root_folder_creates_nothing_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir("/")
+    name = "nbmcp-test-no-such-notebook.ipynb"
+    assert cli(name) == 2
+    err = capsys.readouterr().err
+    assert f"{name} does not exist in /" in err and "refusing to create" in err and len(err.splitlines()) == 1
+    assert not Path("/", name).exists()
+
+
+async def test_a_run_of_all_cells_or_a_look_at_the_variables_also_names_the_fallback_first(tmp_path: Path) -> None:
+    project = tmp_path / "work" / "project"
+    (project / ".git").mkdir(parents=True)
+    python = make_venv(project / ".venv", ipykernel=False)
+    nb = project / "analysis.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), nb)
+    for tool in ("execute_all_cells", "list_variables"):
+        async with Client(build_server(Settings(path=nb, timeout=60))) as client:
+            lines = text_of(await call(client, tool)).splitlines()
+        assert lines[1].startswith("Note: the code runs in nbmcp's own Python"), (tool, lines)
+        assert f"{python} has no ipykernel" in lines[1]

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from nbmcp.server.http import MAX_REQUEST_BODY_BYTES
 from nbmcp.web import MAX_CONNECTIONS, REQUEST_TIMEOUT, is_loopback
 
-from .conftest import read_nb, text_of
+from .conftest import child_pids, read_nb, text_of
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -242,20 +242,6 @@ def test_loopback_detection() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("example.com")
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
 @pytest.mark.anyio
 async def test_sigterm_shuts_the_kernel_down(nb_path: Path) -> None:
     s = ServerProcess(nb_path)
@@ -263,7 +249,7 @@ async def test_sigterm_shuts_the_kernel_down(nb_path: Path) -> None:
         async with Client(f"{s.url}/mcp") as client:
             r = await client.call_tool("append_execute_code_cell", {"cell_source": "import os; os.getpid()"})
             kernel_pid = int(text_of(r).split()[-1])
-        assert kernel_pid in _children(s.proc.pid)
+        assert kernel_pid in child_pids(s.proc.pid)
     finally:
         code = s.stop()
     # uvicorn finishes its graceful shutdown, then re-raises the signal it caught.

@@ -11,12 +11,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from papermill import cli as papermill_cli
+from papermill.inspection import inspect_notebook
 from papermill.iorw import NoDatesSafeLoader, load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from papermill.translators import PythonTranslator
 
 from nbmcp.ci.parameters import (
     INJECTED_TAG,
+    declared_parameters,
     inject_parameters,
     load_yaml,
     merge_parameters,
@@ -24,6 +26,7 @@ from nbmcp.ci.parameters import (
     resolve_type,
     translate,
 )
+from nbmcp.cli.main import cli
 from nbmcp.errors import UsageError
 
 from .conftest import read_nb
@@ -186,3 +189,42 @@ def test_only_python_notebooks_get_parameters() -> None:
     with pytest.raises(UsageError, match="only be injected into Python notebooks; this one's language is R"):
         inject_parameters(nb, {"x": 2})
     assert len(nb.cells) == 1
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "alpha = 1\nregion = 'eu'  # a comment\nn: int = 3\n",
+        "a, b = 1, 2\nif True:\n    hidden = 1\nratio=0.5\n",
+        "%matplotlib inline\nalpha = 1\nbeta: str = 'x'\n",  # not Python: read line by line
+        "",
+    ],
+)
+def test_the_declared_parameters_are_the_names_papermill_infers(tmp_path: Path, source: str) -> None:
+    nb = _notebook((source, ["parameters"]), ("print(1)", []))
+    nbformat.write(nb, tmp_path / "work" / "nb.ipynb")
+    theirs = set(inspect_notebook(str(tmp_path / "work" / "nb.ipynb")))
+    ours = declared_parameters(nb)
+    assert ours is not None and theirs <= ours, (ours, theirs)
+    if "," not in source:
+        assert ours == theirs
+    assert declared_parameters(_notebook(("alpha = 1", []))) is None  # no cell tagged parameters
+
+
+def test_an_unknown_parameter_warns_as_papermill_does_and_strict_makes_it_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 24: `-p regoin us` ran silently with the default region.
+    path = tmp_path / "work" / "report.ipynb"
+    nbformat.write(_notebook(("region = 'eu'", ["parameters"]), ("print(region)", [])), path)
+    assert cli("exec", str(path), "-p", "regoin", "us", "-p", "region", "us", "--strict-parameters") == 2
+    err = capsys.readouterr().err
+    assert "--strict-parameters" in err and "does not define parameter regoin" in err and "region " not in err
+    assert not any(INJECTED_TAG in c.metadata.get("tags", []) for c in read_nb(path).cells)  # nothing ran
+    assert cli("exec", str(path), "-p", "regoin", "us", "--timeout", "60") == 0
+    err = capsys.readouterr().err
+    assert "warning: Passed unknown parameter: regoin" in err
+    assert read_nb(path).cells[-1].outputs[0].text == "eu\n"  # papermill too runs on, with the default
+    assert cli("exec", str(path), "-p", "region", "us", "--strict-parameters", "--timeout", "60") == 0
+    assert "unknown parameter" not in capsys.readouterr().err
+    assert read_nb(path).cells[-1].outputs[0].text == "us\n"

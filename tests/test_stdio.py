@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from mcp import Client, StdioServerParameters
 
 from nbmcp import __version__
 from nbmcp.cli.main import cli
 
-from .conftest import read_nb, text_of
+from .conftest import child_pids, make_venv, process_exists, read_nb, text_of
 
 # Code that tries every way of reaching stdout from inside the kernel.
 NOISY_CELL = """\
@@ -207,3 +209,102 @@ def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
     while time.monotonic() < deadline and os.path.exists(f"/proc/{kernel_pid}"):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{kernel_pid}")
+
+
+#: The issue's bound: Ctrl+C or SIGTERM ends the stdio server within this many seconds.
+SIGNAL_EXIT_SECONDS = 2.0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, signum: signal.Signals) -> None:
+    # Ctrl+C on a terminal used to log "shutting down" and then wait for stdin's next line (issue 24):
+    # here stdin stays open and silent, as a terminal or a client that stopped writing leaves it.
+    server = RawStdio(nb_path)
+    try:
+        server.handshake()
+        rid = server.send(
+            "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
+        )
+        kernel_pid = int(server.response(rid)["result"]["content"][-1]["text"].split()[-1])
+        assert kernel_pid in child_pids(server.proc.pid)
+        started = time.monotonic()
+        server.proc.send_signal(signum)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{signum.name} did not end the server while stdin stayed open") from None
+        took = time.monotonic() - started
+        assert server.proc.stderr is not None
+        stderr = server.proc.stderr.read().decode()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        for pipe in (server.proc.stdin, server.proc.stdout, server.proc.stderr):
+            assert pipe is not None
+            pipe.close()
+        server.proc.wait()
+    assert took < SIGNAL_EXIT_SECONDS, f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    assert f"received {signum.name}; shutting down" in stderr
+    assert not child_pids(server.proc.pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process_exists(kernel_pid):
+        time.sleep(0.05)
+    assert not process_exists(kernel_pid), "the kernel outlived the server"
+
+
+def test_a_bad_flag_is_one_line_and_where_help_is(nb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 24: the useful line used to come after nine lines of usage.
+    for args, prog in [((str(nb_path), "--bogus"), "nbmcp"), (("exec", str(nb_path), "--bogus"), "nbmcp exec")]:
+        with pytest.raises(SystemExit) as exc:
+            cli(*args)
+        assert exc.value.code == 2
+        assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: --bogus\nsee {prog} --help\n")
+
+
+def test_python_given_an_environment_folder_names_its_interpreter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    venv = tmp_path / "work" / ".venv"
+    make_venv(venv, ipykernel=False)
+    assert cli(str(tmp_path / "work" / "nb.ipynb"), "--python", str(venv)) == 2
+    err = capsys.readouterr().err
+    assert f"--python {venv} is a folder (an environment); give its interpreter: --python {venv}/bin/python" in err
+
+
+@pytest.mark.timeout(150)
+def test_doctor_json_into_a_closed_pipe_ends_without_a_traceback(nb_path: Path) -> None:
+    # `nbmcp doctor --json | head -1`: the reader leaves before the report is written.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbmcp", "doctor", "--json", "--read-only", str(nb_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    assert proc.returncode == 141
+
+
+@pytest.mark.timeout(150)
+def test_running_a_cell_writes_nothing_to_home(tmp_path: Path) -> None:
+    # The suite's IPython and Jupyter folders are its own (conftest.USER_DIR_VARS): a kernel that runs a
+    # cell, in a real nbmcp process, leaves the home folder as it was.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kept.txt").write_text("mine")
+    nb = tmp_path / "work" / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]), nb)
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    done = subprocess.run(
+        [sys.executable, "-m", "nbmcp", "exec", str(nb), "--timeout", "60"],
+        capture_output=True,
+        timeout=120,
+        env={**_env(), "HOME": str(home)},
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert read_nb(nb).cells[0].outputs[0].text.strip().isdigit()  # the cell ran
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before

@@ -6,8 +6,13 @@ import base64
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 from mcp import Client
+
+from nbmcp.config import Settings
+from nbmcp.server.app import build_server
+from nbmcp.session.session import CREATED_NOTE_ANSWERS
 
 from .conftest import read_nb, text_of
 
@@ -281,3 +286,30 @@ async def test_a_4_4_notebook_works_and_is_upgraded_on_first_change(tmp_path: Pa
     nb = read_nb(path)
     assert nb.nbformat_minor == 5 and all(c.id for c in nb.cells)
     assert nb.cells[0].outputs[0].data["text/plain"] == "42"
+
+
+@pytest.mark.anyio
+async def test_a_created_notebook_is_said_with_a_similar_name_in_its_folder(tmp_path: Path) -> None:
+    # Issue 24: a mistyped path created an empty notebook and the assistant only said "no cells".
+    folder = tmp_path / "work"
+    nbformat.write(nbformat.v4.new_notebook(), folder / "analysis.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), folder / "report.ipynb")
+    async with Client(build_server(Settings(path=folder / "analysys.ipynb", timeout=60))) as client:
+        answers = [await client.call_tool("get_notebook_info", {}) for _ in range(CREATED_NOTE_ANSWERS + 1)]
+    for r in answers[:CREATED_NOTE_ANSWERS]:
+        last = text_of(r).splitlines()[-1]
+        assert last.startswith(f"Note: analysys.ipynb did not exist in {folder}, so nbmcp created it (empty)")
+        assert "Did you mean analysis.ipynb?" in last and "report" not in last
+        assert r.structured_content["text"] == text_of(r)
+    assert "Note:" not in text_of(answers[-1])  # the first answers only
+    assert (folder / "analysys.ipynb").exists()  # still created, as before
+
+
+@pytest.mark.anyio
+async def test_a_created_notebook_without_a_similar_name_is_said_alone(nb_path: Path) -> None:
+    nbformat.write(nbformat.v4.new_notebook(), nb_path.parent / "quarterly_sales_model.ipynb")
+    async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
+        text = text_of(await client.call_tool("read_notebook", {}))
+    assert (
+        text.splitlines()[-1] == f"Note: notebook.ipynb did not exist in {nb_path.parent}, so nbmcp created it (empty)"
+    )

@@ -12,7 +12,9 @@ unformatted text (papermill's own text without Black). And only Python kernels a
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "INJECTED_TAG",
     "PARAMETERS_TAG",
     "check_names",
+    "declared_parameters",
     "inject_parameters",
     "load_yaml",
     "merge_parameters",
@@ -34,6 +37,7 @@ __all__ = [
     "read_parameters_file",
     "resolve_type",
     "translate",
+    "unknown_parameters",
 ]
 
 #: The tag of the cell holding the notebook's default parameters (papermill's convention).
@@ -129,6 +133,41 @@ def check_names(parameters: Mapping[str, Any]) -> None:
         raise UsageError(
             f"parameter name(s) {', '.join(map(repr, bad))}: a name must be a Python identifier (letters, digits, _)"
         )
+
+
+#: A line that assigns a name, as papermill's PythonTranslator.inspect reads a parameters cell.
+_ASSIGNMENT = re.compile(r"^(?P<target>\w[\w_]*)\s*(:\s*[^=]+)?=(?!=)")
+
+
+def declared_parameters(nb: NotebookNode) -> set[str] | None:
+    """The names the cell tagged `parameters` assigns; None when no cell has that tag.
+
+    The names papermill reads (a `name = value` line, indented or not), and those Python sees assigned
+    at the cell's top level (`a, b = 1, 2`, which papermill misses): a name either knows is not unknown.
+    """
+    at = _first_tagged(nb, PARAMETERS_TAG)
+    if at < 0:
+        return None
+    source = nb.cells[at].get("source", "")
+    source = "".join(source) if isinstance(source, list) else source
+    names = {m["target"] for m in (_ASSIGNMENT.match(line.strip()) for line in source.splitlines()) if m}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # an IPython magic in it: papermill's reading alone
+        return names
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def unknown_parameters(nb: NotebookNode, parameters: Iterable[str]) -> list[str]:
+    """The given names that the notebook's parameters cell does not define (papermill warns of each)."""
+    declared = declared_parameters(nb) or set()
+    return [name for name in parameters if name not in declared]
 
 
 # -- papermill's PythonTranslator, method for method ------------------------------------------------

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import nbformat
 
 from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
-from ..ci.parameters import merge_parameters
-from ..errors import NbmcpError
+from ..ci.parameters import declared_parameters, merge_parameters, unknown_parameters
+from ..errors import NbmcpError, UsageError
 from ..kernels.choice import choose_kernel
 from ..session.results import CellRef, Execution
 from .options import add_kernel_options, add_log_level_option, add_timeout_option, command_parser, configure_logging
@@ -80,6 +81,8 @@ an earlier run is replaced), with the source papermill writes (`alpha = 21`). -p
 papermill reads them: True, False, None, an int, a float, else a string. Options apply by kind, in
 papermill's order: -f files, then -y, then -p, then -r. A run with parameters or an output file
 records them (and its start, end, duration) in the notebook's metadata.papermill, as papermill does.
+A name the `parameters` cell does not assign gets papermill's warning ("Passed unknown parameter") on
+stderr; --strict-parameters makes it an error (exit 2) before anything runs.
 """
 
 EPILOG = f"""\
@@ -158,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="parameters from a YAML or JSON file",
+    )
+    params.add_argument(
+        "--strict-parameters",
+        action="store_true",
+        help="a parameter that the notebook's `parameters` cell does not define is an error (exit 2), not a warning",
     )
     p.add_argument(
         "--jobs",
@@ -410,6 +418,26 @@ def _report_many(results: Sequence[NotebookResult], elapsed: float) -> None:
 # -- the command --------------------------------------------------------------------------------------
 
 
+def _check_parameter_names(inputs: Sequence[Path], parameters: dict[str, Any], *, strict: bool) -> None:
+    """papermill's warning for a parameter the notebook does not define (a typo runs with the default).
+
+    With --strict-parameters it is an error, raised before anything runs.
+    """
+    for path in inputs:
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:  # an unreadable notebook is reported by its run, like any other
+            continue
+        where = "no cell is tagged `parameters`" if declared_parameters(nb) is None else "its `parameters` cell"
+        for name in unknown_parameters(nb, parameters):
+            if strict:
+                raise UsageError(
+                    f"--strict-parameters: {_shown(path)} does not define parameter {name} ({where} does not "
+                    "assign it); check the name"
+                )
+            _say(f"warning: Passed unknown parameter: {name} ({_shown(path)}: {where} does not assign it)")
+
+
 def _find_notebooks(paths: Sequence[str], skip: Path | None = None) -> tuple[list[Path], str | None]:
     """The notebooks named (folders searched, except `skip`); or a message saying which path is not usable.
 
@@ -503,6 +531,8 @@ def exec_cli(*args: str) -> int:
             if given
             else None
         )
+        if parameters:
+            _check_parameter_names(inputs, parameters, strict=ns.strict_parameters)
         if ns.kernel or ns.python:
             choose_kernel(kernel_name=ns.kernel, python=ns.python)  # a bad one fails once, before any run
         jobs = _make_jobs(ns, inputs, parameters)

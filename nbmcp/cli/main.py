@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -185,6 +186,13 @@ def _bind(settings: Settings) -> tuple[socket.socket | None, str | None]:
     return sock, None
 
 
+def _bare_name_in_root(given: str | None, settings: Settings) -> bool:
+    """Whether `given` is a bare file name (no folder in it) that would create a notebook in the root folder."""
+    if given is None or settings.document_url or os.sep in given or "/" in given or given.startswith("~"):
+        return False
+    return Path.cwd() == Path(Path.cwd().anchor) and not settings.path.exists()
+
+
 def _fail(message: str) -> int:
     """Start-up failures: one line on stderr and exit code 2, before anything is served or started."""
     print(f"nbmcp: error: {message}", file=sys.stderr)
@@ -245,6 +253,12 @@ def cli(*args: str) -> int:
             f"no PATH given and the current folder is {settings.path}; refusing to serve every notebook on the disk. "
             "Give a notebook or a folder, e.g. nbmcp ~/project/analysis.ipynb"
         )
+    if _bare_name_in_root(ns.path, settings):
+        # `nbmcp analysis.ipynb` started by a GUI client in / would create /analysis.ipynb (issue 24).
+        return _fail(
+            f"{ns.path} does not exist in {Path.cwd()} (the current folder, where GUI clients often start "
+            "servers); refusing to create a notebook there. Give its full path, e.g. nbmcp ~/project/analysis.ipynb"
+        )
     problem = _check_kernel(settings) or _check_view(settings)
     if problem:
         return _fail(problem)
@@ -285,7 +299,14 @@ def cli(*args: str) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(cli(*sys.argv[1:]))
+    try:
+        code = cli(*sys.argv[1:])
+    except BrokenPipeError:
+        # The reader left (`nbmcp doctor --json | head -1`): end quietly, as `cat` does. stdout points at
+        # the null device, so the interpreter's own last flush finds no closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    sys.exit(code)
 
 
 if __name__ == "__main__":

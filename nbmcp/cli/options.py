@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from ..config import (
@@ -27,6 +28,7 @@ from ..server.tools import ALL_TOOLS
 from ..session.executions import DEFAULT_MAX_WAIT
 
 __all__ = [
+    "CommandParser",
     "add_kernel_options",
     "add_log_level_option",
     "add_server_arguments",
@@ -38,9 +40,19 @@ __all__ = [
 ]
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse, but an error is the one useful line and where help is, not the usage block before it.
+
+    A mistyped flag printed nine lines of usage above the line that says what was wrong (issue 24).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+
 def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A parser for one of nbmcp's commands; `description` and `epilog` are printed as written."""
-    return argparse.ArgumentParser(
+    return CommandParser(
         prog=prog,
         description=description,
         epilog=epilog,

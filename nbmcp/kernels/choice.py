@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVATED_ENV_VARS",
     "GENERIC_KERNELS",
+    "OWN_ENV_IS_TEMPORARY",
     "PROBE_TIMEOUT",
     "PROJECT_MARKERS",
     "VENV_NAMES",
@@ -40,6 +41,7 @@ __all__ = [
     "install_command",
     "ipykernel_import_error",
     "ipykernel_python",
+    "made_by_uv",
     "no_ipykernel_message",
     "runs_on_own_python",
 ]
@@ -61,6 +63,11 @@ class KernelChoice:
     spec: KernelSpec | None = field(default=None, compare=False, repr=False)
     install_hint: str = ""
     """How code in this kernel installs a package into the kernel's own environment (empty: unknown)."""
+    warning: str = ""
+    """What the first execution's answer says first: set when the project's environment was passed over
+    (it has no ipykernel), naming the Python that runs the code instead and the command that fixes it."""
+    passed_over: str | None = None
+    """The project's interpreter passed over for lack of ipykernel: once it has it, restart_kernel uses it."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.argv0}; chosen by {self.reason})"
@@ -165,6 +172,18 @@ def has_ipykernel(python: str) -> bool:
     return done.returncode == 0
 
 
+def made_by_uv(python: str) -> bool:
+    """Whether uv made the environment of `python` (uv writes its version into pyvenv.cfg; pip has none)."""
+    path = Path(python)
+    for folder in (path.parent.parent, path.parent):
+        try:
+            config = (folder / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        return any(line.split("=", 1)[0].strip() == "uv" for line in config.splitlines())
+    return False
+
+
 def _has_pip(python: Path) -> bool:
     env = python.parent.parent if python.parent.name in ("bin", "Scripts") else python.parent
     return any((python.parent / name).exists() for name in ("pip", "pip3", "pip.exe")) or bool(
@@ -175,9 +194,10 @@ def _has_pip(python: Path) -> bool:
 def install_command(python: str, package: str = "ipykernel") -> str:
     """The shell command that installs `package` into the environment of `python`.
 
-    Environments made by uv have no pip: for those the command is uv's, which needs uv itself.
+    Environments made by uv have no pip: for those (and any other without pip) the command is uv's,
+    which needs uv itself; the others get `python -m pip`.
     """
-    if _has_pip(Path(python)):
+    if not made_by_uv(python) and _has_pip(Path(python)):
         return f"{python} -m pip install {package}"
     return f"uv pip install --python {python} {package}"
 
@@ -185,7 +205,7 @@ def install_command(python: str, package: str = "ipykernel") -> str:
 def _install_hint(python: str) -> str:
     # IPython's %pip runs `sys.executable -m pip`, the kernel's own interpreter: it lands in the kernel's
     # environment whenever that has pip. uv-made environments have none; uv installs into them from outside.
-    if _has_pip(Path(python)):
+    if not made_by_uv(python) and _has_pip(Path(python)):
         return "%pip install NAME (installs into the kernel's environment), then restart_kernel if it was imported"
     return (
         f"this environment has no pip: !uv pip install --python {python} NAME (needs uv on PATH), "
@@ -226,6 +246,13 @@ def check_kernel_options(
         path = Path(python).expanduser()
         if not path.exists():
             raise UsageError(f"--python {python}: no such file; give the path of a Python interpreter")
+        inside = _env_python(path) if path.is_dir() else None
+        if inside is not None:
+            # `--python .venv` names the environment: say which file inside it is meant.
+            suggestion = os.path.join(python, str(inside.relative_to(path)))
+            raise UsageError(
+                f"--python {python} is a folder (an environment); give its interpreter: --python {suggestion}"
+            )
         if path.is_dir() or not os.access(path, os.X_OK):
             raise UsageError(f"--python {python}: not an executable program; give the path of a Python interpreter")
         if probe and not has_ipykernel(str(path)):
@@ -239,14 +266,38 @@ def _python_choice(python: Path, reason: str, display: str) -> KernelChoice:
     )
 
 
-def _own_python(reason: str) -> KernelChoice:
+#: Said wherever a package hint could lead into nbmcp's own environment (issue 24: an assistant installed
+#: there, lost at the next reinstall, while the project's .venv stayed unused).
+OWN_ENV_IS_TEMPORARY = (
+    "installing into nbmcp's own environment is temporary: it is lost when nbmcp is reinstalled or upgraded"
+)
+
+
+def _own_python(reason: str, passed_over: str | None = None) -> KernelChoice:
     # The interpreter nbmcp runs on always has ipykernel: it is one of our dependencies.
+    if passed_over is not None:
+        # The project's environment is where packages belong: the hint leads there, never into nbmcp's.
+        fix = install_command(passed_over)
+        hint = (
+            f"the kernel runs on nbmcp's own Python, not the project's {passed_over}, which has no ipykernel: "
+            f"install it there ({fix}), then restart_kernel; install packages there too, in a terminal: "
+            f"{install_command(passed_over, 'NAME')}; {OWN_ENV_IS_TEMPORARY}"
+        )
+        warning = (
+            f"the code runs in nbmcp's own Python ({sys.executable}), NOT in the project's environment: "
+            f"{passed_over} has no ipykernel, which a kernel needs. Fix: run `{fix}`, then restart_kernel"
+        )
+    else:
+        hint = f"the kernel runs on nbmcp's own Python; {OWN_ENV_IS_TEMPORARY}. {_install_hint(sys.executable)}"
+        warning = ""
     return KernelChoice(
         "python3",
         sys.executable,
         reason,
         _python_spec(sys.executable, "Python 3 (nbmcp)"),
-        install_hint=_install_hint(sys.executable),
+        install_hint=hint,
+        warning=warning,
+        passed_over=passed_over,
     )
 
 
@@ -293,21 +344,27 @@ def choose_kernel(
     for var in ACTIVATED_ENV_VARS:
         if environ.get(var):
             candidates.append((Path(environ[var]), f"the activated environment {var}={environ[var]}"))
+    without_ipykernel: str | None = None
     for env, why in candidates:
         if env.resolve() == Path(sys.prefix).resolve():
             # nbmcp's own environment, activated (tox, a developer's venv): it has ipykernel.
-            return _own_python(f"{why} (nbmcp's own environment)")
+            own = f"{why} (nbmcp's own environment)"
+            if passed_over:
+                own += ", NOT the project's: " + "; ".join(passed_over)
+            return _own_python(own, without_ipykernel)
         env_python = _env_python(env)
         if env_python is None:
             passed_over.append(f"{why} has no Python interpreter")
             continue
         if not has_ipykernel(str(env_python)):
             passed_over.append(f"{why} has no ipykernel (install it with: {install_command(str(env_python))})")
+            without_ipykernel = without_ipykernel or str(env_python)
             continue
         return _python_choice(env_python, why, f"Python ({env})")
     if passed_over:
         return _own_python(
-            "nbmcp's own Python, NOT the project's: " + "; ".join(passed_over) + " (or pass --python PATH)"
+            "nbmcp's own Python, NOT the project's: " + "; ".join(passed_over) + " (or pass --python PATH)",
+            without_ipykernel,
         )
     return _own_python(
         "nbmcp's own Python: no .venv or venv found from the notebook's folder up to the project root, and no "

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,8 @@ from .base import (
     Run,
     leave_failure_to_next_call,
 )
-from .choice import KernelChoice
+from .choice import KernelChoice, ipykernel_python
+from .iopub import queue_every_message, send_every_message
 from .outputs import OutputCollector
 
 if TYPE_CHECKING:
@@ -79,6 +81,8 @@ class _Instance:
         self.closed = False
         #: The kernel ignored an interrupt: it must be replaced before it runs more code.
         self.stuck = False
+        #: The choice's warning was given (in the first answer of this kernel's life).
+        self.warned = False
 
     def exited(self) -> bool:
         """Whether the kernel process has ended (a cheap, synchronous check)."""
@@ -129,9 +133,19 @@ class LocalKernel(Kernel):
     `_run` and it answers at once with its partial outputs and a note.
     """
 
-    def __init__(self, choice: KernelChoice, cwd: Path, *, start_timeout: float = KERNEL_START_TIMEOUT) -> None:
+    def __init__(
+        self,
+        choice: KernelChoice,
+        cwd: Path,
+        *,
+        start_timeout: float = KERNEL_START_TIMEOUT,
+        chooser: Callable[[], Awaitable[KernelChoice]] | None = None,
+    ) -> None:
         super().__init__()
         self._choice = choice
+        #: Chooses the kernel again at each restart: ipykernel installed into the project's environment
+        #: since the start (issue 24) is used from the next restart on, without restarting nbmcp.
+        self._chooser = chooser
         self.cwd = cwd
         self.start_timeout = start_timeout
         self._state = KernelState.NOT_STARTED
@@ -200,11 +214,14 @@ class LocalKernel(Kernel):
             # The kernel's stdout goes to our stderr: in stdio mode our stdout carries only MCP.
             await inst.km.start_kernel(cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL)
             inst.kc = inst.km.client()
+            queue_every_message(inst.kc)
             # No heartbeat thread: the manager's is_alive() (a process check) notices a dead kernel,
             # and a heartbeat thread racing the context's teardown on a quick shutdown raised EMFILE.
             # No stdin channel: executions run with allow_stdin=False.
             inst.kc.start_channels(hb=False, stdin=False)
             await inst.kc.wait_for_ready(timeout=self.start_timeout)
+            if ipykernel_python(self.choice) is not None:
+                await send_every_message(inst.kc, timeout=self.start_timeout)
         except Exception as exc:
             error = f"could not start kernel {self.choice.describe()}: {type(exc).__name__}: {exc}"
             await inst.close()
@@ -292,7 +309,13 @@ class LocalKernel(Kernel):
         Does not wait for running code: the running call answers at once with its partial outputs and a
         note; the old kernel is interrupted, asked to quit, and killed after RESTART_GRACE seconds.
         """
+        # Chosen before the old kernel goes: a choice that fails (--python lost its ipykernel) keeps it.
+        choice = await self._chooser() if self._chooser is not None else None
         async with self._life:
+            if choice is not None:
+                if choice != self._choice:
+                    logger.info("restart: kernel %s (was %s)", choice.describe(), self._choice.describe())
+                self._choice = choice
             run = await self._stop_run("stopped by restart_kernel")
             await self._discard(grace=RESTART_GRACE if run is not None else 0.0)
             self._begin_start()
@@ -355,6 +378,10 @@ class LocalKernel(Kernel):
     async def begin_run(self, collector: OutputCollector) -> Run:
         """The kernel, checked alive just before the code is sent, as a run that restart and interrupt reach."""
         inst, note = await self._ready()
+        if self.choice.warning and not inst.warned:
+            # The first answer from a kernel that is not the project's says so first, with the fix (issue 24).
+            inst.warned = True
+            note = "; ".join(filter(None, [self.choice.warning, note]))
         run = _Run(self, inst, collector, note)
         run.interrupted = run.interrupt_pending = self._interrupt_next
         self._interrupt_next = False

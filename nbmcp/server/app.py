@@ -38,6 +38,7 @@ from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
+from .stdio import run_stdio
 from .tools import register_tools, requested_notebook
 
 __all__ = [
@@ -543,7 +544,7 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
                 if hangup_fd is not None:
                     tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
                 tg.start_soon(serve_beside, view, sock)  # the live view, with --view
-                await server.run_stdio_async()
+                await run_stdio(server)
                 tg.cancel_scope.cancel()
         finally:
             if hangup_fd is not None:

@@ -67,6 +67,10 @@ async def run_all(
                 run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
                 continue
             run.executions.append(execution)
+            if execution.result.note and k == 1:
+                # What the kernel says of itself before the first cell (it is not the project's Python,
+                # it had died) would otherwise be lost in a run's answer, which lists cells, not notes.
+                run.notes.append(execution.result.note)
             if after_cell is not None:
                 await after_cell(k, len(plan), execution)
             status = execution.result.status

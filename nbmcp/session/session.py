@@ -17,7 +17,9 @@ meanwhile never receive someone else's outputs.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +30,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..kernels.base import DEFAULT_TIMEOUT, Kernel, NoKernel
-from ..kernels.choice import KernelChoice, choose_kernel
+from ..kernels.choice import KernelChoice, choose_kernel, has_ipykernel
 from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore
 from .activity import Activity
@@ -40,12 +42,34 @@ from .results import BackgroundExecution
 from .run_all import run_all
 from .variables import list_variables
 
-__all__ = ["KernelFactory", "NotebookSession"]
+__all__ = ["CREATED_NOTE_ANSWERS", "MAX_SIBLINGS_COMPARED", "KernelFactory", "NotebookSession", "created_note"]
 
 logger = logging.getLogger(__name__)
 
 #: Makes the kernel for a notebook (given as read when the session opens); default: a local kernel.
 KernelFactory = Callable[[NotebookNode], Kernel]
+
+#: Answers (the first ones after opening that show the notebook) that say it did not exist and was created.
+CREATED_NOTE_ANSWERS = 3
+#: Notebooks in the folder compared with a created one's name for "did you mean" (a huge folder is cut).
+MAX_SIBLINGS_COMPARED = 10_000
+
+
+def created_note(path: Path) -> str:
+    """What the first answers say of a notebook nbmcp created: that it did, and a similar name in its folder.
+
+    A mistyped path used to create an empty notebook silently; the assistant only said "no cells" (issue 24).
+    """
+    siblings = [p.name for p in itertools.islice(path.parent.glob("*.ipynb"), MAX_SIBLINGS_COMPARED) if p != path]
+    note = f"{path.name} did not exist in {path.parent}, so nbmcp created it (empty)"
+    similar = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.75)
+    if similar:
+        note += (
+            f". Did you mean {similar[0]}? It is in the same folder: tell the user, who can correct the "
+            "path in the MCP client's configuration (and delete the empty one)"
+        )
+    return note
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,6 +128,9 @@ class NotebookSession:
         self.document = Document(store or LocalStore(self.path))
         self.changes = History(self.document, self.path)
         self.runner = Executions(self.document, self.path, timeout)
+        #: Said by the first CREATED_NOTE_ANSWERS answers when `open` created the notebook (see `notice`).
+        self._created_note = ""
+        self._created_note_left = 0
 
     @property
     def store(self) -> NotebookStore:
@@ -132,8 +159,12 @@ class NotebookSession:
 
     async def open(self, *, create: bool = True, start_kernel: bool = True) -> None:
         """Create the notebook if needed, check that it parses, and start its kernel in the background."""
-        if create:
-            await anyio.to_thread.run_sync(self.store.create_if_missing)
+        if create and await anyio.to_thread.run_sync(self.store.create_if_missing):
+            if isinstance(self.store, LocalStore):
+                self._created_note = await anyio.to_thread.run_sync(created_note, self.path)
+            else:
+                self._created_note = f"{self.store.path} did not exist, so nbmcp created it (empty)"
+            self._created_note_left = CREATED_NOTE_ANSWERS
         nb = await self.document.read()
         self.runner.kernel = await self._make_kernel(nb)
         if start_kernel and not self.read_only:
@@ -145,6 +176,12 @@ class NotebookSession:
         if self._kernel_factory is not None:
             # A worker thread: choosing a local kernel runs the candidate interpreter once.
             return await anyio.to_thread.run_sync(self._kernel_factory, nb)
+        return LocalKernel(await self._choose_kernel(nb), self.cwd, chooser=self._choose_kernel)
+
+    async def _choose_kernel(self, nb: NotebookNode | None = None) -> KernelChoice:
+        """The local kernel for the notebook as it is now (chosen again at each restart)."""
+        if nb is None:
+            nb = await self.document.read()
         metadata_kernel = nb.metadata.get("kernelspec", {}).get("name")
         choice = await anyio.to_thread.run_sync(
             lambda: choose_kernel(
@@ -155,7 +192,9 @@ class NotebookSession:
             )
         )
         logger.info("notebook %s: kernel %s", self.path, choice.describe())
-        return LocalKernel(choice, self.cwd)
+        if choice.warning:
+            logger.warning("%s", choice.warning)
+        return choice
 
     async def close(self) -> None:
         """Stop background executions, shut the kernel down and release the store's connections."""
@@ -164,6 +203,13 @@ class NotebookSession:
         if self.kernel is not None:
             await self.kernel.shutdown()
         await anyio.to_thread.run_sync(self.store.close)
+
+    def notice(self) -> str:
+        """A note for the answer of the call being served: that `open` created the notebook (first answers only)."""
+        if self._created_note_left <= 0:
+            return ""
+        self._created_note_left -= 1
+        return self._created_note
 
     @property
     def kernel_choice(self) -> KernelChoice | None:
@@ -183,8 +229,18 @@ class NotebookSession:
                 "interpreter": self.kernel.choice.argv0,
                 "chosen_by": self.kernel.choice.reason,
             }
-            if self.kernel.choice.install_hint:
-                kernel["install_packages"] = self.kernel.choice.install_hint
+            choice = self.kernel.choice
+            if choice.install_hint:
+                kernel["install_packages"] = choice.install_hint
+            if choice.warning:
+                kernel["warning"] = choice.warning
+            fixed = choice.passed_over is not None and await anyio.to_thread.run_sync(has_ipykernel, choice.passed_over)
+            if fixed:
+                # Never stale (issue 24): the fix was applied since the kernel was chosen.
+                kernel["warning"] = (
+                    f"{choice.passed_over} has ipykernel now, but the kernel still runs on nbmcp's own Python: "
+                    "restart_kernel to run the code in the project's environment"
+                )
             if self.kernel.error:
                 kernel["error"] = self.kernel.error
             running = self.runner.running_execution

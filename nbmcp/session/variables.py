@@ -52,8 +52,11 @@ display(
 """
 
 
-async def list_variables(executions: Executions) -> tuple[list[Variable], int]:
-    """The user's variables in the kernel (name, type, shape, short repr) and how many there are.
+async def list_variables(executions: Executions) -> tuple[list[Variable], int, str]:
+    """The user's variables in the kernel (name, type, shape, short repr), how many there are, and a note.
+
+    The note is the kernel's, about itself (it is not the project's Python, it had died): when this is
+    the kernel's first run, the answer must carry it.
 
     Modules and names starting with "_" are left out; at most MAX_VARIABLES are returned.
     """
@@ -66,7 +69,7 @@ async def list_variables(executions: Executions) -> tuple[list[Variable], int]:
                 Variable(v["name"], v["type"], v["repr"], list(v["shape"]) if v.get("shape") else None)
                 for v in data["variables"]
             ]
-            return variables, int(data["total"])
+            return variables, int(data["total"]), result.note
     problem = "; ".join(
         f"{o.get('ename')}: {o.get('evalue')}" if o.get("output_type") == "error" else str(o.get("text", ""))
         for o in result.outputs

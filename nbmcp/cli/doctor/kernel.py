@@ -52,8 +52,7 @@ def _check_ipykernel(python: str) -> Check:
             name,
             Verdict.FAIL,
             f"{python} cannot import ipykernel ({error}), so no kernel can start on it",
-            f"install it into that environment: `{python} -m pip install ipykernel` "
-            f"(or `uv pip install --python {python} ipykernel`); "
+            f"install it into that environment: `{install_command(python)}`; "
             "or choose another interpreter with --python or --kernel",
         )
     return Check(name, Verdict.PASS, f"{python} has ipykernel")
@@ -138,6 +137,8 @@ def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir
             "to use your project's packages: a .venv beside the notebook with ipykernel, "
             "--python /path/to/project/.venv/bin/python, or --kernel NAME"
         )
+        if choice.passed_over:
+            line.fix = f"install ipykernel into the project's environment: `{install_command(choice.passed_over)}`"
     checks = [line]
     python = ipykernel_python(choice)
     if python is not None:

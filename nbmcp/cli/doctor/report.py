@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from ... import __version__
 from ...config import Settings
 
-__all__ = ["Check", "Verdict", "render_json", "render_text", "scrub"]
+__all__ = ["Check", "Verdict", "render_json", "render_text", "scrub", "verdict_line"]
 
 
 class Verdict(str, enum.Enum):
@@ -69,11 +70,25 @@ def render_text(settings: Settings, checks: list[Check]) -> str:
         lines.append(f"[{_MARK[c.verdict]}] {c.name:<{width}}  {c.detail}")
         if c.fix and c.verdict in (Verdict.FAIL, Verdict.WARN):
             lines.append(f"       {'':<{width}}  fix: {c.fix}")
-    failed = sum(c.verdict is Verdict.FAIL for c in checks)
-    lines.append(
-        f"{failed} of {len(checks)} checks failed." if failed else f"All {len(checks)} checks passed (or were skipped)."
-    )
+    lines.append(verdict_line(checks))
     return "\n".join(lines)
+
+
+def verdict_line(checks: list[Check]) -> str:
+    """The last line: failures first, and warnings counted apart from passes ("4 passed, 1 warning.").
+
+    A warning once ended "All 5 checks passed", which read as nothing to do (issue 24).
+    """
+    counts = Counter(c.verdict for c in checks)
+    warnings = counts[Verdict.WARN]
+    parts = [f"{counts[Verdict.PASS]} passed"]
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings > 1 else ''}")
+    if counts[Verdict.SKIP]:
+        parts.append(f"{counts[Verdict.SKIP]} skipped")
+    if counts[Verdict.FAIL]:
+        return f"{counts[Verdict.FAIL]} of {len(checks)} checks failed ({', '.join(parts)})."
+    return ", ".join(parts) + "."
 
 
 def render_json(settings: Settings, checks: list[Check]) -> str:

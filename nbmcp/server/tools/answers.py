@@ -42,6 +42,7 @@ __all__ = [
     "fit",
     "image_infos",
     "reply",
+    "with_note",
 ]
 
 #: Characters an answer may have beyond --max-output-chars: headers, notes and cut markers around the
@@ -174,6 +175,7 @@ class VariablesAnswer(Answer):
 class KernelAnswer(Answer):
     state: str | None = None
     was_running: bool | None = None
+    interpreter: str | None = Field(default=None, description="The program that runs the code (restart_kernel)")
 
 
 class HistoryAnswer(Answer):
@@ -221,6 +223,16 @@ def reply(answer: Answer, images: Sequence[ImagePart], limit: int) -> CallToolRe
     content: list[ContentBlock] = [TextContent(type="text", text=answer.text)]
     content += [ImageContent(type="image", data=i.data, mime_type=i.mime_type) for i in images]
     return CallToolResult(content=content, structured_content=answer.model_dump(mode="json"))
+
+
+def with_note(result: CallToolResult, note: str) -> CallToolResult:
+    """`result` with "Note: `note`" as the last line of its text, in both views."""
+    first = result.content[0] if result.content else None
+    if isinstance(first, TextContent):
+        first.text += f"\nNote: {note}"
+        if isinstance(result.structured_content, dict) and "text" in result.structured_content:
+            result.structured_content["text"] = first.text
+    return result
 
 
 def image_infos(images: Sequence[ImagePart], index: int | None = None, cell_id: str | None = None) -> list[ImageInfo]:

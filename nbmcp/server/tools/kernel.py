@@ -21,7 +21,7 @@ async def list_variables(ctx: Context) -> Annotated[CallToolResult, VariablesAns
     """
     box = toolbox()
     session = await box.session(ctx)
-    variables, total = await session.list_variables()
+    variables, total, note = await session.list_variables()
     lines: list[str] = []
     used = 0
     for v in variables:
@@ -34,7 +34,8 @@ async def list_variables(ctx: Context) -> Annotated[CallToolResult, VariablesAns
     head = f"{total} variable(s)" + (f", first {len(lines)} shown" if total > len(lines) else "")
     if total > len(lines):
         head += "; execute_code can print the others (e.g. `sorted(globals())`)"
-    return box.reply(VariablesAnswer(text="\n".join([head, *lines]), total=total, shown=len(lines)))
+    notes = [f"Note: {note}"] if note else []
+    return box.reply(VariablesAnswer(text="\n".join([head, *notes, *lines]), total=total, shown=len(lines)))
 
 
 @tool
@@ -53,10 +54,21 @@ async def interrupt_kernel(ctx: Context) -> Annotated[CallToolResult, KernelAnsw
 
 @tool
 async def restart_kernel(ctx: Context) -> Annotated[CallToolResult, KernelAnswer]:
-    """Restart the kernel: every variable and import is lost; the notebook and its outputs are kept."""
+    """Restart the kernel: every variable and import is lost; the notebook and its outputs are kept.
+
+    The kernel is chosen again, so ipykernel installed into the project's environment since the start
+    takes effect; the answer says which Python runs the code now.
+    """
     box = toolbox()
     session = await box.session(ctx)
+    before = session.kernel_choice
     await session.restart_kernel()
     kernel = (await session.info())["kernel"]
     text = f"Restarted the kernel ({kernel.get('name')}); it is {kernel['state']}."
-    return box.reply(KernelAnswer(text=text, state=kernel["state"]))
+    interpreter = kernel.get("interpreter")
+    if interpreter:
+        text += f" Code now runs in {interpreter} (chosen by {kernel.get('chosen_by')})"
+        text += f"; before the restart it ran in {before.argv0}." if before and before.argv0 != interpreter else "."
+    if kernel.get("warning"):
+        text += f"\nNote: {kernel['warning']}"
+    return box.reply(KernelAnswer(text=text, state=kernel["state"], interpreter=interpreter))

@@ -28,7 +28,7 @@ from ...session.session import NotebookSession
 from ..client_log import ClientLog
 from ..mcp_app import APP_LINKED_TOOLS, APP_TOOL_META
 from ..render import ImagePart
-from .answers import ANSWER_OVERHEAD, Answer, reply
+from .answers import ANSWER_OVERHEAD, Answer, reply, with_note
 
 if TYPE_CHECKING:
     from ..app import Workspace
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_TOOLS",
     "KERNEL_READ_TOOLS",
+    "NOTICE_TOOLS",
     "READ_ONLY_SERVER_TOOLS",
     "READ_ONLY_TOOLS",
     "SEED_TOOLS",
@@ -131,6 +132,10 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "unuse_notebook": ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
 }
 WORKSPACE_TOOLS = ("list_notebooks", "use_notebook", "unuse_notebook")
+#: Tools whose answers carry the session's notice (a notebook nbmcp created): those that show the notebook,
+#: where an empty one would otherwise read as "no cells" (issue 24). Answers that end with a cell's
+#: outputs are left as they are.
+NOTICE_TOOLS = ("get_notebook_info", "read_notebook", "read_all_cells", "use_notebook")
 ALL_TOOLS = tuple(TOOL_ANNOTATIONS)
 READ_ONLY_TOOLS = tuple(name for name, a in TOOL_ANNOTATIONS.items() if a.read_only_hint)
 #: Read-only tools that still run code in the kernel: --read-only starts no kernel, so it offers none.
@@ -194,7 +199,9 @@ class Toolbox:
     """The live view's address with its token (--view), for get_notebook_info to tell the person."""
 
     async def session(self, ctx: Context) -> NotebookSession:
-        return await self.get_session(ctx)
+        session = await self.get_session(ctx)
+        _call_session.set(session)  # for the note the wrapper adds to the answer
+        return session
 
     @property
     def answer_limit(self) -> int:
@@ -206,6 +213,8 @@ class Toolbox:
 
 
 _toolbox: contextvars.ContextVar[Toolbox] = contextvars.ContextVar("toolbox")
+#: The session the tool call being served works on, once the tool asked for it.
+_call_session: contextvars.ContextVar[NotebookSession | None] = contextvars.ContextVar("call_session", default=None)
 
 
 def toolbox() -> Toolbox:
@@ -255,10 +264,14 @@ def _guarded(name: str, fn: Callable[..., Awaitable[Any]], box: Toolbox, refusal
         box_token = _toolbox.set(box)
         ctx = kwargs.get("ctx")
         log_token = box.client_log.begin_call(ctx) if box.client_log is not None and ctx is not None else None
+        session_token = _call_session.set(None)
         try:
             if refusal is not None:
                 raise ToolDisabledError(name, refusal)
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
+            session = _call_session.get()
+            note = session.notice() if session is not None and name in NOTICE_TOOLS else ""
+            return with_note(result, note) if note and isinstance(result, CallToolResult) else result
         except NbmcpError as exc:
             raise ToolError(str(exc)) from exc
         except ToolError:
@@ -268,6 +281,7 @@ def _guarded(name: str, fn: Callable[..., Awaitable[Any]], box: Toolbox, refusal
             logger.error("%s failed", name, exc_info=True)
             raise ToolError(_unexpected(name, exc)) from exc
         finally:
+            _call_session.reset(session_token)
             _toolbox.reset(box_token)
             requested_notebook.reset(token)
             current_tool.reset(tool_token)
