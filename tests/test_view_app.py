@@ -143,6 +143,10 @@ async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path
         assert by_id is not None and "order" not in by_id and [c["id"] for c in by_id["cells"]] == [first["id"]]
 
 
+#: npm's download cache for the host's packages: in the checkout (git-ignored), never in the user's home.
+NPM_CACHE = HOST_DIR / ".npm-cache"
+
+
 def _run(*args: str, cwd: Path) -> None:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}"
@@ -155,7 +159,8 @@ def host_bundle(tmp_path: Path) -> Path:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is needed for the MCP Apps host test (Debian: apt-get install nodejs npm)")
     if not (HOST_DIR / "node_modules" / "@modelcontextprotocol" / "ext-apps").is_dir():
-        _run("npm", "ci", "--no-audit", "--no-fund", cwd=HOST_DIR)  # .ci/run does this beforehand
+        # .ci/run does this beforehand. npm's cache goes beside node_modules, not into ~/.npm.
+        _run("npm", "ci", "--no-audit", "--no-fund", "--cache", str(NPM_CACHE), cwd=HOST_DIR)
     bundle = tmp_path / "host.bundle.js"
     esbuild = HOST_DIR / "node_modules" / ".bin" / "esbuild"
     _run(
