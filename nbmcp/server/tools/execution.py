@@ -1,4 +1,10 @@
-"""Tools that run code: one cell, scratch code, or many cells in order."""
+"""Tools that run code: one cell, scratch code, or many cells in order.
+
+A cell that outlives `--max-wait` goes on in the background (`nbmcp.session.executions`) and the
+answer gives its `execution_id` for `wait_for_execution`. The MCP Tasks extension
+(`io.modelcontextprotocol/tasks`) would fit this, but is not served: the MCP SDK nbmcp is built on (2.3)
+has the hooks an extension needs and neither the implementation nor the wire types of that one.
+"""
 
 from __future__ import annotations
 
