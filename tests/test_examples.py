@@ -21,6 +21,7 @@ from nbmcp import __version__
 from nbmcp.cli.options import add_server_arguments, command_parser, settings_from_args
 from nbmcp.config import Settings
 from nbmcp.server.app import build_server
+from nbmcp.server.tools import ALL_TOOLS, READ_ONLY_SERVER_TOOLS
 
 from .conftest import read_nb, text_of
 
@@ -248,3 +249,19 @@ def test_quick_start_install_from_the_checkout_gives_a_working_command(tmp_path:
     package = Path(where.stdout.strip())
     assert package.is_relative_to(env_dir), package
     assert list((package / "view" / "static").glob("*.js"))
+
+
+def test_readme_names_every_tool_and_what_read_only_keeps() -> None:
+    text = README.read_text()
+    table = text[text.index("| tool | parameters | does |") : text.index("The seed deployment's names")]
+    rows = [line.split("|")[1] for line in table.splitlines()[2:] if line.startswith("|")]
+    in_table = {name for row in rows for name in re.findall(r"`(\w+)`", row)}
+    folder_tools = {"list_notebooks", "use_notebook", "unuse_notebook"}  # "Several notebooks in one server"
+    assert in_table == set(ALL_TOOLS) - folder_tools
+    section = text[text.index("## Several notebooks in one server") : text.index("## A notebook on a Jupyter server")]
+    assert all(f"`{name}" in section for name in folder_tools)
+    said = re.search(r"`--read-only` keeps (.+?)\.", text, flags=re.DOTALL)
+    assert said is not None
+    kept = {name for name in ALL_TOOLS if name.startswith("read_")} if "the `read_*` tools" in said[1] else set()
+    kept |= set(re.findall(r"`(\w+)`", said[1]))
+    assert kept == set(READ_ONLY_SERVER_TOOLS)
