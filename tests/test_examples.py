@@ -262,6 +262,19 @@ def test_readme_names_every_tool_and_what_read_only_keeps() -> None:
     assert all(f"`{name}" in section for name in folder_tools)
     said = re.search(r"`--read-only` keeps (.+?)\.", text, flags=re.DOTALL)
     assert said is not None
-    kept = {name for name in ALL_TOOLS if name.startswith("read_")} if "the `read_*` tools" in said[1] else set()
-    kept |= set(re.findall(r"`(\w+)`", said[1]))
+    words = " ".join(said[1].split())
+    kept = {name for name in ALL_TOOLS if name.startswith("read_")} if "the `read_*` tools" in words else set()
+    kept |= set(re.findall(r"`(\w+)`", words))
     assert kept == set(READ_ONLY_SERVER_TOOLS)
+
+
+# A kernel start and a few cells; slow on a loaded machine.
+@pytest.mark.timeout(300)
+def test_readme_python_api_example_runs(tmp_path: Path) -> None:
+    [example] = _readme_blocks("python")
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "2.8\n"  # as its comment says
+    cells = read_nb(tmp_path / "report.ipynb").cells
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
+    assert all(c.execution_count for c in cells[1:])  # run_all ran them again
