@@ -6,6 +6,11 @@ an error message or a log line, and `JupyterServer`'s repr leaves it out.
 
 HTTP goes through httpx2, which the MCP SDK already depends on: one API for the store's synchronous
 calls (it runs on worker threads, like the local store) and the kernel's asynchronous ones.
+
+Every request has a deadline (HTTP_TIMEOUT; the kernel's liveness checks and interrupts a shorter
+one, `nbmcp.kernels.remote.CONTROL_TIMEOUT`), so a server that stops answering without closing its
+connections (frozen, swapped out, a hung proxy) is reported by the running call at its timeout plus
+a few seconds, naming the server, and the next call reconnects.
 """
 
 from __future__ import annotations

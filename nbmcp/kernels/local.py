@@ -4,6 +4,13 @@ The kernel is started in the background when the notebook is opened, so editing 
 it and the first execution rarely does. Executions run one at a time through `Kernel.execute`; this
 module supplies how a local kernel is started, replaced and stopped, and how code reaches it and its
 messages come back (`_Run`).
+
+Stopping never waits behind running code: `restart_kernel` answers the running call at once (within
+`POLL_INTERVAL`) with its partial outputs and status `interrupted`, then the old kernel is
+interrupted, asked to quit and killed after RESTART_GRACE seconds, and a new one starts. An interrupt
+waits up to `INTERRUPT_GRACE` for the code to stop; a timeout that the code ignores that long
+restarts the kernel. A kernel that dies while idle shows as dead, and the next execution starts a new
+one with a note saying so. Its output channel never drops a message (`nbmcp.kernels.iopub`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ and every read stats first, so nbmcp never answers from a stale copy and never o
 made by an editor, git or another process. The pieces it uses live beside it: the bytes written
 (`encoder`) and read (`reader`), what we last saw of the file (`fingerprint`), the atomic save
 (`atomic`) and the allocator tuning for large files (`memory`).
+
+Just before the final rename the store looks once more (bytes included when the stat is racy) and, if
+an editor saved meanwhile, applies the edit again to the new content; on Linux the rename is a swap
+that notices a save landing after that look (`atomic`), so writers with different lock folders, or an
+editor that takes no lock, lose nothing (tested with 2 x 60 parallel appends). Only regular files are
+notebooks: a FIFO, device or folder is refused before it is opened. The lock is a file in a per-user
+folder (`lock_dir()`, `NBMCP_LOCK_DIR`), never beside the notebook, so another tool can cooperate by
+taking the same lock; one not had within LOCK_TIMEOUT seconds fails the edit with nothing changed.
 """
 
 from __future__ import annotations

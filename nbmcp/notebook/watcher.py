@@ -7,7 +7,23 @@ the stat of what it last read or wrote); when the stat alone cannot tell (a save
 timestamp tick keeps it), the bytes are compared with what nbmcp wrote, once that tick is over.
 
 The watcher makes nbmcp prompt; it does not make it correct: every tool call checks the file itself
-before it reads or writes (see `nbmcp.notebook.store`).
+before it reads or writes (see `nbmcp.notebook.store`). A client hears of a reload through the
+notebook's MCP resource (`file://...`, subscribed with `subscriptions/listen` from protocol 2026-07-28,
+`resources/subscribe` before) and, on older clients, the log message "notebook changed on disk, reloaded".
+
+What editors do when nbmcp saves (read in their source, not tried in a running editor; the README
+gives the user's side):
+
+- VS Code's notebook editor (`storedFileWorkingCopyManager.ts`, `storedFileWorkingCopy.ts` in
+  microsoft/vscode) reloads a notebook without unsaved changes when its file watcher reports the
+  change, and never reloads a dirty one ("never reload dirty working copies"): running or typing in a
+  cell makes it dirty, and saving then asks "The content of the file is newer", Overwrite or Revert.
+- JupyterLab 4.6.6 without collaboration (`@jupyterlab/docregistry` `context.ts`, the `docmanager`
+  extension) never reloads an open notebook; before it saves (autosave every 120 s by default) it
+  compares the file's hash or mtime with the version it loaded and asks Overwrite or Revert.
+- jupyter-collaboration (jupyter_server_ydoc 3.0.4, `loaders.py`, `rooms.py`) polls the file every
+  `file_poll_interval` (1 s) and loads it into the shared document when its mtime moves ("Out-of-band
+  changes. Overwriting the room."), so an edit typed in that second can be lost.
 """
 
 from __future__ import annotations

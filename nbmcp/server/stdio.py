@@ -4,6 +4,10 @@ The SDK reads stdin in an AnyIO worker thread that a cancellation must wait for:
 with stdin held open (a terminal, a client that stopped writing) logged "shutting down" and then
 waited for the next line, 34 s or forever (issue 24). Here a daemon thread reads stdin; shutting
 down stops listening to it, and the process exits without waiting for the thread.
+
+A client that closes stdin ends nbmcp within `nbmcp.server.app.STDIN_HANGUP_POLL` seconds, and requests
+still queued in the pipe are dropped, not applied: piping a file of requests into nbmcp and closing the
+pipe does not work; keep stdin open until the answers arrive.
 """
 
 from __future__ import annotations

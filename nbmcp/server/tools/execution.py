@@ -1,4 +1,13 @@
-"""Tools that run code: one cell, scratch code, or many cells in order."""
+"""Tools that run code: one cell, scratch code, or many cells in order.
+
+A cell that outlives `--max-wait` goes on in the background (`nbmcp.session.executions`) and the
+answer gives its `execution_id` for `wait_for_execution`. Cancelling the call that started it (before
+it answered) interrupts the kernel; after that the execution belongs to no call, and cancelling a
+`wait_for_execution` only ends that wait. A second execution while one runs is refused at once rather
+than queued: it would only sit behind a cell that may run for minutes. The MCP Tasks extension
+(`io.modelcontextprotocol/tasks`) would fit this, but is not served: the MCP SDK nbmcp is built on (2.3)
+has the hooks an extension needs and neither the implementation nor the wire types of that one.
+"""
 
 from __future__ import annotations
 
