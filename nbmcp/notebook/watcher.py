@@ -96,11 +96,13 @@ class NotebookWatcher:
             if not self.store.stat_changed():
                 # Our own save: its stat is the one the store remembers. Another program's save within
                 # the same timestamp tick could keep that stat too; the bytes tell, compared once the
-                # tick is surely over (so that a burst of edits is not slowed by comparisons).
+                # tick is surely over (so that a burst of edits is not slowed by comparisons). A look
+                # after the tick is over still compares them (changed_on_disk does, once, unless the
+                # stat was already trusted): under load the events of such a save reach us late, merged
+                # with those of our own write.
                 wait = self.store.racy_for()
-                if not wait:
-                    return False
-                await anyio.sleep(wait + 0.01)
+                if wait:
+                    await anyio.sleep(wait + 0.01)
             changed = await anyio.to_thread.run_sync(self.store.changed_on_disk)
             if not changed:
                 return False  # our own write, or a touch that changed nothing
