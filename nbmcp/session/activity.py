@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from ..kernels.outputs import OutputCollector
 
 __all__ = ["Activity", "RunningCell", "current_tool"]
 
@@ -25,8 +26,8 @@ class RunningCell:
     cell_id: str
     started: float
     """time.monotonic() at the start."""
-    collector: Any
-    """The execution's OutputCollector: `.outputs` so far and a `.version` that grows with each change."""
+    collector: OutputCollector
+    """The execution's outputs so far (`.outputs`), and a `.version` that grows with each change."""
     tool: str | None
 
     @property
@@ -45,7 +46,7 @@ class Activity:
     """The cell it ran, when known (edits are matched to cells by the view, which sees what changed)."""
     last_change: float = 0.0
     """time.monotonic() of that change."""
-    version: int = field(default=0)
+    version: int = 0
 
     def changed(self, cell_id: str | None = None) -> None:
         """The session changed the notebook (or ran `cell_id`) on behalf of the current tool."""
@@ -54,7 +55,7 @@ class Activity:
         self.last_change = time.monotonic()
         self.version += 1
 
-    def cell_started(self, cell_id: str, collector: Any) -> None:
+    def cell_started(self, cell_id: str, collector: OutputCollector) -> None:
         self.running = RunningCell(cell_id, time.monotonic(), collector, current_tool.get())
         self.changed(cell_id)
 
