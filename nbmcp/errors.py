@@ -142,14 +142,22 @@ class NotebookWriteError(NotebookError, OSError):
 class UndoConflictError(NotebookError, RuntimeError):
     """Undo would overwrite a change someone else made since nbmcp's change; nothing was written."""
 
-    def __init__(self, cell: str, reason: str, change: str = "") -> None:
+    def __init__(self, cell: str, reason: str, change: str = "", change_id: str = "") -> None:
         self.cell = cell
         self.reason = reason
         self.change = change
-        what = f" ({change})" if change else ""
+        self.change_id = change_id
+        what = f" change {change_id}" if change_id else ""
+        what += f" ({change})" if change else ""
         super().__init__(
             f"cannot undo{what}: {cell} {reason}. Undoing would overwrite that later change, so nothing "
             "was written; read the cell and change it by hand if needed"
+            + (
+                f". If the change no longer matters, forget it (change {change_id}) and older changes can "
+                "still be undone, each by its id"
+                if change_id
+                else ""
+            )
         )
 
 

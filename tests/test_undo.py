@@ -281,6 +281,122 @@ async def test_steps_beyond_the_journal_are_refused(session: NotebookSession, nb
         await session.history(limit=0)
 
 
+# -- undo by id: a change that no longer applies never blocks the older ones ---------------------------
+
+
+async def test_undo_by_id_while_the_newest_change_no_longer_applies(session: NotebookSession, nb_path: Path) -> None:
+    await session.overwrite_source(1, "x = 10")
+    await session.overwrite_source(3, "raw, edited")
+    # An editor deletes the cell the newest change touched.
+    nb = nbformat.read(nb_path, as_version=4)
+    del nb.cells[3]
+    nbformat.write(nb, nb_path)
+
+    newest, older = await session.history()
+    assert newest.stale is not None and "deleted since" in newest.stale
+    assert older.stale is None and len({newest.id, older.id}) == 2
+    with pytest.raises(UndoConflictError, match=f"change {newest.id}.*forget it"):
+        await session.undo()
+
+    result = await session.undo(change_id=older.id)
+
+    assert [c.id for c in result.undone] == [older.id] and result.remaining == 1
+    cells = _cells(nb_path)
+    assert cells[1]["source"] == "x = 1\nprint(x)" and len(cells) == 4  # the editor's deletion stays
+    assert [c.id for c in await session.history()] == [newest.id]
+    dropped = await session.forget_changes([newest.id[:4]])  # a unique start of an id is enough
+    assert [c.id for c in dropped] == [newest.id]
+    assert await session.history() == [] and _cells(nb_path) == cells
+
+
+async def test_history_marks_what_a_checkout_took_away(session: NotebookSession, nb_path: Path) -> None:
+    committed = nb_path.read_bytes()
+    await session.overwrite_source(1, "x = 10")
+    await session.edit_source(1, "10", "11")  # the older edit still applies once the newer is undone
+    await session.insert_cell(0, "markdown", "new intro")
+    marks = [(c.kind, c.stale is None) for c in await session.history()]
+    assert marks == [("insert", True), ("edit", True), ("overwrite", True)]
+
+    nb_path.write_bytes(committed)  # `git checkout notebook.ipynb`
+    changes = await session.history()
+
+    # Undoing the edit and the overwrite would overwrite the checked-out source; the inserted cell is gone.
+    assert all(c.stale for c in changes), changes
+    assert "no longer in the notebook" in changes[0].stale  # type: ignore[operator]
+    assert "changed since" in changes[1].stale  # type: ignore[operator]
+    assert nb_path.read_bytes() == committed  # looking changes nothing
+
+
+async def test_undo_by_id_leaves_newer_changes_to_other_cells(session: NotebookSession, nb_path: Path) -> None:
+    ref = await session.insert_cell(0, "markdown", "intro")
+    await session.overwrite_source(2, "x = 2")  # the old cell 1, pushed down by the insert
+    insert = (await session.history())[1]
+
+    await session.undo(change_id=insert.id)
+
+    cells = _cells(nb_path)
+    assert ref.id not in [c["id"] for c in cells] and cells[1]["source"] == "x = 2"
+    assert [c.kind for c in await session.history()] == ["overwrite"]
+
+
+async def test_change_ids_that_name_nothing_are_refused(session: NotebookSession, nb_path: Path) -> None:
+    await session.insert_cell(0, "markdown", "a")
+    (change,) = await session.history()
+    data = nb_path.read_bytes()
+    with pytest.raises(UsageError, match=f"no recorded change has the id 'zzzz'.*newest first: {change.id}"):
+        await session.undo(change_id="zzzz")
+    with pytest.raises(UsageError, match="not both"):
+        await session.undo(steps=2, change_id=change.id)
+    with pytest.raises(UsageError, match="no recorded change has the id ''"):
+        await session.forget_changes([""])
+    assert nb_path.read_bytes() == data and len(await session.history()) == 1
+
+
+def test_cli_undo_by_change_and_drop_stale(nb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _original(nb_path)
+    anyio.run(NotebookSession(nb_path).overwrite_source, 1, "x = 10")
+    anyio.run(NotebookSession(nb_path).overwrite_source, 4, "y = 20")
+    _external_edit(nb_path, 4, source="y = 99")  # the newest change no longer applies
+
+    assert cli("history", str(nb_path)) == 0
+    out = capsys.readouterr().out
+    assert "no longer applies: cell 4 (id " in out and "--drop-stale" in out, out
+    older = Journal(nb_path).entries()[0].id
+    assert f"  2  {older}  " in out
+
+    assert cli("undo", str(nb_path), "--change", older) == 0
+    assert "Took back 1 change(s)" in capsys.readouterr().out
+    assert _cells(nb_path)[1] == before[1]
+    assert cli("history", str(nb_path), "--drop-stale") == 0 and "Forgot 1 change(s)" in capsys.readouterr().out
+    assert cli("history", str(nb_path)) == 0 and "No recorded change" in capsys.readouterr().out
+    assert _cells(nb_path)[4]["source"] == "y = 99"
+
+
+async def test_undo_tool_by_change_id_and_drop(nb_path: Path) -> None:
+    _original(nb_path)
+    server = build_server(Settings(path=nb_path, timeout=60, watch=False))
+    async with Client(server) as client:
+        for args in ({"cell_index": 1, "cell_source": "x = 10"}, {"cell_index": 3, "cell_source": "raw, edited"}):
+            r = await client.call_tool("overwrite_cell_source", args)
+            assert not r.is_error, text_of(r)
+        nb = nbformat.read(nb_path, as_version=4)
+        del nb.cells[3]
+        nbformat.write(nb, nb_path)
+        newest, older = (e.id for e in reversed(Journal(nb_path).entries()))
+
+        listed = text_of(await client.call_tool("list_changes", {}))
+        assert f"1. [{newest}]" in listed and "(no longer applies: cell id" in listed
+        refused = await client.call_tool("undo", {})
+        assert refused.is_error and f"change {newest}" in text_of(refused)
+        r = await client.call_tool("undo", {"change_id": older})
+        assert not r.is_error and f"[{older}]" in text_of(r) and "1 other change(s)" in text_of(r), text_of(r)
+        r = await client.call_tool("undo", {"drop": True})
+        assert r.is_error and "drop=True needs change_id" in text_of(r)
+        r = await client.call_tool("undo", {"change_id": newest, "drop": True})
+        assert not r.is_error and f"Forgot change {newest}" in text_of(r) and "0 recorded" in text_of(r)
+    assert Journal(nb_path).entries() == []
+
+
 # -- the journal: where it lives, its bounds, torn lines ----------------------------------------------
 
 
@@ -469,7 +585,7 @@ def test_cli_undo_refuses_over_an_external_change(nb_path: Path, capsys: pytest.
     assert cli("undo", str(nb_path)) == 1
 
     err = capsys.readouterr().err
-    assert "cannot undo" in err and "cell 1" in err and "--clear" in err
+    assert "cannot undo" in err and "cell 1" in err and f"nbmcp history {nb_path} --drop " in err
     assert nb_path.read_bytes() == data
     assert cli("history", str(nb_path), "--clear") == 0 and "Forgot 1" in capsys.readouterr().out
     assert cli("history", str(nb_path)) == 0 and "No recorded change" in capsys.readouterr().out
@@ -493,6 +609,11 @@ def test_entries_round_trip_and_unknown_versions_are_barriers() -> None:
     entry = journal.Entry("overwrite", "overwrote", {"cell_id": "a", "index": 0, "before": "x", "after": "y"})
     line = entry.to_line(Path("/nb.ipynb"))
     assert journal.Entry.from_line(line.rstrip(b"\n")) == entry
+    # A line from before changes had ids gets one from its bytes, the same on every read.
+    old = json.loads(line)
+    del old["id"]
+    old_line = json.dumps(old).encode()
+    assert journal.Entry.from_line(old_line).id == journal.Entry.from_line(old_line).id != entry.id
     future = json.loads(line)
     future["v"] = 99
     assert journal.Entry.from_line(json.dumps(future).encode()).kind == BARRIER

@@ -1,4 +1,4 @@
-"""`nbmcp history PATH` and `nbmcp undo PATH [--steps N]`: the undo journal from a terminal (issue 15).
+"""`nbmcp history PATH` and `nbmcp undo PATH [--steps N | --change ID]`: the undo journal from a terminal.
 
 They read and change the journal every nbmcp process on the notebook shares, under the notebook's
 lock, so they work while an MCP server has the notebook open (the server sees the undo as a change
@@ -52,20 +52,36 @@ def _open(parser: argparse.ArgumentParser, value: str, count: int, flag: str) ->
 
 
 def _line(change: Change) -> str:
-    return f"{change.step:>3}  {change.time.replace('T', ' ').rstrip('Z')} UTC  {change.summary}"
+    when = change.time.replace("T", " ").rstrip("Z")
+    line = f"{change.step:>3}  {change.id}  {when} UTC  {change.summary}"
+    return line + (f"\n       ^ no longer applies: {change.stale}" if change.stale else "")
 
 
 def history_cli(*args: str) -> int:
-    """`nbmcp history PATH [--limit N] [--clear]`; returns the exit code."""
+    """`nbmcp history PATH [--limit N] [--clear | --drop ID ... | --drop-stale]`; returns the exit code."""
     p = _journal_parser(
         "nbmcp history",
-        "List the changes nbmcp made to a notebook, newest first (step 1); "
-        "`nbmcp undo PATH --steps N` takes back steps 1 to N.",
+        "List the changes nbmcp made to a notebook, newest first (step 1), each with its id; "
+        "`nbmcp undo PATH --steps N` takes back steps 1 to N, `nbmcp undo PATH --change ID` one change.",
     )
     p.add_argument(
         "--limit", metavar="N", type=int, default=HISTORY_LIMIT, help="list at most N (default: %(default)s)"
     )
-    p.add_argument("--clear", action="store_true", help="forget every recorded change (the notebook is not touched)")
+    forget = p.add_mutually_exclusive_group()
+    forget.add_argument(
+        "--clear", action="store_true", help="forget every recorded change (the notebook is not touched)"
+    )
+    forget.add_argument(
+        "--drop",
+        metavar="ID",
+        action="append",
+        help="forget the change with this id, keeping the others (repeatable; the notebook is not touched)",
+    )
+    forget.add_argument(
+        "--drop-stale",
+        action="store_true",
+        help="forget every change marked 'no longer applies' (e.g. after git checkout)",
+    )
     ns = p.parse_args(args)
     session = _open(p, ns.path, ns.limit, "--limit")
     try:
@@ -74,6 +90,16 @@ def history_cli(*args: str) -> int:
             print(f"Forgot {n} recorded change(s) to {session.path}.")
             return 0
         changes = anyio.run(session.history)
+        if ns.drop or ns.drop_stale:
+            ids = ns.drop or [c.id for c in changes if c.stale]
+            if not ids:
+                print(f"No recorded change to {session.path} is stale; nothing forgotten.")
+                return 0
+            dropped = anyio.run(session.forget_changes, ids)
+            print(f"Forgot {len(dropped)} change(s) to {session.path} (the notebook was not touched):")
+            for change in dropped:
+                print(_line(change))
+            return 0
     except NbmcpError as exc:
         print(f"nbmcp history: error: {exc}", file=sys.stderr)
         return 1
@@ -85,25 +111,37 @@ def history_cli(*args: str) -> int:
         print(_line(change))
     if len(changes) > ns.limit:
         print(f"... and {len(changes) - ns.limit} older (--limit {len(changes)} lists them all)")
+    if any(c.stale for c in changes):
+        print(f"(`nbmcp history {session.path} --drop-stale` forgets the changes that no longer apply)")
     print(f"(journal: {Journal(session.path).path})")
     return 0
 
 
 def undo_cli(*args: str) -> int:
-    """`nbmcp undo PATH [--steps N]`; returns the exit code (1: refused, nothing written)."""
+    """`nbmcp undo PATH [--steps N | --change ID]`; returns the exit code (1: refused, nothing written)."""
     p = _journal_parser(
         "nbmcp undo",
-        "Take back the last N changes nbmcp made to a notebook (newest first, in one write). "
-        "It refuses, writing nothing, if a cell it would restore was changed since by someone else.",
+        "Take back the last N changes nbmcp made to a notebook (newest first, in one write), or the one "
+        "change --change names (like git revert). It refuses, writing nothing, if a cell it would restore "
+        "was changed since by someone else.",
     )
-    p.add_argument("--steps", metavar="N", type=int, default=1, help="how many changes (default: %(default)s)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--steps", metavar="N", type=int, default=1, help="how many changes (default: %(default)s)")
+    which.add_argument(
+        "--change", metavar="ID", help="take back only the change with this id (`nbmcp history` lists them)"
+    )
     ns = p.parse_args(args)
     session = _open(p, ns.path, ns.steps, "--steps")
     try:
-        result = anyio.run(session.undo, ns.steps)
+        result = anyio.run(session.undo, ns.steps, ns.change)
     except UndoConflictError as exc:
         print(f"nbmcp undo: {exc}", file=sys.stderr)
-        print(f"(`nbmcp history {ns.path} --clear` forgets the recorded changes.)", file=sys.stderr)
+        if exc.change_id:
+            print(
+                f"(`nbmcp history {ns.path} --drop {exc.change_id}` forgets this change; "
+                f"`nbmcp undo {ns.path} --change ID` takes back an older one.)",
+                file=sys.stderr,
+            )
         return 1
     except NbmcpError as exc:
         print(f"nbmcp undo: error: {exc}", file=sys.stderr)
@@ -111,5 +149,8 @@ def undo_cli(*args: str) -> int:
     print(f"Took back {len(result.undone)} change(s) to {session.path}:")
     for change in result.undone:
         print(_line(change))
-    print(f"The notebook has {result.total_cells} cells; {result.remaining} older change(s) can still be undone.")
+    which_left = "other" if ns.change else "older"
+    print(
+        f"The notebook has {result.total_cells} cells; {result.remaining} {which_left} change(s) can still be undone."
+    )
     return 0

@@ -25,8 +25,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
     "Entry",
     "Journal",
     "clear_outputs_entry",
+    "conflicts",
     "delete_entry",
     "insert_entry",
     "invert",
@@ -83,6 +86,10 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _new_id() -> str:
+    return secrets.token_hex(4)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One change nbmcp made to a notebook: its kind, a line for people, and what inverts it."""
@@ -93,6 +100,8 @@ class Entry:
     data: dict[str, Any]
     time: str = field(default_factory=_now)
     """When it was made, ISO 8601 UTC."""
+    id: str = field(default_factory=_new_id)
+    """The change's id (8 hex digits): `undo` and `nbmcp undo --change` take back that one change."""
 
     def cell_ids(self) -> list[str]:
         """The ids of the cells the change touched."""
@@ -105,20 +114,25 @@ class Entry:
         return []
 
     def to_line(self, notebook: Path) -> bytes:
-        record = {"v": _VERSION, "kind": self.kind, "time": self.time, "summary": self.summary}
+        record = {"v": _VERSION, "id": self.id, "kind": self.kind, "time": self.time, "summary": self.summary}
         record |= {"notebook": str(notebook), "data": self.data}
         return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
     @classmethod
     def from_line(cls, line: bytes) -> Entry:
-        """The entry a journal line holds; a barrier when the line cannot be read (a torn write)."""
+        """The entry a journal line holds; a barrier when the line cannot be read (a torn write).
+
+        A line written before changes had ids gets one made from its bytes, the same on every read.
+        """
+        line_id = hashlib.sha256(line).hexdigest()[:8]
         try:
             record = json.loads(line)
             if record.get("v") != _VERSION:
                 raise ValueError(f"journal format {record.get('v')!r}")
-            return cls(str(record["kind"]), str(record["summary"]), dict(record["data"]), str(record["time"]))
+            kind, summary, data, when = record["kind"], record["summary"], record["data"], record["time"]
+            return cls(str(kind), str(summary), dict(data), str(when), str(record.get("id") or line_id))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return barrier(f"an unreadable journal line ({exc})")
+            return barrier(f"an unreadable journal line ({exc})", line_id)
 
 
 def _complete_lines(data: bytes) -> list[bytes]:
@@ -132,9 +146,9 @@ def _complete_lines(data: bytes) -> list[bytes]:
     return [piece + b"\n" for piece in pieces if piece.strip()]
 
 
-def barrier(why: str) -> Entry:
+def barrier(why: str, entry_id: str | None = None) -> Entry:
     """An entry undo stops at: a change that happened but could not be recorded."""
-    return Entry(BARRIER, f"not recorded: {why}; undo cannot go past this change", {})
+    return Entry(BARRIER, f"not recorded: {why}; undo cannot go past this change", {}, id=entry_id or _new_id())
 
 
 class Journal:
@@ -188,6 +202,14 @@ class Journal:
         """Forget the `n` newest changes (they were undone)."""
         lines = _complete_lines(self.path.read_bytes())
         self._replace(b"".join(lines[: max(len(lines) - n, 0)]))
+
+    def drop(self, ids: Collection[str]) -> int:
+        """Forget the changes with these ids (undone one by one, or no longer applying); returns how many."""
+        lines = _complete_lines(self.path.read_bytes()) if self.path.exists() else []
+        keep = [line for line in lines if Entry.from_line(line).id not in ids]
+        if len(keep) != len(lines):
+            self._replace(b"".join(keep))
+        return len(lines) - len(keep)
 
     def clear(self) -> int:
         """Forget every change; returns how many there were."""
@@ -345,7 +367,30 @@ def invert(nb: NotebookNode, entry: Entry) -> None:
     try:
         _invert(nb, entry)
     except UndoConflictError as exc:
-        raise UndoConflictError(exc.cell, exc.reason, change=entry.summary) from None
+        raise UndoConflictError(exc.cell, exc.reason, change=entry.summary, change_id=entry.id) from None
+
+
+def conflicts(nb: NotebookNode, entries: list[Entry]) -> dict[str, UndoConflictError]:
+    """The changes among `entries` (oldest first) that undo can no longer take back, by id, with why.
+
+    Newest first, each change is tried on a scratch copy of `nb` as undo would try it, after taking
+    back the newer ones that still apply: a change whose cells were edited by a later nbmcp change is
+    not stale (undoing both works), one whose cell was deleted in an editor or lost to a `git
+    checkout` is. `nb` is not changed.
+    """
+    # Undo replaces whole keys of a cell (source, outputs) or whole cells in the list, so a copy of
+    # the list and of each cell's top-level dict is enough to keep `nb` as it is.
+    scratch = nbformat.NotebookNode(nb)
+    scratch["cells"] = [nbformat.NotebookNode(cell) for cell in nb.cells]
+    stale: dict[str, UndoConflictError] = {}
+    for entry in reversed(entries):
+        if entry.kind == BARRIER:
+            continue
+        try:
+            invert(scratch, entry)
+        except UndoConflictError as exc:
+            stale[entry.id] = exc
+    return stale
 
 
 def _invert(nb: NotebookNode, entry: Entry) -> None:

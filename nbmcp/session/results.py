@@ -207,6 +207,10 @@ class Change:
     """When nbmcp made it (ISO 8601, UTC)."""
     summary: str
     cell_ids: tuple[str, ...]
+    id: str = ""
+    """The change's id: `undo(change_id=...)` takes back that one change."""
+    stale: str | None = None
+    """Why undo can no longer take this change back (its cell was deleted or changed since), else None."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +224,8 @@ class UndoResult:
     """Cells in the notebook after the undo."""
 
 
-def change_of(step: int, entry: Entry) -> Change:
-    return Change(step, entry.kind, entry.time, entry.summary, tuple(entry.cell_ids()))
+def change_of(step: int, entry: Entry, stale: str | None = None) -> Change:
+    return Change(step, entry.kind, entry.time, entry.summary, tuple(entry.cell_ids()), entry.id, stale)
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,7 @@ class NotebookSession:
     history = delegate("changes", History.history)
     undo = delegate("changes", History.undo)
     clear_history = delegate("changes", History.clear_history)
+    forget_changes = delegate("changes", History.forget_changes)
 
     # -- execution (Executions) -------------------------------------------------------------------
 
