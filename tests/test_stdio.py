@@ -53,8 +53,14 @@ class RawStdio:
         self.lines: list[bytes] = []
         self._id = 0
 
-    def send(self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False) -> int:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False
+    ) -> int:
+        msg: dict[str, Any] = {
+            "jsonrpc": "2.0",
+            "method": method,
+            "params": params or {},
+        }
         if not notify:
             self._id += 1
             msg["id"] = self._id
@@ -67,7 +73,11 @@ class RawStdio:
         """`initialize` (its answer is returned), then `notifications/initialized`."""
         rid = self.send(
             "initialize",
-            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"},
+            },
         )
         answer = self.response(rid)
         self.send("notifications/initialized", notify=True)
@@ -79,7 +89,9 @@ class RawStdio:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise AssertionError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                raise AssertionError(
+                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
+                )
             self.lines.append(line)
             msg = json.loads(line)
             if msg.get("id") == request_id:
@@ -98,11 +110,19 @@ class RawStdio:
 
 
 @pytest.mark.timeout(120)
-def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Path) -> None:
+def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(
+    nb_path: Path,
+) -> None:
     server = RawStdio(nb_path)
     try:
         assert server.handshake()["result"]["serverInfo"]["name"] == "nbmcp"
-        rid = server.send("tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": NOISY_CELL}})
+        rid = server.send(
+            "tools/call",
+            {
+                "name": "append_execute_code_cell",
+                "arguments": {"cell_source": NOISY_CELL},
+            },
+        )
         result = server.response(rid)["result"]
         text = "\n".join(c.get("text", "") for c in result["content"])
         assert "printed by the cell" in text and "42" in text
@@ -122,13 +142,19 @@ def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(nb_path: Pat
 @pytest.mark.anyio
 @pytest.mark.timeout(120)
 async def test_official_client_over_a_real_stdio_subprocess(nb_path: Path) -> None:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(nb_path)], env=_env())
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "nbmcp", str(nb_path)], env=_env()
+    )
     async with Client(params) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert "append_execute_code_cell" in tools
-        r = await client.call_tool("append_execute_code_cell", {"cell_source": "import os; os.getcwd()"})
+        r = await client.call_tool(
+            "append_execute_code_cell", {"cell_source": "import os; os.getcwd()"}
+        )
         assert not r.is_error
-        assert str(nb_path.parent) in text_of(r)  # the kernel runs in the notebook's folder
+        assert str(nb_path.parent) in text_of(
+            r
+        )  # the kernel runs in the notebook's folder
     assert read_nb(nb_path).cells[0].execution_count == 1
 
 
@@ -140,7 +166,14 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli("--help")
     help_text = capsys.readouterr().out
-    for words in ("MCP client", "--kernel", "--timeout", "--log-level", "--transport", "created"):
+    for words in (
+        "MCP client",
+        "--kernel",
+        "--timeout",
+        "--log-level",
+        "--transport",
+        "created",
+    ):
         assert words in help_text
 
 
@@ -172,7 +205,10 @@ def test_unusable_paths_are_refused(
 def test_run_by_hand_on_a_terminal_says_what_it_waits_for(nb_path: Path) -> None:
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbmcp", str(nb_path)], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "nbmcp", str(nb_path)],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     os.close(terminal)
     try:
@@ -197,7 +233,11 @@ def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
     server = RawStdio(nb_path)
     server.handshake()
     rid = server.send(
-        "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
+        "tools/call",
+        {
+            "name": "append_execute_code_cell",
+            "arguments": {"cell_source": "import os; os.getpid()"},
+        },
     )
     text = server.response(rid)["result"]["content"][-1]["text"]
     kernel_pid = int(text.split()[-1])
@@ -216,24 +256,36 @@ SIGNAL_EXIT_SECONDS = 2.0
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, signum: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(
+    nb_path: Path, signum: signal.Signals
+) -> None:
     # Ctrl+C on a terminal used to log "shutting down" and then wait for stdin's next line (issue 24):
     # here stdin stays open and silent, as a terminal or a client that stopped writing leaves it.
     server = RawStdio(nb_path)
     try:
         server.handshake()
         rid = server.send(
-            "tools/call", {"name": "append_execute_code_cell", "arguments": {"cell_source": "import os; os.getpid()"}}
+            "tools/call",
+            {
+                "name": "append_execute_code_cell",
+                "arguments": {"cell_source": "import os; os.getpid()"},
+            },
         )
-        kernel_pid = int(server.response(rid)["result"]["content"][-1]["text"].split()[-1])
+        kernel_pid = int(
+            server.response(rid)["result"]["content"][-1]["text"].split()[-1]
+        )
         assert kernel_pid in child_pids(server.proc.pid)
         started = time.monotonic()
         server.proc.send_signal(signum)
         try:
             server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{signum.name} did not end the server while stdin stayed open") from None
+            raise AssertionError(
+                f"{signum.name} did not end the server while stdin stayed open"
+            ) from None
         took = time.monotonic() - started
         assert server.proc.stderr is not None
         stderr = server.proc.stderr.read().decode()
@@ -244,7 +296,9 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, si
             assert pipe is not None
             pipe.close()
         server.proc.wait()
-    assert took < SIGNAL_EXIT_SECONDS, f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
+    assert took < SIGNAL_EXIT_SECONDS, (
+        f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
+    )
     assert "Traceback" not in stderr, stderr
     assert f"received {signum.name}; shutting down" in stderr
     assert not child_pids(server.proc.pid)
@@ -254,13 +308,20 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, si
     assert not process_exists(kernel_pid), "the kernel outlived the server"
 
 
-def test_a_bad_flag_is_one_line_and_where_help_is(nb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_flag_is_one_line_and_where_help_is(
+    nb_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Issue 24: the useful line used to come after nine lines of usage.
-    for args, prog in [((str(nb_path), "--bogus"), "nbmcp"), (("exec", str(nb_path), "--bogus"), "nbmcp exec")]:
+    for args, prog in [
+        ((str(nb_path), "--bogus"), "nbmcp"),
+        (("exec", str(nb_path), "--bogus"), "nbmcp exec"),
+    ]:
         with pytest.raises(SystemExit) as exc:
             cli(*args)
         assert exc.value.code == 2
-        assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: --bogus\nsee {prog} --help\n")
+        assert capsys.readouterr().err == (
+            f"{prog}: error: unrecognized arguments: --bogus\nsee {prog} --help\n"
+        )
 
 
 def test_python_given_an_environment_folder_names_its_interpreter(
@@ -270,14 +331,25 @@ def test_python_given_an_environment_folder_names_its_interpreter(
     make_venv(venv, ipykernel=False)
     assert cli(str(tmp_path / "work" / "nb.ipynb"), "--python", str(venv)) == 2
     err = capsys.readouterr().err
-    assert f"--python {venv} is a folder (an environment); give its interpreter: --python {venv}/bin/python" in err
+    assert (
+        f"--python {venv} is a folder (an environment); give its interpreter: --python {venv}/bin/python"
+        in err
+    )
 
 
 @pytest.mark.timeout(150)
 def test_doctor_json_into_a_closed_pipe_ends_without_a_traceback(nb_path: Path) -> None:
     # `nbmcp doctor --json | head -1`: the reader leaves before the report is written.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbmcp", "doctor", "--json", "--read-only", str(nb_path)],
+        [
+            sys.executable,
+            "-m",
+            "nbmcp",
+            "doctor",
+            "--json",
+            "--read-only",
+            str(nb_path),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
@@ -297,7 +369,12 @@ def test_running_a_cell_writes_nothing_to_home(tmp_path: Path) -> None:
     home.mkdir()
     (home / "kept.txt").write_text("mine")
     nb = tmp_path / "work" / "nb.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]), nb)
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]
+        ),
+        nb,
+    )
     before = sorted(p.relative_to(home) for p in home.rglob("*"))
     done = subprocess.run(
         [sys.executable, "-m", "nbmcp", "exec", str(nb), "--timeout", "60"],
@@ -308,3 +385,50 @@ def test_running_a_cell_writes_nothing_to_home(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert read_nb(nb).cells[0].outputs[0].text.strip().isdigit()  # the cell ran
     assert sorted(p.relative_to(home) for p in home.rglob("*")) == before
+
+
+async def _kernel_ready(session: Any) -> None:
+    """Until the session's kernel is started and idle (polled: the session has no event for it)."""
+    import anyio
+
+    for _ in iter(int, 1):
+        if session.kernel is not None and session.kernel.state.value == "idle":
+            return
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_over_stdio_the_kernel_starts_once_the_client_has_its_tools(
+    nb_path: Path,
+) -> None:
+    # Starting a kernel loads jupyter_client and zmq, which held up `tools/list` by tens of
+    # milliseconds while clients such as Codex give a server about a second (issue 23).
+    import anyio
+
+    from nbmcp.config import Settings
+    from nbmcp.server.app import SETTLE_WAIT, create_server
+
+    nbformat.write(nbformat.v4.new_notebook(), nb_path)
+    for lists_tools in (True, False):
+        server, workspace = create_server(
+            Settings(path=nb_path, timeout=60, watch=False)
+        )
+        assert workspace.default is not None
+        session = workspace.default.session
+        async with Client(server) as client:
+            await anyio.sleep(SETTLE_WAIT / 5)
+            assert session.kernel is None, (
+                "the kernel started before the client listed the tools"
+            )
+            started = time.monotonic()
+            if lists_tools:
+                assert any(
+                    t.name == "execute_code" for t in (await client.list_tools()).tools
+                )
+            with anyio.fail_after(60):
+                await _kernel_ready(session)
+            waited = time.monotonic() - started
+            # Without a tools/list it starts anyway, SETTLE_WAIT after the server did.
+            assert lists_tools or waited >= SETTLE_WAIT * 0.8 - SETTLE_WAIT / 5
+            r = await client.call_tool("execute_code", {"code": "print(6 * 7)"})
+            assert "42" in text_of(r)

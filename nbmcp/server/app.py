@@ -74,10 +74,14 @@ its notebook outright.
 #: Notebooks list_notebooks reports at most (a huge folder tree is cut, with a note).
 MAX_LISTED_NOTEBOOKS = 1000
 #: Folders list_notebooks does not descend into (besides hidden ones).
-_SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"})
+_SKIPPED_DIRS = frozenset(
+    {"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"}
+)
 
 
-def make_session(settings: Settings, local_store: LocalStore | None = None) -> NotebookSession:
+def make_session(
+    settings: Settings, local_store: LocalStore | None = None
+) -> NotebookSession:
     """The session for `settings`: the one place where local or remote notebook and kernel are chosen.
 
     `local_store`: the local notebook's store when the caller has already read it (parsed once).
@@ -90,11 +94,16 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
         from ..kernels.remote import RemoteKernel
         from ..notebook.contents import ContentsStore
     if settings.document_url:
-        store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
+        store = ContentsStore(
+            JupyterServer(settings.document_url, settings.document_token),
+            settings.path.as_posix(),
+        )
     if settings.runtime_url:
         server = JupyterServer(settings.runtime_url, settings.runtime_token)
         # The session on the runtime server is named after the notebook's path there (or its file name).
-        session_path = settings.path.as_posix() if settings.document_url else settings.path.name
+        session_path = (
+            settings.path.as_posix() if settings.document_url else settings.path.name
+        )
 
         def remote_kernel(nb: NotebookNode) -> Kernel:
             return RemoteKernel(
@@ -102,7 +111,8 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
                 session_path,
                 kernel_id=settings.runtime_id,
                 start_new=settings.start_new_runtime,
-                kernel_name=settings.kernel or nb.metadata.get("kernelspec", {}).get("name"),
+                kernel_name=settings.kernel
+                or nb.metadata.get("kernelspec", {}).get("name"),
             )
 
         kernel_factory = remote_kernel
@@ -116,7 +126,11 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
                 notebook_kernel=nb.metadata.get("kernelspec", {}).get("name"),
                 notebook_dir=Path.cwd(),
             )
-            logger.info("notebook %s: kernel %s", store.path if store else settings.path, choice.describe())
+            logger.info(
+                "notebook %s: kernel %s",
+                store.path if store else settings.path,
+                choice.describe(),
+            )
             return LocalKernel(choice, Path.cwd())
 
         kernel_factory = local_kernel
@@ -134,11 +148,21 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
 class NotebookHost:
     """The server-side state of one open notebook: its session, its watcher and who to tell of changes."""
 
-    def __init__(self, session: NotebookSession, bus: InMemorySubscriptionBus, *, watch: bool = True) -> None:
+    def __init__(
+        self,
+        session: NotebookSession,
+        bus: InMemorySubscriptionBus,
+        *,
+        watch: bool = True,
+    ) -> None:
         self.session = session
         self.watch = watch
         # A notebook on a Jupyter server is named by its Contents-API URL; a local one by its file URI.
-        self.uri = session.store.path if isinstance(session.store.path, str) else session.path.as_uri()
+        self.uri = (
+            session.store.path
+            if isinstance(session.store.path, str)
+            else session.path.as_uri()
+        )
         #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
         self.bus = bus
         self._subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -160,11 +184,15 @@ class NotebookHost:
         with anyio.CancelScope() as self._watch_scope:
             assert isinstance(self.session.store, LocalStore)
             try:
-                await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
+                await NotebookWatcher(self.session.store, self.on_external_change).run(
+                    ready=self.watcher_ready
+                )
             except Exception:
                 # Watching only makes nbmcp prompt: a failure in it must not end the server, whose
                 # tool calls still check the file themselves before each read and write.
-                logger.exception("stopped watching %s for changes by others", self.session.path)
+                logger.exception(
+                    "stopped watching %s for changes by others", self.session.path
+                )
 
     async def close(self) -> None:
         """Stop watching and shut the kernel down."""
@@ -198,8 +226,12 @@ class NotebookHost:
         if session.kernel is not None:
             entry["kernel"] = session.kernel.state.value
         try:
-            entry["cells"] = len((await anyio.to_thread.run_sync(session.store.read)).cells)
-        except Exception as exc:  # the health check must answer even when the notebook is broken
+            entry["cells"] = len(
+                (await anyio.to_thread.run_sync(session.store.read)).cells
+            )
+        except (
+            Exception
+        ) as exc:  # the health check must answer even when the notebook is broken
             entry["error"] = type(exc).__name__
         return entry
 
@@ -233,7 +265,9 @@ class Workspace:
     kernel, started when the notebook is first used; unuse_notebook shuts an idle one down.
     """
 
-    def __init__(self, settings: Settings, session: NotebookSession | None = None) -> None:
+    def __init__(
+        self, settings: Settings, session: NotebookSession | None = None
+    ) -> None:
         self.settings = settings
         path = settings.path
         self.root = path if path.is_dir() else path.parent
@@ -245,7 +279,9 @@ class Workspace:
         self.single = bool(settings.document_url) or not path.is_dir()
         if self.single:
             watch = settings.watch and not settings.document_url
-            self.default = NotebookHost(session or make_session(settings), self.bus, watch=watch)
+            self.default = NotebookHost(
+                session or make_session(settings), self.bus, watch=watch
+            )
             self.hosts[self.default.session.path] = self.default
         self._active: dict[Any, Path] = {}
         self._tg: TaskGroup | None = None
@@ -256,6 +292,10 @@ class Workspace:
         self._server: MCPServer | None = None
         #: nbmcp's log records as MCP log messages (the logging capability).
         self.client_log = ClientLog()
+        #: Set once the client has its tool list (stdio): the default notebook's kernel starts then.
+        self.settled = anyio.Event()
+        if settings.transport != "stdio":
+            self.settled.set()  # an HTTP server starts before any client: its kernel starts at once
 
     def _new_session(self, path: Path) -> NotebookSession:
         # Folder mode is local only, so this is make_session's local case for another notebook.
@@ -282,6 +322,12 @@ class Workspace:
                 self._tg = None
 
     async def _open_default(self, host: NotebookHost) -> None:
+        # Over stdio the kernel starts once the client has its tool list, or SETTLE_WAIT after the
+        # server started: starting it loads jupyter_client and zmq, which would otherwise hold up the
+        # answers to `initialize` and `tools/list` by tens of milliseconds, and some clients give a
+        # server only about a second to list its tools. A tool call before then opens the notebook itself.
+        with anyio.move_on_after(SETTLE_WAIT):
+            await self.settled.wait()
         try:
             await self.open(host.session.path)
         except Exception as exc:
@@ -305,9 +351,13 @@ class Workspace:
                     "use_notebook(path, create=True) creates one"
                 )
             if not await anyio.Path(path.parent).is_dir():
-                raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
+                raise UsageError(
+                    f"folder {relative_name(self.root, path.parent)} does not exist"
+                )
             # Made outside the lock (a store resolves its path); dropped if another call got there first.
-            candidate = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
+            candidate = NotebookHost(
+                self._new_session(path), self.bus, watch=self.settings.watch
+            )
             async with self._lock:
                 host = self.hosts.get(path) or self._opening.get(path)
                 if host is None:
@@ -351,7 +401,9 @@ class Workspace:
                 )
             host = self.default
             if host.session.kernel is None:
-                host = await self.open(host.session.path)  # still being opened: wait for it
+                host = await self.open(
+                    host.session.path
+                )  # still being opened: wait for it
         elif requested:
             host = await self.open(self.resolve(requested))
         else:
@@ -386,13 +438,19 @@ class Workspace:
 
     def active_path(self, ctx: Context) -> Path | None:
         path = self._active.get(_client_key(ctx))
-        return path if path is not None else (self.default.session.path if self.default else None)
+        return (
+            path
+            if path is not None
+            else (self.default.session.path if self.default else None)
+        )
 
     def list_paths(self) -> tuple[list[Path], bool]:
         """Notebooks under the root (hidden folders, checkpoints and environments skipped), capped."""
         found: list[Path] = []
         for folder, dirs, files in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS
+            )
             for name in sorted(files):
                 if name.endswith(".ipynb") and not name.startswith("."):
                     found.append(Path(folder) / name)
@@ -401,7 +459,10 @@ class Workspace:
         return found, False
 
     async def health(self) -> dict[str, Any]:
-        return {"root": str(self.root), "notebooks": [await h.health() for h in list(self.hosts.values())]}
+        return {
+            "root": str(self.root),
+            "notebooks": [await h.health() for h in list(self.hosts.values())],
+        }
 
     def _register_resource(self, host: NotebookHost) -> None:
         if self._server is None:
@@ -435,7 +496,9 @@ class Workspace:
                 host.subscribe(connection, True)
             return EmptyResult()
 
-        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        async def unsubscribe(
+            ctx: Any, params: UnsubscribeRequestParams
+        ) -> EmptyResult:
             host, connection = host_of(params.uri), _connection(ctx.session)
             if host is not None and connection is not None:
                 host.subscribe(connection, False)
@@ -444,23 +507,32 @@ class Workspace:
         # MCPServer has no decorator for the handshake-era resources/subscribe: register it on the
         # low-level server (2026-07-28 clients use subscriptions/listen, served from self.bus).
         lowlevel = server._lowlevel_server
-        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+        lowlevel.add_request_handler(
+            "resources/subscribe", SubscribeRequestParams, subscribe
+        )
+        lowlevel.add_request_handler(
+            "resources/unsubscribe", UnsubscribeRequestParams, unsubscribe
+        )
 
 
-def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
+def create_server(
+    settings: Settings, session: NotebookSession | None = None
+) -> tuple[MCPServer, Workspace]:
     """An MCPServer serving the notebook (or folder) of `settings`, and its workspace."""
     workspace = Workspace(settings, session)
     server = NotebookServer(
         "nbmcp",
         version=__version__,
-        instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
+        instructions=INSTRUCTIONS
+        if workspace.default is not None
+        else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
         lifespan=workspace.lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
         subscriptions=workspace.bus,
         warn_on_duplicate_resources=False,
         extensions=[notebook_app(workspace.get_session, requested_notebook)],
     )
+    server.listed = workspace.settled
     workspace.register(server)
     workspace.client_log.register(server)
     server.exposed = register_tools(
@@ -479,7 +551,9 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
     return server, workspace
 
 
-def build_server(settings: Settings, session: NotebookSession | None = None) -> MCPServer:
+def build_server(
+    settings: Settings, session: NotebookSession | None = None
+) -> MCPServer:
     """An MCPServer serving the notebook (or folder) of `settings`."""
     return create_server(settings, session)[0]
 
@@ -493,6 +567,9 @@ async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
             scope.cancel()
             return
 
+
+#: Seconds a stdio server waits for the client's `tools/list` before it starts the kernel anyway.
+SETTLE_WAIT = 0.5
 
 #: How often (seconds) stdio mode checks whether the client closed its end of stdin.
 STDIN_HANGUP_POLL = 0.2
@@ -515,16 +592,24 @@ async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
     pipe's hang-up flag is set as soon as the writer closes, whatever is still buffered.
     """
     poller = select.poll()
-    poller.register(fd, select.POLLHUP | select.POLLERR)  # no POLLIN: data waiting is not the question
+    poller.register(
+        fd, select.POLLHUP | select.POLLERR
+    )  # no POLLIN: data waiting is not the question
     while True:
-        await anyio.sleep(STDIN_HANGUP_POLL)  # a poll of one descriptor five times a second costs nothing
+        await anyio.sleep(
+            STDIN_HANGUP_POLL
+        )  # a poll of one descriptor five times a second costs nothing
         if poller.poll(0):
             break
     logger.info("the client closed stdin; its unanswered requests are dropped")
     scope.cancel()
 
 
-async def serve(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:
+async def serve(
+    settings: Settings,
+    store: LocalStore | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve on the transport of `settings` until the client leaves or a signal arrives.
 
     `store`: the notebook's store, already read by the command line's check (parsed once).
@@ -580,11 +665,17 @@ async def serve(settings: Settings, store: LocalStore | None = None, sock: socke
         **server_limits(),
     )
     server_ = uvicorn.Server(config)
-    stop_with(view, server_)  # pages of the live view left open must not hold up the shutdown
+    stop_with(
+        view, server_
+    )  # pages of the live view left open must not hold up the shutdown
     await server_.serve(sockets=[sock] if sock is not None else None)
 
 
-def run(settings: Settings, store: LocalStore | None = None, sock: socket.socket | None = None) -> None:
+def run(
+    settings: Settings,
+    store: LocalStore | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve until the client disconnects (stdio) or the process is told to stop."""
     tune_memory()
     anyio.run(serve, settings, store, sock)

@@ -20,6 +20,7 @@ each tool result the host hands it, and about once a second while it is shown.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -35,7 +36,14 @@ import anyio
 from mcp.server.apps import APP_MIME_TYPE, Apps, ResourceCsp, client_supports_apps
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ListResourcesResult, ListToolsResult, TextContent, Tool, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    ListResourcesResult,
+    ListToolsResult,
+    TextContent,
+    Tool,
+    ToolAnnotations,
+)
 from pydantic import Field
 
 from ..errors import NbmcpError
@@ -109,7 +117,11 @@ body.mcp-app header label { font-size: 12px; color: #616161; }
 
 
 def _sha256(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+    return (
+        "'sha256-"
+        + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        + "'"
+    )
 
 
 @functools.cache
@@ -147,7 +159,11 @@ class _Views:
         return feed
 
     def view(
-        self, session: NotebookSession, known: set[str], state: str | None, ids: list[str] | None
+        self,
+        session: NotebookSession,
+        known: set[str],
+        state: str | None,
+        ids: list[str] | None,
     ) -> dict[str, Any]:
         """What the app shows (called in a worker thread: reading and rendering take a moment)."""
         feed = self.feed(session)
@@ -156,7 +172,9 @@ class _Views:
         snapshot = feed.snapshot()
         order: list[str] = snapshot["order"]
         hashes: dict[str, str] = snapshot["hashes"]
-        stamp = hashlib.blake2b(json.dumps([order, hashes]).encode(), digest_size=8).hexdigest()
+        stamp = hashlib.blake2b(
+            json.dumps([order, hashes]).encode(), digest_size=8
+        ).hexdigest()
         answer: dict[str, Any] = {
             "name": snapshot["name"],
             "state": stamp,
@@ -177,7 +195,9 @@ class _Views:
         return answer
 
 
-def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str | None]) -> Apps:
+def notebook_app(
+    get_session: SessionGetter, requested_notebook: ContextVar[str | None]
+) -> Apps:
     """The MCP Apps extension for a server: the view's resource and the app-only `view_notebook` tool.
 
     `get_session` gives the notebook of a call, after `requested_notebook` (the variable the other
@@ -200,16 +220,24 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
         visibility=["app"],
         name=APP_TOOL,
         title="Notebook view (for the app)",
-        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, destructive_hint=False, idempotent_hint=True
+        ),
     )
     async def view_notebook(
         ctx: Context,
         known: Annotated[
-            list[str] | None, Field(description="Hashes of the cells the app has rendered already.")
+            list[str] | None,
+            Field(description="Hashes of the cells the app has rendered already."),
         ] = None,
-        state: Annotated[str | None, Field(description="The `state` of the app's last answer.")] = None,
+        state: Annotated[
+            str | None, Field(description="The `state` of the app's last answer.")
+        ] = None,
         ids: Annotated[
-            list[str] | None, Field(description="The ids of the cells the app shows (default: all cells).")
+            list[str] | None,
+            Field(
+                description="The ids of the cells the app shows (default: all cells)."
+            ),
         ] = None,
         notebook_path: str | None = None,
     ) -> CallToolResult:
@@ -224,14 +252,20 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
         try:
             session = await get_session(ctx)
             if not isinstance(session.store, LocalStore):
-                raise ToolError("the notebook view shows notebooks on this machine only")
-            answer = await anyio.to_thread.run_sync(views.view, session, set(known or ()), state, ids)
+                raise ToolError(
+                    "the notebook view shows notebooks on this machine only"
+                )
+            answer = await anyio.to_thread.run_sync(
+                views.view, session, set(known or ()), state, ids
+            )
         except NbmcpError as exc:
             raise ToolError(str(exc)) from exc
         finally:
             requested_notebook.reset(token)
         summary = f"{answer['name']}: {answer['count']} cells (rendered for nbmcp's notebook view app)"
-        return CallToolResult(content=[TextContent(type="text", text=summary)], structured_content=answer)
+        return CallToolResult(
+            content=[TextContent(type="text", text=summary)], structured_content=answer
+        )
 
     return apps
 
@@ -244,6 +278,8 @@ class NotebookServer(MCPServer):
     """
 
     exposed: frozenset[str] | None = None
+    #: Set after the first tools/list is answered (the workspace starts its kernel then).
+    listed: anyio.Event | None = None
 
     async def list_tools(self) -> list[Tool]:
         tools = await super().list_tools()
@@ -254,10 +290,17 @@ class NotebookServer(MCPServer):
         tools = await self.list_tools()
         if client_supports_apps(ctx):
             tools += [t for t in await super().list_tools() if t.name == APP_TOOL]
+        if self.listed is not None and not self.listed.is_set():
+            # After this answer is on its way: the event wakes the waiting task at the loop's next turn.
+            asyncio.get_running_loop().call_soon(self.listed.set)
         return ListToolsResult(tools=tools)
 
-    async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
+    async def _handle_list_resources(
+        self, ctx: Any, params: Any
+    ) -> ListResourcesResult:
         resources = await self.list_resources()
-        if not client_supports_apps(ctx):  # a host reads it by its URI; other clients' lists stay as they were
+        if not client_supports_apps(
+            ctx
+        ):  # a host reads it by its URI; other clients' lists stay as they were
             resources = [r for r in resources if str(r.uri) != APP_URI]
         return ListResourcesResult(resources=resources)
