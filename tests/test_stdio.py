@@ -53,9 +53,7 @@ class RawStdio:
         self.lines: list[bytes] = []
         self._id = 0
 
-    def send(
-        self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False
-    ) -> int:
+    def send(self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False) -> int:
         msg: dict[str, Any] = {
             "jsonrpc": "2.0",
             "method": method,
@@ -89,9 +87,7 @@ class RawStdio:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise AssertionError(
-                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
-                )
+                raise AssertionError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
             self.lines.append(line)
             msg = json.loads(line)
             if msg.get("id") == request_id:
@@ -142,19 +138,13 @@ def test_stdout_carries_only_json_rpc_even_when_cells_print_and_log(
 @pytest.mark.anyio
 @pytest.mark.timeout(120)
 async def test_official_client_over_a_real_stdio_subprocess(nb_path: Path) -> None:
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "nbmcp", str(nb_path)], env=_env()
-    )
+    params = StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(nb_path)], env=_env())
     async with Client(params) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert "append_execute_code_cell" in tools
-        r = await client.call_tool(
-            "append_execute_code_cell", {"cell_source": "import os; os.getcwd()"}
-        )
+        r = await client.call_tool("append_execute_code_cell", {"cell_source": "import os; os.getcwd()"})
         assert not r.is_error
-        assert str(nb_path.parent) in text_of(
-            r
-        )  # the kernel runs in the notebook's folder
+        assert str(nb_path.parent) in text_of(r)  # the kernel runs in the notebook's folder
     assert read_nb(nb_path).cells[0].execution_count == 1
 
 
@@ -256,12 +246,8 @@ SIGNAL_EXIT_SECONDS = 2.0
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
-)
-def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(
-    nb_path: Path, signum: signal.Signals
-) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, signum: signal.Signals) -> None:
     # Ctrl+C on a terminal used to log "shutting down" and then wait for stdin's next line (issue 24):
     # here stdin stays open and silent, as a terminal or a client that stopped writing leaves it.
     server = RawStdio(nb_path)
@@ -274,18 +260,14 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(
                 "arguments": {"cell_source": "import os; os.getpid()"},
             },
         )
-        kernel_pid = int(
-            server.response(rid)["result"]["content"][-1]["text"].split()[-1]
-        )
+        kernel_pid = int(server.response(rid)["result"]["content"][-1]["text"].split()[-1])
         assert kernel_pid in child_pids(server.proc.pid)
         started = time.monotonic()
         server.proc.send_signal(signum)
         try:
             server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{signum.name} did not end the server while stdin stayed open"
-            ) from None
+            raise AssertionError(f"{signum.name} did not end the server while stdin stayed open") from None
         took = time.monotonic() - started
         assert server.proc.stderr is not None
         stderr = server.proc.stderr.read().decode()
@@ -296,9 +278,7 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(
             assert pipe is not None
             pipe.close()
         server.proc.wait()
-    assert took < SIGNAL_EXIT_SECONDS, (
-        f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
-    )
+    assert took < SIGNAL_EXIT_SECONDS, f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
     assert "Traceback" not in stderr, stderr
     assert f"received {signum.name}; shutting down" in stderr
     assert not child_pids(server.proc.pid)
@@ -308,9 +288,7 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(
     assert not process_exists(kernel_pid), "the kernel outlived the server"
 
 
-def test_a_bad_flag_is_one_line_and_where_help_is(
-    nb_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_bad_flag_is_one_line_and_where_help_is(nb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Issue 24: the useful line used to come after nine lines of usage.
     for args, prog in [
         ((str(nb_path), "--bogus"), "nbmcp"),
@@ -319,9 +297,7 @@ def test_a_bad_flag_is_one_line_and_where_help_is(
         with pytest.raises(SystemExit) as exc:
             cli(*args)
         assert exc.value.code == 2
-        assert capsys.readouterr().err == (
-            f"{prog}: error: unrecognized arguments: --bogus\nsee {prog} --help\n"
-        )
+        assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: --bogus\nsee {prog} --help\n")
 
 
 def test_python_given_an_environment_folder_names_its_interpreter(
@@ -331,10 +307,7 @@ def test_python_given_an_environment_folder_names_its_interpreter(
     make_venv(venv, ipykernel=False)
     assert cli(str(tmp_path / "work" / "nb.ipynb"), "--python", str(venv)) == 2
     err = capsys.readouterr().err
-    assert (
-        f"--python {venv} is a folder (an environment); give its interpreter: --python {venv}/bin/python"
-        in err
-    )
+    assert f"--python {venv} is a folder (an environment); give its interpreter: --python {venv}/bin/python" in err
 
 
 @pytest.mark.timeout(150)
@@ -370,9 +343,7 @@ def test_running_a_cell_writes_nothing_to_home(tmp_path: Path) -> None:
     (home / "kept.txt").write_text("mine")
     nb = tmp_path / "work" / "nb.ipynb"
     nbformat.write(
-        nbformat.v4.new_notebook(
-            cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]
-        ),
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getpid())")]),
         nb,
     )
     before = sorted(p.relative_to(home) for p in home.rglob("*"))
@@ -410,21 +381,15 @@ async def test_over_stdio_the_kernel_starts_once_the_client_has_its_tools(
 
     nbformat.write(nbformat.v4.new_notebook(), nb_path)
     for lists_tools in (True, False):
-        server, workspace = create_server(
-            Settings(path=nb_path, timeout=60, watch=False)
-        )
+        server, workspace = create_server(Settings(path=nb_path, timeout=60, watch=False))
         assert workspace.default is not None
         session = workspace.default.session
         async with Client(server) as client:
             await anyio.sleep(SETTLE_WAIT / 5)
-            assert session.kernel is None, (
-                "the kernel started before the client listed the tools"
-            )
+            assert session.kernel is None, "the kernel started before the client listed the tools"
             started = time.monotonic()
             if lists_tools:
-                assert any(
-                    t.name == "execute_code" for t in (await client.list_tools()).tools
-                )
+                assert any(t.name == "execute_code" for t in (await client.list_tools()).tools)
             with anyio.fail_after(60):
                 await _kernel_ready(session)
             waited = time.monotonic() - started
@@ -432,3 +397,74 @@ async def test_over_stdio_the_kernel_starts_once_the_client_has_its_tools(
             assert lists_tools or waited >= SETTLE_WAIT * 0.8 - SETTLE_WAIT / 5
             r = await client.call_tool("execute_code", {"code": "print(6 * 7)"})
             assert "42" in text_of(r)
+
+
+_MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "probe", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+_DISCOVER = {"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": _MODERN_META}}
+_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+
+
+def _first_answers(nb_path: Path, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write `requests` at once to a real stdio nbmcp (before it is ready) and read one answer per request."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbmcp", str(nb_path), "--no-watch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline())]
+        if answers[0].get("id") != requests[-1]["id"] and len(requests) > 1:
+            answers.append(json.loads(proc.stdout.readline()))
+        return answers
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+
+
+def test_an_initialize_behind_an_abandoned_discover_probe_is_answered(nb_path: Path) -> None:
+    # Claude Code probes server/discover, gives up after about 2.9 s and sends initialize: a slow
+    # start found both queued, and the SDK's era rule refused the initialize with -32022 (issue 23).
+    nbformat.write(nbformat.v4.new_notebook(), nb_path)
+    (answer,) = _first_answers(nb_path, _DISCOVER, _INITIALIZE)
+    assert answer["id"] == 1 and "error" not in answer, answer
+    assert answer["result"]["serverInfo"]["name"] == "nbmcp"
+    # A probe the client still waits for is answered as before.
+    (probe,) = _first_answers(nb_path, _DISCOVER)
+    assert probe["id"] == 0 and "capabilities" in probe["result"], probe
+
+
+def test_line_reader_splits_long_and_unterminated_lines_and_never_blocks_a_look() -> None:
+    from nbmcp.server.stdio import LineReader
+
+    read_fd, write_fd = os.pipe()
+    try:
+        reader = LineReader(read_fd)
+        assert reader.readline(block=False) is None  # nothing written yet: no wait
+        long_line = b"x" * 200_000 + b"\n"  # several reads of the pipe
+        writer = __import__("threading").Thread(target=os.write, args=(write_fd, long_line + b"second\nthird"))
+        writer.start()
+        assert reader.readline() == long_line
+        writer.join()
+        assert reader.readline() == b"second\n"
+        assert reader.readline(block=False) is None  # "third" has no newline yet
+        os.close(write_fd)
+        write_fd = -1
+        assert reader.readline() == b"third" and reader.readline() == b""
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)

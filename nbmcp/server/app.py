@@ -74,14 +74,10 @@ its notebook outright.
 #: Notebooks list_notebooks reports at most (a huge folder tree is cut, with a note).
 MAX_LISTED_NOTEBOOKS = 1000
 #: Folders list_notebooks does not descend into (besides hidden ones).
-_SKIPPED_DIRS = frozenset(
-    {"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"}
-)
+_SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"})
 
 
-def make_session(
-    settings: Settings, local_store: LocalStore | None = None
-) -> NotebookSession:
+def make_session(settings: Settings, local_store: LocalStore | None = None) -> NotebookSession:
     """The session for `settings`: the one place where local or remote notebook and kernel are chosen.
 
     `local_store`: the local notebook's store when the caller has already read it (parsed once).
@@ -101,9 +97,7 @@ def make_session(
     if settings.runtime_url:
         server = JupyterServer(settings.runtime_url, settings.runtime_token)
         # The session on the runtime server is named after the notebook's path there (or its file name).
-        session_path = (
-            settings.path.as_posix() if settings.document_url else settings.path.name
-        )
+        session_path = settings.path.as_posix() if settings.document_url else settings.path.name
 
         def remote_kernel(nb: NotebookNode) -> Kernel:
             return RemoteKernel(
@@ -111,8 +105,7 @@ def make_session(
                 session_path,
                 kernel_id=settings.runtime_id,
                 start_new=settings.start_new_runtime,
-                kernel_name=settings.kernel
-                or nb.metadata.get("kernelspec", {}).get("name"),
+                kernel_name=settings.kernel or nb.metadata.get("kernelspec", {}).get("name"),
             )
 
         kernel_factory = remote_kernel
@@ -158,11 +151,7 @@ class NotebookHost:
         self.session = session
         self.watch = watch
         # A notebook on a Jupyter server is named by its Contents-API URL; a local one by its file URI.
-        self.uri = (
-            session.store.path
-            if isinstance(session.store.path, str)
-            else session.path.as_uri()
-        )
+        self.uri = session.store.path if isinstance(session.store.path, str) else session.path.as_uri()
         #: Modern (2026-07-28+) clients hear of changes through `subscriptions/listen` on this bus.
         self.bus = bus
         self._subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -184,15 +173,11 @@ class NotebookHost:
         with anyio.CancelScope() as self._watch_scope:
             assert isinstance(self.session.store, LocalStore)
             try:
-                await NotebookWatcher(self.session.store, self.on_external_change).run(
-                    ready=self.watcher_ready
-                )
+                await NotebookWatcher(self.session.store, self.on_external_change).run(ready=self.watcher_ready)
             except Exception:
                 # Watching only makes nbmcp prompt: a failure in it must not end the server, whose
                 # tool calls still check the file themselves before each read and write.
-                logger.exception(
-                    "stopped watching %s for changes by others", self.session.path
-                )
+                logger.exception("stopped watching %s for changes by others", self.session.path)
 
     async def close(self) -> None:
         """Stop watching and shut the kernel down."""
@@ -226,12 +211,8 @@ class NotebookHost:
         if session.kernel is not None:
             entry["kernel"] = session.kernel.state.value
         try:
-            entry["cells"] = len(
-                (await anyio.to_thread.run_sync(session.store.read)).cells
-            )
-        except (
-            Exception
-        ) as exc:  # the health check must answer even when the notebook is broken
+            entry["cells"] = len((await anyio.to_thread.run_sync(session.store.read)).cells)
+        except Exception as exc:  # the health check must answer even when the notebook is broken
             entry["error"] = type(exc).__name__
         return entry
 
@@ -265,9 +246,7 @@ class Workspace:
     kernel, started when the notebook is first used; unuse_notebook shuts an idle one down.
     """
 
-    def __init__(
-        self, settings: Settings, session: NotebookSession | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, session: NotebookSession | None = None) -> None:
         self.settings = settings
         path = settings.path
         self.root = path if path.is_dir() else path.parent
@@ -279,9 +258,7 @@ class Workspace:
         self.single = bool(settings.document_url) or not path.is_dir()
         if self.single:
             watch = settings.watch and not settings.document_url
-            self.default = NotebookHost(
-                session or make_session(settings), self.bus, watch=watch
-            )
+            self.default = NotebookHost(session or make_session(settings), self.bus, watch=watch)
             self.hosts[self.default.session.path] = self.default
         self._active: dict[Any, Path] = {}
         self._tg: TaskGroup | None = None
@@ -351,13 +328,9 @@ class Workspace:
                     "use_notebook(path, create=True) creates one"
                 )
             if not await anyio.Path(path.parent).is_dir():
-                raise UsageError(
-                    f"folder {relative_name(self.root, path.parent)} does not exist"
-                )
+                raise UsageError(f"folder {relative_name(self.root, path.parent)} does not exist")
             # Made outside the lock (a store resolves its path); dropped if another call got there first.
-            candidate = NotebookHost(
-                self._new_session(path), self.bus, watch=self.settings.watch
-            )
+            candidate = NotebookHost(self._new_session(path), self.bus, watch=self.settings.watch)
             async with self._lock:
                 host = self.hosts.get(path) or self._opening.get(path)
                 if host is None:
@@ -401,9 +374,7 @@ class Workspace:
                 )
             host = self.default
             if host.session.kernel is None:
-                host = await self.open(
-                    host.session.path
-                )  # still being opened: wait for it
+                host = await self.open(host.session.path)  # still being opened: wait for it
         elif requested:
             host = await self.open(self.resolve(requested))
         else:
@@ -438,19 +409,13 @@ class Workspace:
 
     def active_path(self, ctx: Context) -> Path | None:
         path = self._active.get(_client_key(ctx))
-        return (
-            path
-            if path is not None
-            else (self.default.session.path if self.default else None)
-        )
+        return path if path is not None else (self.default.session.path if self.default else None)
 
     def list_paths(self) -> tuple[list[Path], bool]:
         """Notebooks under the root (hidden folders, checkpoints and environments skipped), capped."""
         found: list[Path] = []
         for folder, dirs, files in os.walk(self.root):
-            dirs[:] = sorted(
-                d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS
-            )
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
             for name in sorted(files):
                 if name.endswith(".ipynb") and not name.startswith("."):
                     found.append(Path(folder) / name)
@@ -496,9 +461,7 @@ class Workspace:
                 host.subscribe(connection, True)
             return EmptyResult()
 
-        async def unsubscribe(
-            ctx: Any, params: UnsubscribeRequestParams
-        ) -> EmptyResult:
+        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
             host, connection = host_of(params.uri), _connection(ctx.session)
             if host is not None and connection is not None:
                 host.subscribe(connection, False)
@@ -507,25 +470,17 @@ class Workspace:
         # MCPServer has no decorator for the handshake-era resources/subscribe: register it on the
         # low-level server (2026-07-28 clients use subscriptions/listen, served from self.bus).
         lowlevel = server._lowlevel_server
-        lowlevel.add_request_handler(
-            "resources/subscribe", SubscribeRequestParams, subscribe
-        )
-        lowlevel.add_request_handler(
-            "resources/unsubscribe", UnsubscribeRequestParams, unsubscribe
-        )
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
-def create_server(
-    settings: Settings, session: NotebookSession | None = None
-) -> tuple[MCPServer, Workspace]:
+def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
     """An MCPServer serving the notebook (or folder) of `settings`, and its workspace."""
     workspace = Workspace(settings, session)
     server = NotebookServer(
         "nbmcp",
         version=__version__,
-        instructions=INSTRUCTIONS
-        if workspace.default is not None
-        else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
+        instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
         lifespan=workspace.lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
         subscriptions=workspace.bus,
@@ -551,9 +506,7 @@ def create_server(
     return server, workspace
 
 
-def build_server(
-    settings: Settings, session: NotebookSession | None = None
-) -> MCPServer:
+def build_server(settings: Settings, session: NotebookSession | None = None) -> MCPServer:
     """An MCPServer serving the notebook (or folder) of `settings`."""
     return create_server(settings, session)[0]
 
@@ -592,13 +545,9 @@ async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
     pipe's hang-up flag is set as soon as the writer closes, whatever is still buffered.
     """
     poller = select.poll()
-    poller.register(
-        fd, select.POLLHUP | select.POLLERR
-    )  # no POLLIN: data waiting is not the question
+    poller.register(fd, select.POLLHUP | select.POLLERR)  # no POLLIN: data waiting is not the question
     while True:
-        await anyio.sleep(
-            STDIN_HANGUP_POLL
-        )  # a poll of one descriptor five times a second costs nothing
+        await anyio.sleep(STDIN_HANGUP_POLL)  # a poll of one descriptor five times a second costs nothing
         if poller.poll(0):
             break
     logger.info("the client closed stdin; its unanswered requests are dropped")
@@ -665,9 +614,7 @@ async def serve(
         **server_limits(),
     )
     server_ = uvicorn.Server(config)
-    stop_with(
-        view, server_
-    )  # pages of the live view left open must not hold up the shutdown
+    stop_with(view, server_)  # pages of the live view left open must not hold up the shutdown
     await server_.serve(sockets=[sock] if sock is not None else None)
 
 

@@ -117,11 +117,7 @@ body.mcp-app header label { font-size: 12px; color: #616161; }
 
 
 def _sha256(text: str) -> str:
-    return (
-        "'sha256-"
-        + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-        + "'"
-    )
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
 @functools.cache
@@ -172,9 +168,7 @@ class _Views:
         snapshot = feed.snapshot()
         order: list[str] = snapshot["order"]
         hashes: dict[str, str] = snapshot["hashes"]
-        stamp = hashlib.blake2b(
-            json.dumps([order, hashes]).encode(), digest_size=8
-        ).hexdigest()
+        stamp = hashlib.blake2b(json.dumps([order, hashes]).encode(), digest_size=8).hexdigest()
         answer: dict[str, Any] = {
             "name": snapshot["name"],
             "state": stamp,
@@ -195,9 +189,7 @@ class _Views:
         return answer
 
 
-def notebook_app(
-    get_session: SessionGetter, requested_notebook: ContextVar[str | None]
-) -> Apps:
+def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str | None]) -> Apps:
     """The MCP Apps extension for a server: the view's resource and the app-only `view_notebook` tool.
 
     `get_session` gives the notebook of a call, after `requested_notebook` (the variable the other
@@ -220,9 +212,7 @@ def notebook_app(
         visibility=["app"],
         name=APP_TOOL,
         title="Notebook view (for the app)",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=True
-        ),
+        annotations=ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True),
     )
     async def view_notebook(
         ctx: Context,
@@ -230,14 +220,10 @@ def notebook_app(
             list[str] | None,
             Field(description="Hashes of the cells the app has rendered already."),
         ] = None,
-        state: Annotated[
-            str | None, Field(description="The `state` of the app's last answer.")
-        ] = None,
+        state: Annotated[str | None, Field(description="The `state` of the app's last answer.")] = None,
         ids: Annotated[
             list[str] | None,
-            Field(
-                description="The ids of the cells the app shows (default: all cells)."
-            ),
+            Field(description="The ids of the cells the app shows (default: all cells)."),
         ] = None,
         notebook_path: str | None = None,
     ) -> CallToolResult:
@@ -252,20 +238,14 @@ def notebook_app(
         try:
             session = await get_session(ctx)
             if not isinstance(session.store, LocalStore):
-                raise ToolError(
-                    "the notebook view shows notebooks on this machine only"
-                )
-            answer = await anyio.to_thread.run_sync(
-                views.view, session, set(known or ()), state, ids
-            )
+                raise ToolError("the notebook view shows notebooks on this machine only")
+            answer = await anyio.to_thread.run_sync(views.view, session, set(known or ()), state, ids)
         except NbmcpError as exc:
             raise ToolError(str(exc)) from exc
         finally:
             requested_notebook.reset(token)
         summary = f"{answer['name']}: {answer['count']} cells (rendered for nbmcp's notebook view app)"
-        return CallToolResult(
-            content=[TextContent(type="text", text=summary)], structured_content=answer
-        )
+        return CallToolResult(content=[TextContent(type="text", text=summary)], structured_content=answer)
 
     return apps
 
@@ -295,12 +275,8 @@ class NotebookServer(MCPServer):
             asyncio.get_running_loop().call_soon(self.listed.set)
         return ListToolsResult(tools=tools)
 
-    async def _handle_list_resources(
-        self, ctx: Any, params: Any
-    ) -> ListResourcesResult:
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
         resources = await self.list_resources()
-        if not client_supports_apps(
-            ctx
-        ):  # a host reads it by its URI; other clients' lists stay as they were
+        if not client_supports_apps(ctx):  # a host reads it by its URI; other clients' lists stay as they were
             resources = [r for r in resources if str(r.uri) != APP_URI]
         return ListResourcesResult(resources=resources)

@@ -5,6 +5,12 @@ with stdin held open (a terminal, a client that stopped writing) logged "shuttin
 waited for the next line, 34 s or forever (issue 24). Here a daemon thread reads stdin; shutting
 down stops listening to it, and the process exits without waiting for the thread.
 
+A client that gives up on its `server/discover` probe before nbmcp is ready (Claude Code waits about
+2.9 s) and falls back to `initialize` would find both queued: the SDK lets a connection's first request
+choose the protocol era, so the stale probe locked it into the 2026 era and the `initialize` the client
+was waiting for was refused (-32022). The probe is dropped when an `initialize` is already waiting
+behind it: that client no longer waits for the probe's answer.
+
 A client that closes stdin ends nbmcp within `nbmcp.server.app.STDIN_HANGUP_POLL` seconds, and requests
 still queued in the pipe are dropped, not applied: piping a file of requests into nbmcp and closing the
 pipe does not work; keep stdin open until the answers arrive.
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import select
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -26,14 +34,20 @@ from mcp.server.stdio import stdio_server
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-__all__ = ["StdinLines", "claimed_stdin", "run_stdio"]
+__all__ = [
+    "LineReader",
+    "StdinLines",
+    "claimed_stdin",
+    "drop_abandoned_probe",
+    "run_stdio",
+]
 
 
 class StdinLines:
     """The lines of a file descriptor, read by a daemon thread, as an async iterator of text.
 
-    One line is read ahead at most: the thread waits until the previous line was taken, so a client's
-    queued requests stay in the pipe (where the hang-up check sees them) rather than in memory.
+    The thread reads the pipe in chunks and hands over one line at a time, waiting until the previous
+    one was taken; what a client queued beyond a chunk stays in the pipe.
     """
 
     def __init__(self, fd: int) -> None:
@@ -57,11 +71,11 @@ class StdinLines:
             raise StopAsyncIteration from None
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
-        # closefd=False: the descriptor belongs to claimed_stdin, which puts it back on fd 0.
-        with os.fdopen(self._fd, "rb", closefd=False) as stream:
-            for raw in stream:
-                if not self._hand_over(loop, self._send.send(raw.decode("utf-8", errors="replace"))):
-                    return
+        reader = LineReader(self._fd)
+        lines = drop_abandoned_probe(reader)
+        while line := (lines.pop(0) if lines else reader.readline()):
+            if not self._hand_over(loop, self._send.send(line.decode("utf-8", errors="replace"))):
+                return
         self._hand_over(loop, self._send.aclose())
 
     @staticmethod
@@ -69,10 +83,73 @@ class StdinLines:
         """Run `step` on the event loop and wait for it; False once nobody listens any more."""
         try:
             asyncio.run_coroutine_threadsafe(step, loop).result()
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError, asyncio.CancelledError):
+        except (
+            RuntimeError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            asyncio.CancelledError,
+        ):
             step.close()  # the loop is closed or the server stopped reading: the thread's work is over
             return False
         return True
+
+
+class LineReader:
+    """Lines of a file descriptor, with a look that never blocks: is another whole line there already?"""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already known to hold no newline (a long line grows)
+        self._eof = False
+
+    def readline(self, *, block: bool = True) -> bytes | None:
+        """The next line (with its newline; the last may lack it), b"" at the end, None if not there yet."""
+        while True:
+            end = self._buffer.find(b"\n", self._scanned) + 1
+            if end:
+                line = bytes(self._buffer[:end])
+                del self._buffer[:end]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buffer)
+            if self._eof:
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+            if not block and not select.select([self._fd], [], [], 0)[0]:
+                return None
+            chunk = os.read(self._fd, 65536)
+            self._buffer += chunk
+            self._eof = not chunk
+
+
+def _method(line: bytes) -> str | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message.get("method") if isinstance(message, dict) and "id" in message else None
+
+
+def drop_abandoned_probe(reader: LineReader) -> list[bytes]:
+    """The first lines of the connection, without a `server/discover` the client already gave up on.
+
+    A probe followed at once (already in the pipe) by an `initialize` was abandoned by its client; left
+    in, it would set the connection's era and the `initialize` would be refused.
+    """
+    first = reader.readline()
+    if not first or _method(first) != "server/discover":
+        return [first] if first else []
+    following: list[bytes] = []
+    while (line := reader.readline(block=False)) and _method(line) != "initialize":
+        following.append(line)
+    if line:
+        return [
+            *following,
+            line,
+        ]  # the probe is dropped: its client moved on to the handshake
+    return [first, *following]
 
 
 @contextlib.contextmanager

@@ -107,9 +107,7 @@ def main() -> int:
             "nbmcp": [sys.executable, "-m", "nbmcp", str(notebook)],
         }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        one_start(
-            commands["nbmcp"], env
-        )  # warm the file cache and the bytecode of both
+        one_start(commands["nbmcp"], env)  # warm the file cache and the bytecode of both
         one_start(commands["floor (empty SDK server)"], env)
         for _ in range(ns.repeat):
             for name, command in commands.items():
@@ -125,9 +123,7 @@ def main() -> int:
             f"   tools/list {medians[name][1]:6.0f} ({min(listed):.0f} to {max(listed):.0f})"
         )
     floor, ours = medians["floor (empty SDK server)"], medians["nbmcp"]
-    print(
-        f"  nbmcp over the floor: initialize +{ours[0] - floor[0]:.0f} ms, tools/list +{ours[1] - floor[1]:.0f} ms"
-    )
+    print(f"  nbmcp over the floor: initialize +{ours[0] - floor[0]:.0f} ms, tools/list +{ours[1] - floor[1]:.0f} ms")
     return 0
 
 
