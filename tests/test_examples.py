@@ -55,7 +55,7 @@ async def test_demo_notebook_runs_cell_by_cell(tmp_path: Path) -> None:
     path = tmp_path / "work" / "demo.ipynb"
     shutil.copy(EXAMPLES / "demo.ipynb", path)
     code_cells = [i for i, c in enumerate(read_nb(path).cells) if c.cell_type == "code"]
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         for i in code_cells:
             r = await client.call_tool("execute_cell_simple_timeout", {"cell_index": i})
             assert r.structured_content["status"] == "ok", text_of(r)
