@@ -182,8 +182,8 @@ async def append_execute_code_cell(cell_source: str, ctx: Context) -> Ran:
     normal result that shows the traceback. Runs for at most the server's --timeout (300 s by
     default), then the kernel is interrupted.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, -1, None, cell_source)
 
@@ -197,8 +197,8 @@ async def insert_execute_code_cell(
     Or give `cell_id` instead to insert before that cell. Returns its outputs, which are also saved
     in the notebook.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, cell_index, cell_id, cell_source)
 
@@ -222,8 +222,8 @@ async def execute_cell_simple_timeout(
     partial outputs are returned; the kernel stays usable. Use execute_cell_with_progress for
     long-running cells.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, None)
 
@@ -241,8 +241,8 @@ async def execute_cell_streaming(
     Each notification carries the elapsed time and the latest output line. Returns the outputs when
     the cell finishes (or is interrupted after `timeout_seconds`).
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     if progress_interval <= 0:
         raise UsageError(f"progress_interval must be a positive number of seconds, not {progress_interval!r}")
@@ -258,8 +258,8 @@ async def execute_cell_with_progress(
     Returns the outputs when it finishes; after `timeout_seconds` the kernel is interrupted and the
     partial outputs are returned.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
@@ -277,8 +277,8 @@ async def execute_cell(
     `timeout_seconds` (default: the server's --timeout) the kernel is interrupted and the partial
     outputs are returned. An exception in the code is a normal result with the traceback.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
@@ -291,8 +291,8 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
     the kernel. Sends progress notifications; interrupted after `timeout_seconds` (default: the
     server's --timeout). Use a cell instead for anything the notebook should keep.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -303,12 +303,12 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
 
 @tool
 async def wait_for_execution(execution_id: str, ctx: Context, timeout_seconds: float | None = None) -> Ran:
-    """Wait for an execution that is still running: one an execution tool answered with running=true.
+    """Wait for an execution that is still running: one an execution tool answered STILL RUNNING.
 
     Execution tools answer after the server's --max-wait (50 s by default) with the outputs so far and
     an `execution_id` while the code keeps running. This waits up to `timeout_seconds` (default and
     at most --max-wait) and answers like an execution tool: the final outputs and status once it has
-    finished, or the outputs so far and running=true (call it again to keep waiting). A finished
+    finished, or the outputs so far, STILL RUNNING (call it again to keep waiting). A finished
     execution's answer stays available for a while. interrupt_kernel stops a running execution.
     Cancelling this call only stops the waiting.
     """

@@ -251,9 +251,9 @@ async def read_cell_output(
     """The text of one output of a cell, from character `offset`: the rest of an output that was cut.
 
     A cut output's marker names the exact call (cell, output_index, offset). Returns at most
-    `max_chars` characters (default and maximum: the server's output budget); the structured
-    result has offset, next_offset (null at the end) and total_chars. An image output is returned
-    as image content (within the image cap).
+    `max_chars` characters (default and maximum: the server's output budget); its first line says
+    which characters of how many it shows and the exact call for the rest. An image output is
+    returned as image content (within the image cap).
     """
     box = toolbox()
     if max_chars is not None and max_chars <= 0:
