@@ -21,6 +21,7 @@ __all__ = [
     "Settings",
     "default_log_level",
     "default_max_wait",
+    "default_structured_output",
     "default_timeout",
     "default_token",
     "settings_from_env",
@@ -54,6 +55,11 @@ def default_max_wait() -> float:
         raise UsageError(f"NBMCP_MAX_WAIT={value!r} is not a number of seconds") from None
 
 
+def default_structured_output() -> bool:
+    """--structured-output's default: $NBMCP_STRUCTURED_OUTPUT (true/false), else off; UsageError if not a boolean."""
+    return _flag("NBMCP_STRUCTURED_OUTPUT", os.environ.get("NBMCP_STRUCTURED_OUTPUT", ""))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run of nbmcp is configured with."""
@@ -71,6 +77,10 @@ class Settings:
     """Characters of output text the model gets per answer (--max-output-chars)."""
     max_image_bytes: int = MAX_IMAGE_BYTES
     """Largest image returned as image content (--max-image-bytes); larger ones become a note."""
+    structured_output: bool = False
+    """Tools list an outputSchema and answer with structuredContent beside the same text (--structured-output).
+    Off by default: measured clients show the model either escaped JSON or only the structured view, without
+    its images (issue 23), so plain content serves every model best."""
     host: str = "127.0.0.1"
     port: int = 4040
     token: str | None = field(default=None, repr=False)

@@ -92,6 +92,14 @@ async def client(nb_path: Path) -> AsyncIterator[Client]:
         yield c
 
 
+@pytest.fixture
+async def structured_client(nb_path: Path) -> AsyncIterator[Client]:
+    """`client` with --structured-output: for tests that read an answer's fields (cell_id, status, ...)."""
+    server = build_server(Settings(path=nb_path, timeout=60, structured_output=True))
+    async with Client(server) as c:
+        yield c
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     # cli() configures the root logger for a real run; keep that from leaking into later tests.

@@ -1,8 +1,9 @@
 """What the model sees: every tool answers the same facts in `content` and in `structuredContent`,
 each within the output budget, whatever the notebook holds (issue 11).
 
-Some clients show the model only `content`; others (Claude Code, Codex, Copilot CLI) only
-`structuredContent`. Each test reads an answer through both views and checks both.
+Some clients show the model only `content`; others (Codex) only `structuredContent`. nbmcp answers
+plain content by default (tests/test_client_views.py); these tests run its --structured-output mode,
+read each answer through both views and check both.
 """
 
 from __future__ import annotations
@@ -75,8 +76,14 @@ async def error(client: Client, tool: str, **args: object) -> str:
 
 
 @pytest.fixture
+def client(structured_client: Client) -> Client:
+    """Both views exist only with --structured-output."""
+    return structured_client
+
+
+@pytest.fixture
 async def folder_client(tmp_path: Path) -> Any:
-    server = build_server(Settings(path=tmp_path / "work", timeout=60))
+    server = build_server(Settings(path=tmp_path / "work", timeout=60, structured_output=True))
     async with Client(server) as c:
         yield c
 
@@ -154,8 +161,11 @@ async def test_a_200k_print_is_cut_in_both_views_and_the_rest_is_one_call_away(c
     page = await ok(client, "read_cell_output", cell_id=cell_id, output_index=0, offset=offset)
     sc = page.structured_content
     assert sc["offset"] == offset and sc["total_chars"] == 200_001 and sc["next_offset"] == offset + MAX_OUTPUT_CHARS
-    # The page continues exactly where the shown head stopped.
-    assert text.split("\n")[1].rstrip("a") == "" and len(text.split("\n")[1]) == offset
+    # The first line names the same call; the head line follows; the page continues exactly where the
+    # shown head of the output stopped.
+    first, _head, shown = text.split("\n")[:3]
+    assert first.startswith("Left out of this answer: ") and call.group(0) in first
+    assert shown.rstrip("a") == "" and len(shown) == offset
 
 
 @pytest.mark.timeout(300)
@@ -185,7 +195,7 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i}\n")]
         cell.execution_count = i + 1
     path = write_nb(tmp_path / "work" / "big.ipynb", cells)
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         r = await ok(client, "read_all_cells", "of 2000", "read_notebook(start_index=")
         sc = r.structured_content
         assert (
@@ -205,7 +215,7 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
 async def test_a_10_mb_source_is_paged_not_sent(tmp_path: Path) -> None:
     source = "".join(f"line_{i} = {i}\n" for i in range(700_000))[:10_000_000]
     path = write_nb(tmp_path / "work" / "huge.ipynb", [nbformat.v4.new_code_cell(source)])
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         r = await ok(client, "read_cell", "source continues", "source_offset=", cell_index=0)
         sc = r.structured_content
         assert sc["source_chars"] == len(source) and sc["next_source_offset"] == MAX_OUTPUT_CHARS

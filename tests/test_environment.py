@@ -53,7 +53,7 @@ async def test_a_notebook_in_a_project_runs_in_the_projects_venv_without_flags(t
     venv = project / ".venv"
     make_venv(venv, ipykernel=True)
     nb = project / "notebooks" / "analysis.ipynb"
-    async with Client(build_server(Settings(path=nb, timeout=60))) as client:
+    async with Client(build_server(Settings(path=nb, timeout=60, structured_output=True))) as client:
         r = await call(client, "append_execute_code_cell", cell_source="import sys, os\nprint(sys.prefix)\nos.getcwd()")
         assert r.structured_content["status"] == "ok", text_of(r)
         assert f"{venv}\n" in text_of(r)  # sys.prefix: the project's environment, not nbmcp's
@@ -168,7 +168,7 @@ async def test_read_only_runs_nothing_from_the_folder(tmp_path: Path) -> None:
     choose_kernel(notebook_dir=folder, environ={})
     assert trace.exists()  # the trap works: choosing a kernel for the folder runs its .venv
     trace.unlink()
-    async with Client(build_server(Settings(path=nb, timeout=60, read_only=True))) as client:
+    async with Client(build_server(Settings(path=nb, timeout=60, read_only=True, structured_output=True))) as client:
         await call(client, "read_notebook")
         info = (await call(client, "get_notebook_info")).structured_content
         assert info["kernel"]["state"] == "not started" and "--read-only" in info["kernel"]["chosen_by"]
@@ -182,7 +182,7 @@ async def test_an_nbformat_3_notebook_is_reported_as_upgraded(tmp_path: Path, ca
     nb = tmp_path / "work" / "old.ipynb"
     shutil.copy(FILES / "v3.ipynb", nb)
     caplog.set_level("INFO", logger="nbmcp")
-    async with Client(build_server(Settings(path=nb, timeout=60, read_only=True))) as client:
+    async with Client(build_server(Settings(path=nb, timeout=60, read_only=True, structured_output=True))) as client:
         info = (await call(client, "get_notebook_info")).structured_content
     assert info["nbformat"].startswith("4.") and info["upgraded_from_nbformat"] == 3
     assert "the file is nbformat 3" in info["note"]
@@ -208,7 +208,9 @@ async def test_a_venv_without_ipykernel_is_named_first_and_restart_uses_it_once_
         cfg.write("uv = 0.9.0\n")  # as uv writes it: the fix is uv's command
     fix = f"uv pip install --python {python} ipykernel"
     nbformat.write(nbformat.v4.new_notebook(), project / "analysis.ipynb")
-    async with Client(build_server(Settings(path=project / "analysis.ipynb", timeout=60))) as client:
+    async with Client(
+        build_server(Settings(path=project / "analysis.ipynb", timeout=60, structured_output=True))
+    ) as client:
         code = "import sys; print(sys.executable)"
         lines = text_of(await call(client, "append_execute_code_cell", cell_source=code)).splitlines()
         assert lines[1].startswith(f"Note: the code runs in nbmcp's own Python ({sys.executable}), NOT"), lines

@@ -54,7 +54,7 @@ class Background:
 async def test_restart_during_a_stubborn_cell_after_an_interrupt_keeps_the_session_alive(nb_path: Path) -> None:
     # The crash sequence of issue 13: a timed-out stubborn cell, interrupt_kernel, restart_kernel, then
     # another cell that times out. It used to end the MCP session ("Connection closed").
-    server = build_server(Settings(path=nb_path, timeout=12))
+    server = build_server(Settings(path=nb_path, timeout=12, structured_output=True))
     async with Client(server) as c:
         run = Background()
         async with anyio.create_task_group() as tg:
@@ -107,7 +107,7 @@ async def test_restart_rescues_a_stubborn_cell_within_seconds(nb_path: Path) -> 
 
 
 async def test_a_kernel_killed_while_idle_is_replaced_and_the_next_cell_runs(nb_path: Path) -> None:
-    server = build_server(Settings(path=nb_path, timeout=60))
+    server = build_server(Settings(path=nb_path, timeout=60, structured_output=True))
     async with Client(server) as c:
         r = await c.call_tool("execute_code", {"code": "import os; print(os.getpid())"})
         pid = int(text_of(r).split()[-1])

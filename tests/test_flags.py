@@ -114,13 +114,14 @@ async def test_max_output_chars_and_image_cap_are_applied(nb_path: Path) -> None
         # The image note takes its part of the 1000-character budget; the text gets the rest.
         omitted = re.search(r"(\d+) characters omitted; read_cell_output\(cell_id='\w+', output_index=0", text)
         assert omitted and 4000 <= int(omitted.group(1)) < 4500, text
-        assert len(text) < 1000 + 200  # the budget, plus the answer's first line
+        # The budget, plus the head line and the first line that names what was left out.
+        assert len(text) < 1000 + 500
         assert not [c for c in r.content if c.type == "image"]
         assert (
             "image/png image of 69 bytes (output 1) not shown: over the 10-byte image cap (--max-image-bytes)" in text
         )
         r = await call(client, "read_cell_output", cell_index=0, max_chars=100_000)
-        page = r.structured_content["text"].split("\n", 1)[1]
+        page = text_of(r).split("\n", 1)[1]
         assert len(page) == 1000  # never more than the budget per answer
         r = await call(client, "execute_code", code="print('z' * 3000)")
         assert "2201 characters omitted; this output was not saved anywhere" in text_of(r)
@@ -144,7 +145,9 @@ def _venv_with_module(root: Path) -> Path:
 async def test_python_flag_runs_code_with_that_interpreter(nb_path: Path, tmp_path: Path) -> None:
     python = _venv_with_module(tmp_path)
     assert importlib.util.find_spec("only_in_that_env") is None  # nbmcp's own environment lacks it
-    async with Client(build_server(Settings(path=nb_path, timeout=60, python=str(python)))) as client:
+    async with Client(
+        build_server(Settings(path=nb_path, timeout=60, python=str(python), structured_output=True))
+    ) as client:
         r = await call(client, "append_execute_code_cell", cell_source="import only_in_that_env, sys\nsys.prefix")
         assert r.structured_content["status"] == "ok", text_of(r)
         assert str(python.parent.parent) in text_of(r)

@@ -33,7 +33,7 @@ SLOW_CELL = "import time\nprint('first', 'line', flush=True)\ntime.sleep(8)\npri
 
 @pytest.fixture
 async def slow_client(nb_path: Path) -> AsyncIterator[Client]:
-    server = build_server(Settings(path=nb_path, timeout=60, max_wait=MAX_WAIT))
+    server = build_server(Settings(path=nb_path, timeout=60, max_wait=MAX_WAIT, structured_output=True))
     async with Client(server) as c:
         # The first execution also waits for the kernel to start: do that before timing anything.
         r = await c.call_tool("execute_code", {"code": "1"})

@@ -141,7 +141,7 @@ def notebook(jupyter: Jupyter) -> str:
 
 @pytest.fixture
 async def client(jupyter: Jupyter, notebook: str) -> AsyncIterator[Client]:
-    server = build_server(settings_from_env(jupyter.env(notebook), timeout=60))
+    server = build_server(settings_from_env(jupyter.env(notebook), timeout=60, structured_output=True))
     async with Client(server) as c:
         yield c
 
@@ -547,7 +547,7 @@ async def test_the_token_never_appears_in_log_output(
 @pytest.mark.timeout(120)
 async def test_seed_env_vars_over_a_real_stdio_subprocess(jupyter: Jupyter, notebook: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"} | jupyter.env(notebook)
-    env |= {"NBMCP_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+    env |= {"NBMCP_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", "NBMCP_STRUCTURED_OUTPUT": "1"}
     errlog = jupyter.root.parent / f"{notebook}.stderr"
     with open(errlog, "w") as err:
         params = StdioServerParameters(command=sys.executable, args=["-m", "nbmcp"], env=env)

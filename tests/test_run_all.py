@@ -16,6 +16,12 @@ from .conftest import read_nb, text_of
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def client(structured_client: Client) -> Client:
+    """These tests read answers' fields (cell_id, status): the server runs with --structured-output."""
+    return structured_client
+
+
 def _write(path: Path, *cells: nbformat.NotebookNode) -> Path:
     nbformat.write(nbformat.v4.new_notebook(cells=list(cells)), path)
     return path

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.anyio
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
+@pytest.fixture
+def client(structured_client: Client) -> Client:
+    """These tests read answers' fields (cell_id, status): the server runs with --structured-output."""
+    return structured_client
+
+
 async def call(client: Client, tool: str, **args: object):  # type: ignore[no-untyped-def]
     result = await client.call_tool(tool, args)
     assert not result.is_error, text_of(result)
@@ -180,6 +186,9 @@ async def test_progress_notifications_arrive_during_a_3_second_cell(client: Clie
     assert len(seen) >= 2, seen
     assert [p for p, _, _ in seen] == sorted(p for p, _, _ in seen)
     assert any("tick" in (m or "") for _, _, m in seen)
+    # Progress is the elapsed seconds, with no made-up total (the timeout as one read "1 %": issue 23).
+    assert all(total is None for _, total, _ in seen), seen
+    assert all(m and m.startswith(f"running for {p:.0f} s") for p, _, m in seen), seen
     assert "tick 2" in text_of(r)
 
 
@@ -278,7 +287,7 @@ async def test_a_4_4_notebook_works_and_is_upgraded_on_first_change(tmp_path: Pa
     from .conftest import copy_golden
 
     path = copy_golden("v44_no_ids.ipynb", tmp_path / "work" / "old.ipynb")
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         r = await call(client, "read_cell", cell_index=0)
         assert r.structured_content["cell_id"] is None
         r = await call(client, "execute_cell_simple_timeout", cell_index=0)
@@ -294,7 +303,9 @@ async def test_a_created_notebook_is_said_with_a_similar_name_in_its_folder(tmp_
     folder = tmp_path / "work"
     nbformat.write(nbformat.v4.new_notebook(), folder / "analysis.ipynb")
     nbformat.write(nbformat.v4.new_notebook(), folder / "report.ipynb")
-    async with Client(build_server(Settings(path=folder / "analysys.ipynb", timeout=60))) as client:
+    async with Client(
+        build_server(Settings(path=folder / "analysys.ipynb", timeout=60, structured_output=True))
+    ) as client:
         answers = [await client.call_tool("get_notebook_info", {}) for _ in range(CREATED_NOTE_ANSWERS + 1)]
     for r in answers[:CREATED_NOTE_ANSWERS]:
         last = text_of(r).splitlines()[-1]

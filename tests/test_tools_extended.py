@@ -32,6 +32,12 @@ pytestmark = pytest.mark.anyio
 STALE = "not found; the notebook may have changed, read it again"
 
 
+@pytest.fixture
+def client(structured_client: Client) -> Client:
+    """These tests read answers' fields (cell_id, status): the server runs with --structured-output."""
+    return structured_client
+
+
 async def call(client: Client, tool: str, **args: object) -> Any:
     result = await client.call_tool(tool, args)
     assert not result.is_error, text_of(result)
@@ -203,7 +209,7 @@ async def test_read_notebook_pages_a_1000_cell_notebook(tmp_path: Path) -> None:
             nb.cells.append(nbformat.v4.new_markdown_cell(f"## Section {i}\ntext"))
     nbformat.write(nb, path)
     ids = [c.id for c in nb.cells]
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         t0 = time.monotonic()
         r = await call(client, "read_notebook")
         sc = r.structured_content
@@ -330,7 +336,7 @@ async def test_execute_cell_progress_interrupt_kernel_and_restart_kernel(client:
 async def test_a_4_4_notebook_is_read_by_index_without_ids(tmp_path: Path) -> None:
     path = copy_golden("v44_no_ids.ipynb", tmp_path / "work" / "old.ipynb")
     before = path.read_bytes()
-    async with Client(build_server(Settings(path=path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
         r = await call(client, "read_notebook")
         assert re.findall(r"^ *\d+ (\S+) ", r.structured_content["text"], flags=re.MULTILINE) == ["-", "-"]
         assert "   1 - markdown: # Old notebook" in text_of(r)

@@ -50,16 +50,16 @@ async def test_folder_server_lists_uses_and_unuses_notebooks(folder: Path) -> No
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"list_notebooks", "use_notebook", "unuse_notebook"} <= names
         r = await call(client, "list_notebooks")
-        rows = r.structured_content["text"].splitlines()[1:]
+        head, *rows = text_of(r).splitlines()
         assert rows == ["- a.ipynb (kernel not started)", "- sub/b.ipynb (kernel not started)"]  # hidden skipped
-        assert r.structured_content["count"] == 2
+        assert head.startswith("2 notebook(s) under ")
         r = await client.call_tool("read_all_cells", {})
         assert r.is_error and "no notebook chosen" in text_of(r) and "use_notebook" in text_of(r)
         await call(client, "use_notebook", path="sub/b.ipynb")
         r = await call(client, "append_execute_code_cell", cell_source="import os; os.getcwd()")
         assert str(folder / "sub") in text_of(r)  # its own kernel, in its own folder
         r = await call(client, "list_notebooks")
-        active = [row for row in r.structured_content["text"].splitlines() if "[active]" in row]
+        active = [row for row in text_of(r).splitlines() if "[active]" in row]
         assert active == ["- sub/b.ipynb [active] (kernel idle, 2 cells)"]
         r = await call(client, "use_notebook", path="c.ipynb", create=True)
         assert (folder / "c.ipynb").exists() and "0 cells" in text_of(r)
@@ -132,9 +132,7 @@ async def test_two_http_sessions_keep_their_own_active_notebook(folder: Path) ->
                 tg.start_soon(writes, one, "one")
                 tg.start_soon(writes, two, "two")
             r = await call(one, "list_notebooks")
-            assert next(row for row in r.structured_content["text"].splitlines() if "[active]" in row).startswith(
-                "- a.ipynb [active]"
-            )
+            assert next(row for row in text_of(r).splitlines() if "[active]" in row).startswith("- a.ipynb [active]")
     finally:
         server.stop()
     assert [c.source for c in read_nb(folder / "a.ipynb").cells][1:] == [f"one {i}" for i in range(5)]

@@ -61,6 +61,8 @@ environment variables:
   NBMCP_LOG_LEVEL   default for --log-level
   NBMCP_TIMEOUT     default for --timeout
   NBMCP_MAX_WAIT    default for --max-wait
+  NBMCP_STRUCTURED_OUTPUT
+                    default for --structured-output (true or false)
   NBMCP_TOKEN       default for --token (preferred: it stays out of the process list)
   NBMCP_LOCK_DIR    where lock files live (default: Jupyter's runtime folder)
   NBMCP_STATE_DIR   where the undo journal lives (default: the per-user state folder)

@@ -19,6 +19,7 @@ from ..config import (
     TRANSPORTS,
     Settings,
     default_log_level,
+    default_structured_output,
     default_timeout,
     default_token,
     settings_from_env,
@@ -199,6 +200,14 @@ def _add_assistant_options(p: argparse.ArgumentParser) -> None:
         help="largest image (PNG/JPEG bytes) sent to the assistant; larger ones are replaced by a note "
         "(default: %(default)d)",
     )
+    p.add_argument(
+        "--structured-output",
+        action="store_true",
+        default=None,
+        help="tools also list an outputSchema and answer with structuredContent (the same text plus fields such as "
+        "cell_id and status), for programs; off by default because clients show the model plain content best "
+        "(default: $NBMCP_STRUCTURED_OUTPUT or off)",
+    )
 
 
 def _tool_list(value: str) -> tuple[str, ...]:
@@ -232,6 +241,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_image_bytes=args.max_image_bytes,
         tools=args.tools,
         read_only=args.read_only,
+        structured_output=args.structured_output or default_structured_output(),
     )
     return dataclasses.replace(settings, view=args.view, view_port=args.view_port)
 

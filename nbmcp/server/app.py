@@ -55,13 +55,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The first line stands alone: some clients show only it (Codex, issue 23).
 INSTRUCTIONS = """\
-nbmcp edits and runs one Jupyter notebook (.ipynb) on disk. Every change is saved to the file
-immediately, so a person who has the notebook open in VS Code or JupyterLab sees it. Cells are
-addressed by index (0 = first cell) or by id; ids stay valid when cells are inserted or moved, so prefer
-them. read_notebook gives a paged overview (index, id, first line) of a notebook of any size.
+nbmcp edits and runs Jupyter notebooks (.ipynb); every change is saved to the file at once.
+A person who has the notebook open in VS Code or JupyterLab sees each change. Cells are addressed by
+index (0 = first cell) or by id; ids stay valid when cells are inserted or moved, so prefer them.
+read_notebook gives a paged overview (index, id, first line) of a notebook of any size.
 Code runs in a kernel that keeps its state between calls, like a notebook a person runs cell by cell.
 A person may edit the notebook at the same time: read it again before relying on indices from long ago.
+An answer that leaves something out says so in its first line, with the call that returns the rest.
 The notebook is also a resource (its nbformat JSON) that a client can subscribe to.
 """
 
@@ -502,6 +504,7 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         workspace=None if workspace.single else workspace,
         client_log=workspace.client_log,
         view_url=settings.view_url,
+        structured_output=settings.structured_output,
     )
     return server, workspace
 

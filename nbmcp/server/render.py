@@ -5,8 +5,10 @@ cut in the middle with a marker saying how much was left out and the read_cell_o
 it, PNG/JPEG images (capped in size and number per answer; the others become a note) and HTML only
 when no plain text exists. The budget holds for all of a cell's outputs together: many small outputs
 are shown from the start and the end with one marker for the run left out between them, so ten
-thousand `display()` calls cost no more than one long print. Results are plain dataclasses: the tool
-layer turns them into MCP content, so no MCP type leaks below it.
+thousand `display()` calls cost no more than one long print. Each thing left out is also listed in
+`Rendered.cuts` with the call that returns it, for the answer's first line (a client's own cut of a long
+answer must not hide how to get the rest: issue 23). Results are plain dataclasses: the tool layer turns
+them into MCP content, so no MCP type leaks below it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "Rendered",
     "TextPage",
     "TextPart",
+    "cut_note",
     "head_length",
     "page_text",
     "render",
@@ -100,6 +103,8 @@ class Rendered:
     """Every output as text (image outputs as a one-line note), within the budget; '' if none."""
     images: list[ImagePart] = field(default_factory=list)
     """The images shown as image content (a note for each is in `text`)."""
+    cuts: list[str] = field(default_factory=list)
+    """What `text` leaves out, each with the call that returns it (each is also marked in place)."""
 
 
 def head_length(limit: int) -> int:
@@ -138,6 +143,13 @@ def _more_hint(cell: str | None, output_index: int, offset: int) -> str:
     return f"read_cell_output({cell}, output_index={output_index}, offset={offset}) returns them"
 
 
+def cut_note(cell: str | None, output_index: int, omitted: int, offset: int) -> str:
+    """One output's cut, for an answer's first line: how much, and the call that returns it."""
+    if cell is None:
+        return f"{omitted} characters of output {output_index} (not saved anywhere: print a smaller part)"
+    return f"{omitted} characters of output {output_index}: {_more_hint(cell, output_index, offset)}"
+
+
 @dataclass(frozen=True)
 class TextPage:
     """A window of an output's text, as read_cell_output returns it."""
@@ -171,7 +183,8 @@ class _Item:
 
 def _image(
     output: dict[str, Any], index: int, cell: str | None, max_image_bytes: int, budget: ImageBudget
-) -> tuple[_Item, ImagePart | None] | None:
+) -> tuple[_Item, ImagePart | None, str] | None:
+    """An image output as a note and the image shown, or the note and what was left out."""
     data = output.get("data", {}) if output.get("output_type") in ("display_data", "execute_result") else {}
     mime = next((t for t in _IMAGE_TYPES if t in data), None)
     if mime is None:
@@ -184,16 +197,16 @@ def _image(
             f"[{mime} image of {size} bytes (output {index}) not shown: over the {max_image_bytes}-byte image "
             "cap (--max-image-bytes). Save a smaller figure (lower dpi or size) to see it]"
         )
-        return _Item(index, note, False), None
+        return _Item(index, note, False), None, f"image output {index} (over --max-image-bytes: save a smaller one)"
     if not budget.take(size):
         note = f"[{mime} image of {size} bytes (output {index}) not shown: {budget.reason}; {where}]"
-        return _Item(index, note, False), None
+        return _Item(index, note, False), None, f"image output {index}: {where}"
     note = f"[{mime} image of {size} bytes (output {index}): shown as image content]"
-    return _Item(index, note, False), ImagePart(b64, mime, index, size)
+    return _Item(index, note, False), ImagePart(b64, mime, index, size), ""
 
 
 def _items(
-    outputs: Iterable[dict[str, Any]], cell: str | None, max_image_bytes: int, budget: ImageBudget
+    outputs: Iterable[dict[str, Any]], cell: str | None, max_image_bytes: int, budget: ImageBudget, cuts: list[str]
 ) -> tuple[list[_Item], list[ImagePart]]:
     items: list[_Item] = []
     images: list[ImagePart] = []
@@ -203,6 +216,8 @@ def _items(
             items.append(image[0])
             if image[1] is not None:
                 images.append(image[1])
+            if image[2]:
+                cuts.append(image[2])
             continue
         text = output_text(output).rstrip("\n")
         if text:
@@ -214,7 +229,7 @@ def _items(
     return items, images
 
 
-def _cut_each(items: Sequence[_Item], budget: int, cell: str | None) -> list[str]:
+def _cut_each(items: Sequence[_Item], budget: int, cell: str | None, cuts: list[str]) -> list[str]:
     """Every output, long ones cut to an equal share of what the short ones leave."""
     notes = sum(len(i.text) + 1 for i in items if not i.cuttable)
     cuttable = [k for k, i in enumerate(items) if i.cuttable]
@@ -229,10 +244,11 @@ def _cut_each(items: Sequence[_Item], budget: int, cell: str | None) -> list[str
         item = items[k]
         if len(item.text) > share:
             shown[k] = truncate_middle(item.text, share, _more_hint(cell, item.index, head_length(share)))
+            cuts.append(cut_note(cell, item.index, len(item.text) - share, head_length(share)))
     return shown
 
 
-def _window(items: Sequence[_Item], budget: int, cell: str | None) -> list[str]:
+def _window(items: Sequence[_Item], budget: int, cell: str | None, cuts: list[str]) -> list[str]:
     """Too many outputs to cut each: the first ones and the last ones, one marker for those between."""
     room = max(budget - MARKER_CHARS, 0)
     head: list[str] = []
@@ -249,6 +265,7 @@ def _window(items: Sequence[_Item], budget: int, cell: str | None) -> list[str]:
                 if item.cuttable and space >= MIN_SHARE:
                     hint = _more_hint(cell, item.index, head_length(space))
                     (head if side == 0 else tail).append(truncate_middle(item.text, space, hint))
+                    cuts.append(cut_note(cell, item.index, len(item.text) - space, head_length(space)))
                     used = limit
                     if side == 0:
                         first += 1
@@ -271,10 +288,9 @@ def _window(items: Sequence[_Item], budget: int, cell: str | None) -> list[str]:
             if cell
             else "they were not saved anywhere; print less"
         )
-        head.append(
-            f"[... outputs {skipped[0].index} to {skipped[-1].index} ({len(skipped)} outputs, {chars} characters) "
-            f"omitted; {where} ...]"
-        )
+        what = f"outputs {skipped[0].index} to {skipped[-1].index} ({len(skipped)} outputs, {chars} characters)"
+        head.append(f"[... {what} omitted; {where} ...]")
+        cuts.append(f"{what}: {where}")
     return head + tail
 
 
@@ -294,16 +310,17 @@ def render(
     when one answer shows several cells (a fresh one per call otherwise).
     """
     budget = images if images is not None else ImageBudget(max_image_bytes)
-    items, shown_images = _items(outputs, cell, max_image_bytes, budget)
+    cuts: list[str] = []
+    items, shown_images = _items(outputs, cell, max_image_bytes, budget, cuts)
     if not items:
         return Rendered("", shown_images)
     if sum(len(i.text) + 1 for i in items) <= max_chars:
         texts = [i.text for i in items]
     elif len(items) * MIN_SHARE <= max_chars:
-        texts = _cut_each(items, max_chars, cell)
+        texts = _cut_each(items, max_chars, cell, cuts)
     else:
-        texts = _window(items, max_chars, cell)
-    return Rendered("\n".join(texts), shown_images)
+        texts = _window(items, max_chars, cell, cuts)
+    return Rendered("\n".join(texts), shown_images, cuts)
 
 
 def render_outputs(

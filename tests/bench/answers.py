@@ -38,7 +38,7 @@ async def main(cells: int) -> None:
             cell.execution_count = i + 1
             nb.cells.append(cell)
         nbformat.write(nb, path)
-        async with Client(build_server(Settings(path=path, timeout=300))) as client:
+        async with Client(build_server(Settings(path=path, timeout=300, structured_output=True))) as client:
             calls: list[tuple[str, dict[str, Any]]] = [
                 ("read_all_cells", {}),
                 ("read_notebook", {"limit": 500}),

@@ -170,7 +170,10 @@ def bytes_read(pid: int) -> int:
 
 def nbmcp_params(notebook: Path) -> StdioServerParameters:
     env = dict(os.environ, PYTHONUNBUFFERED="1", NBMCP_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
-    return StdioServerParameters(command=sys.executable, args=["-m", "nbmcp", str(notebook), *EXTRA], env=env, cwd=ROOT)
+    # --structured-output: the benchmark reads get_notebook_info's fields, and earlier rounds measured answers
+    # with their structured view (off by default since issue 23).
+    args = ["-m", "nbmcp", str(notebook), "--structured-output", *EXTRA]
+    return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=ROOT)
 
 
 async def cold_start(stack: contextlib.AsyncExitStack, notebook: Path) -> tuple[Client, float, float, float]:

@@ -73,13 +73,23 @@ def register_tools(
     client_log: ClientLog | None = None,
     max_wait: float = DEFAULT_MAX_WAIT,
     view_url: str | None = None,
+    structured_output: bool = False,
 ) -> frozenset[str]:
     """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
 
     `get_session` gives the notebook a call works on. Tools outside the exposed set stay registered
-    so that a call by name gets a clear refusal instead of "unknown tool".
+    so that a call by name gets a clear refusal instead of "unknown tool". `structured_output`: tools list
+    an outputSchema and answer with structuredContent too (--structured-output); the text is the same.
     """
     box = Toolbox(
-        get_session, max_output_chars, max_image_bytes, default_timeout, workspace, client_log, max_wait, view_url
+        get_session,
+        max_output_chars,
+        max_image_bytes,
+        default_timeout,
+        workspace,
+        client_log,
+        max_wait,
+        view_url,
+        structured_output,
     )
     return install(server, box, tools=tools, read_only=read_only)

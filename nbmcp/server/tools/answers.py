@@ -1,12 +1,16 @@
-"""One rule for every tool answer: the model sees the same facts in both views, within the budget.
+"""One rule for every tool answer: the whole answer is one text, within the budget, the same in either view.
 
-Some clients show the model only a tool result's `content`, others (Claude Code, Codex, Copilot CLI,
-OpenCode) only its `structuredContent` when there is one. So every tool answers with one `Answer`:
-its `text` is the whole answer as the model should read it (outputs, tracebacks, ids, notes, what was
-cut and which call returns the rest), cut to the output budget, and it goes into both views: as the
-first content block, and as the `text` field of the structured view next to a few small facts (ids,
-status, counts) that programs can use. Images go in `content`; the text and the structured `images`
-list say that each exists and which call returns it. Each answer model is the tool's outputSchema.
+Every tool answers with one `Answer`: its `text` is the whole answer as the model should read it
+(outputs, tracebacks, ids, notes, what was cut and which call returns the rest), cut to the output
+budget. By default the result is plain `content`: that text, then the images as image blocks, with no
+outputSchema and no structuredContent. Measured in real clients (issue 23): Claude Code shows the
+model `structuredContent` as escaped JSON when there is one, Codex shows only `structuredContent` and
+drops the images, Gemini CLI and OpenCode show `content`; so plain content serves every model best.
+With --structured-output the answer model is also the tool's outputSchema and the result carries it as
+structuredContent (the same `text` beside a few small facts: ids, status, counts) for programs.
+
+Anything an answer leaves out is named in its first line with the call that returns it, besides the
+marker in place: a client that cuts a long answer in the middle must not hide how to get the rest.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "cell_name",
     "fit",
     "image_infos",
+    "left_out",
     "reply",
     "with_note",
 ]
@@ -53,6 +58,10 @@ ANSWER_OVERHEAD = 2_000
 CELL_OUTPUT_CHARS = 2_000
 #: Room kept in the structured view for the fields beside `text` (ids, status, image list).
 _FIELDS_RESERVE = 1_000
+#: Things left out that the first line names one by one (with their calls); the others are counted.
+LEFT_OUT_NAMED = 3
+#: The most that first line takes (it comes out of the room the answer has beyond the output budget).
+LEFT_OUT_CHARS = 800
 
 
 class ImageInfo(BaseModel):
@@ -217,16 +226,40 @@ def fit(text: str, limit: int) -> str:
     return truncate_middle(text, max(limit - 200, 0), "the answer was over the output budget (--max-output-chars)")
 
 
-def reply(answer: Answer, images: Sequence[ImagePart], limit: int) -> CallToolResult:
-    """Both views of `answer`: content (text, then images) and the structured model, each within `limit`."""
-    answer.text = fit(answer.text, limit - _FIELDS_RESERVE)
+def left_out(cuts: Sequence[str]) -> str:
+    """The first line of an answer that leaves something out: what, and the call that returns each."""
+    if not cuts:
+        return ""
+    line = "Left out of this answer: " + "; ".join(cuts[:LEFT_OUT_NAMED])
+    if len(cuts) > LEFT_OUT_NAMED:
+        line += f"; and {len(cuts) - LEFT_OUT_NAMED} more, each marked [...] where it was"
+    if len(line) > LEFT_OUT_CHARS:  # only with absurdly long cell ids: the markers in place stay exact
+        line = line[: LEFT_OUT_CHARS - 40] + " ... (see the markers below)"
+    return line + "."
+
+
+def reply(
+    answer: Answer, images: Sequence[ImagePart], limit: int, *, cuts: Sequence[str] = (), structured: bool = False
+) -> CallToolResult:
+    """The tool result of `answer`: content (text, then images), and with `structured` the answer model too.
+
+    `cuts` name what the text leaves out; the first line says so. The text is the same either way and
+    within `limit` in either view.
+    """
+    cuts = list(cuts)
+    room = limit - _FIELDS_RESERVE
+    if len(answer.text) + len(left_out(cuts)) + 1 > room:
+        cuts.append("the middle of this answer, over the output budget (--max-output-chars): ask for less at a time")
+        answer.text = fit(answer.text, room - len(left_out(cuts)) - 1)
+    if cuts:
+        answer.text = left_out(cuts) + "\n" + answer.text
     content: list[ContentBlock] = [TextContent(type="text", text=answer.text)]
     content += [ImageContent(type="image", data=i.data, mime_type=i.mime_type) for i in images]
-    return CallToolResult(content=content, structured_content=answer.model_dump(mode="json"))
+    return CallToolResult(content=content, structured_content=answer.model_dump(mode="json") if structured else None)
 
 
 def with_note(result: CallToolResult, note: str) -> CallToolResult:
-    """`result` with "Note: `note`" as the last line of its text, in both views."""
+    """`result` with "Note: `note`" as the last line of its text (in the structured view too, if any)."""
     first = result.content[0] if result.content else None
     if isinstance(first, TextContent):
         first.text += f"\nNote: {note}"

@@ -9,7 +9,7 @@ from mcp.types import CallToolResult
 
 from ...session.results import CellRef
 from ..render import truncate_middle
-from .answers import CellAnswer, ClearAllAnswer, cell_name
+from .answers import CellAnswer, ClearAllAnswer, address, cell_name
 from .registry import CellIndex, tool, toolbox
 
 __all__ = [
@@ -47,6 +47,7 @@ def _edited(
     from_index: int | None = None,
     replacements: int | None = None,
     removed_outputs: int | None = None,
+    cuts: list[str] | None = None,
 ) -> CallToolResult:
     answer = CellAnswer(
         text=text,
@@ -57,14 +58,19 @@ def _edited(
         replacements=replacements,
         removed_outputs=removed_outputs,
     )
-    return toolbox().reply(answer)
+    return toolbox().reply(answer, cuts=cuts or ())
 
 
-def _diff_text(diff: str) -> str:
+def _diff_text(diff: str, ref: CellRef, cuts: list[str]) -> str:
     """A diff within the budget: a diff of a huge source is cut in the middle, never sent whole."""
     if not diff:
         return "(no change)"
-    return truncate_middle(diff, toolbox().max_output_chars, "read_cell shows the cell's source as it is now")
+    limit = toolbox().max_output_chars
+    if len(diff) > limit:
+        cuts.append(
+            f"{len(diff) - limit} characters of the diff: read_cell({address(ref.index, ref.id)}) shows the source"
+        )
+    return truncate_middle(diff, limit, "read_cell shows the cell's source as it is now")
 
 
 async def _inserted(
@@ -125,7 +131,8 @@ async def overwrite_cell_source(
     """
     session = await toolbox().session(ctx)
     ref, diff = await session.overwrite_source(cell_index, cell_source, cell_id=cell_id)
-    return _edited(f"Overwrote the source of {_ref_name(ref)}.\n{_diff_text(diff)}", ref)
+    cuts: list[str] = []
+    return _edited(f"Overwrote the source of {_ref_name(ref)}.\n{_diff_text(diff, ref, cuts)}", ref, cuts=cuts)
 
 
 @tool
@@ -148,8 +155,9 @@ async def edit_cell_source(
     ref, diff, count = await session.edit_source(
         cell_index, old_string, new_string, replace_all=replace_all, cell_id=cell_id
     )
-    text = f"Replaced {count} occurrence(s) in {_ref_name(ref)}.\n{_diff_text(diff)}"
-    return _edited(text, ref, replacements=count)
+    cuts: list[str] = []
+    text = f"Replaced {count} occurrence(s) in {_ref_name(ref)}.\n{_diff_text(diff, ref, cuts)}"
+    return _edited(text, ref, replacements=count, cuts=cuts)
 
 
 @tool

@@ -111,7 +111,7 @@ def _answer(
         execution_id=job.id if job is not None else None,
         running=running,
     )
-    return box.reply(answer, shown.images)
+    return box.reply(answer, shown.images, shown.cuts)
 
 
 def _job_answer(job: BackgroundExecution) -> CallToolResult:
@@ -128,12 +128,18 @@ def _job_answer(job: BackgroundExecution) -> CallToolResult:
     return _answer(res, job.cell, notes, job.cell is not None, job=job)
 
 
-def _progress(ctx: Context, total: float) -> Progress:
+def _progress(ctx: Context) -> Progress:
+    """Progress notifications of one running execution: elapsed seconds, and no total.
+
+    How long a cell will run is unknown: its timeout as the total made clients show "1 %" for most of
+    a run (Gemini CLI, issue 23). The message says the elapsed time and the latest output line.
+    """
+
     async def progress(elapsed: float, last_line: str) -> None:
         message = f"running for {elapsed:.0f} s"
         if last_line:
             message += f"; latest output: {last_line[:200]}"
-        await ctx.report_progress(elapsed, total, message)
+        await ctx.report_progress(elapsed, None, message)
 
     return progress
 
@@ -141,7 +147,7 @@ def _progress(ctx: Context, total: float) -> Progress:
 async def _wait(ctx: Context, session: NotebookSession, job: BackgroundExecution, interval: float | None) -> Ran:
     """Wait up to --max-wait for the execution this call started; a cancelled call interrupts it."""
     box = toolbox()
-    progress = None if interval is None else _progress(ctx, job.timeout)
+    progress = None if interval is None else _progress(ctx)
     await session.wait_execution(
         job, box.max_wait, on_progress=progress, progress_every=interval or 1.0, interrupt_if_cancelled=True
     )
@@ -176,8 +182,8 @@ async def append_execute_code_cell(cell_source: str, ctx: Context) -> Ran:
     normal result that shows the traceback. Runs for at most the server's --timeout (300 s by
     default), then the kernel is interrupted.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, -1, None, cell_source)
 
@@ -191,8 +197,8 @@ async def insert_execute_code_cell(
     Or give `cell_id` instead to insert before that cell. Returns its outputs, which are also saved
     in the notebook.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _add_and_run(ctx, cell_index, cell_id, cell_source)
 
@@ -216,8 +222,8 @@ async def execute_cell_simple_timeout(
     partial outputs are returned; the kernel stays usable. Use execute_cell_with_progress for
     long-running cells.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, None)
 
@@ -235,8 +241,8 @@ async def execute_cell_streaming(
     Each notification carries the elapsed time and the latest output line. Returns the outputs when
     the cell finishes (or is interrupted after `timeout_seconds`).
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     if progress_interval <= 0:
         raise UsageError(f"progress_interval must be a positive number of seconds, not {progress_interval!r}")
@@ -252,8 +258,8 @@ async def execute_cell_with_progress(
     Returns the outputs when it finishes; after `timeout_seconds` the kernel is interrupted and the
     partial outputs are returned.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
@@ -271,8 +277,8 @@ async def execute_cell(
     `timeout_seconds` (default: the server's --timeout) the kernel is interrupted and the partial
     outputs are returned. An exception in the code is a normal result with the traceback.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     return await _execute_cell(ctx, cell_index, cell_id, timeout_seconds, PROGRESS_INTERVAL)
 
@@ -285,8 +291,8 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
     the kernel. Sends progress notifications; interrupted after `timeout_seconds` (default: the
     server's --timeout). Use a cell instead for anything the notebook should keep.
 
-    Still running after the server's --max-wait (50 s by default)? The answer has the outputs so far,
-    running=true and an execution_id; the code runs on and wait_for_execution returns the rest.
+    Still running after the server's --max-wait (50 s by default)? The answer says STILL RUNNING, with
+    the outputs so far and an execution_id; the code runs on and wait_for_execution returns the rest.
     """
     box = toolbox()
     timeout = timeout_of(timeout_seconds, box.default_timeout)
@@ -297,12 +303,12 @@ async def execute_code(code: str, ctx: Context, timeout_seconds: float | None = 
 
 @tool
 async def wait_for_execution(execution_id: str, ctx: Context, timeout_seconds: float | None = None) -> Ran:
-    """Wait for an execution that is still running: one an execution tool answered with running=true.
+    """Wait for an execution that is still running: one an execution tool answered STILL RUNNING.
 
     Execution tools answer after the server's --max-wait (50 s by default) with the outputs so far and
     an `execution_id` while the code keeps running. This waits up to `timeout_seconds` (default and
     at most --max-wait) and answers like an execution tool: the final outputs and status once it has
-    finished, or the outputs so far and running=true (call it again to keep waiting). A finished
+    finished, or the outputs so far, STILL RUNNING (call it again to keep waiting). A finished
     execution's answer stays available for a while. interrupt_kernel stops a running execution.
     Cancelling this call only stops the waiting.
     """
@@ -310,7 +316,7 @@ async def wait_for_execution(execution_id: str, ctx: Context, timeout_seconds: f
     session = await box.session(ctx)
     wait = min(timeout_of(timeout_seconds, box.max_wait), box.max_wait)
     job = session.execution(execution_id)
-    await session.wait_execution(job, wait, on_progress=_progress(ctx, job.timeout))
+    await session.wait_execution(job, wait, on_progress=_progress(ctx))
     return _job_answer(job)
 
 
@@ -354,8 +360,11 @@ async def list_executions(ctx: Context) -> Annotated[CallToolResult, ExecutionsA
     return box.reply(answer)
 
 
-def _run_all_text(run: RunAll, max_chars: int) -> str:
-    """One line per cell with its shortened output; the failing cell's traceback whole (within budget)."""
+def _run_all_text(run: RunAll, max_chars: int, cuts: list[str]) -> str:
+    """One line per cell with its shortened output; the failing cell's traceback whole (within budget).
+
+    What it leaves out goes into `cuts`, with the calls that return it.
+    """
     failed = run.failed
     if failed is None:
         head = f"Ran {len(run.executions)} of {run.total} code cells in {run.elapsed:.2f} s"
@@ -375,10 +384,16 @@ def _run_all_text(run: RunAll, max_chars: int) -> str:
     lines = [head] + [f"Note: {n}" for n in run.notes]
     # The failing cell's traceback is what the model needs most: it gets up to half the budget.
     error = (failed.error_text() or "(no traceback)") if failed is not None else ""
-    error = render([{"output_type": "stream", "text": error}], max_chars=max_chars // 2).text if error else ""
+    if error:
+        where = address(failed.cell.index, failed.cell.id) if failed is not None else None
+        shown_error = render([{"output_type": "stream", "text": error}], max_chars=max_chars // 2)
+        error = shown_error.text
+        if shown_error.cuts and where is not None:
+            cuts.append(f"the middle of the traceback: read_cell({where}) shows the cell's outputs")
     used = sum(len(line) + 1 for line in lines) + len(error)
     images = ImageBudget(0, reason="a run of many cells shows no images")
     for shown, e in enumerate(run.executions):
+        entry_cuts: list[str] = []
         status = "" if e.ok else f" [{e.result.status}]"
         entry = f"--- {cell_name(e.cell.index, e.cell.id)} execution_count={e.result.execution_count}{status}"
         if e is not failed:
@@ -387,11 +402,14 @@ def _run_all_text(run: RunAll, max_chars: int) -> str:
             )
             if out.text:
                 entry += "\n" + out.text
+            entry_cuts = out.cuts
         if used + len(entry) + 1 > max_chars and shown > 0:
             rest = len(run.executions) - shown
             more = f"read_notebook(start_index={e.cell.index}, response_format='detailed')"
             lines.append(f"[... {rest} more cell(s) ran; {more} shows them ...]")
+            cuts.insert(0, f"{rest} more cell(s) that ran: {more} shows them")
             break
+        cuts.extend(entry_cuts)
         lines.append(entry)
         used += len(entry) + 1
     if error:
@@ -444,7 +462,8 @@ async def execute_all_cells(
         progress_every=PROGRESS_INTERVAL,
     )
     await ctx.report_progress(run.total, run.total, f"done: ran {len(run.executions)} of {run.total}")
-    text = _run_all_text(run, box.max_output_chars)
+    cuts: list[str] = []
+    text = _run_all_text(run, box.max_output_chars, cuts)
     failed = run.failed
     answer = RunAllAnswer(
         text=text,
@@ -455,4 +474,4 @@ async def execute_all_cells(
         failed_cell_index=None if failed is None else failed.cell.index,
         failed_cell_id=None if failed is None else failed.cell.id,
     )
-    return box.reply(answer)
+    return box.reply(answer, cuts=cuts)

@@ -82,7 +82,9 @@ async def list_changes(ctx: Context, limit: Count = 20) -> History:
             line += f" (no longer applies: {change.stale})"
         if used + len(line) + 1 > box.max_output_chars:
             lines.append(f"[... older changes not shown; list_changes(limit={change.step - 1}) ...]")
-            break
+            last = min(limit, len(changes))
+            cut = f"changes {change.step} to {last}, older than the ones shown: too many to list in one answer"
+            return box.reply(HistoryAnswer(text="\n".join(lines), total=len(changes)), cuts=[cut])
         lines.append(line)
         used += len(line) + 1
     return box.reply(HistoryAnswer(text="\n".join(lines), total=len(changes)))

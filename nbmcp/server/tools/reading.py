@@ -53,8 +53,11 @@ _CHUNK = 100
 Page = Annotated[CallToolResult, PageAnswer]
 
 
-def _source_window(view: CellView, offset: int, limit: int) -> tuple[str, int | None]:
-    """The source from `offset`, at most `limit` characters, and where the rest starts (None: the end)."""
+def _source_window(view: CellView, offset: int, limit: int, cuts: list[str]) -> tuple[str, int | None]:
+    """The source from `offset`, at most `limit` characters, and where the rest starts (None: the end).
+
+    A cut source is named in `cuts` with the call that returns the rest.
+    """
     source = view.source
     if offset < 0 or offset > len(source):
         raise UsageError(
@@ -67,10 +70,9 @@ def _source_window(view: CellView, offset: int, limit: int) -> tuple[str, int | 
         shown = f"[source from character {offset} of {len(source)}]\n{shown}"
     if end == len(source):
         return shown, None
-    rest = (
-        f"\n[... source continues: characters {end} to {len(source)} not shown; "
-        f"read_cell({address(view.index, view.id)}, source_offset={end}) returns them ...]"
-    )
+    call = f"read_cell({address(view.index, view.id)}, source_offset={end})"
+    rest = f"\n[... source continues: characters {end} to {len(source)} not shown; {call} returns them ...]"
+    cuts.append(f"source characters {end} to {len(source)} of {cell_name(view.index, view.id)}: {call} returns them")
     return shown + rest, end
 
 
@@ -81,9 +83,12 @@ def _cell_head(view: CellView) -> str:
     return head
 
 
-def _cell_block(view: CellView, images: ImageBudget) -> str:
-    """A cell as read_all_cells and detailed read_notebook show it: bounded whatever the cell holds."""
-    source, _ = _source_window(view, 0, CELL_SOURCE_CHARS)
+def _cell_block(view: CellView, images: ImageBudget, cuts: list[str]) -> str:
+    """A cell as read_all_cells and detailed read_notebook show it: bounded whatever the cell holds.
+
+    What it leaves out goes into `cuts`.
+    """
+    source, _ = _source_window(view, 0, CELL_SOURCE_CHARS, cuts)
     lines = [_cell_head(view), source]
     if view.outputs:
         box = toolbox()
@@ -95,6 +100,7 @@ def _cell_block(view: CellView, images: ImageBudget) -> str:
             images=images,
         )
         lines += ["Outputs:", shown.text]
+        cuts += shown.cuts
     return "\n".join(lines)
 
 
@@ -114,16 +120,19 @@ async def _page(ctx: Context, start: int, limit: int | None, response_format: st
     budget = box.max_output_chars
     images = ImageBudget(0, reason="pages of cells show no images")
     blocks: list[str] = []
+    cuts: list[str] = []
     used = 0
     end: int | None = None
     views, total = await session.read_page(start, min(_CHUNK, limit or _CHUNK))
     while views:
         for view in views:
-            block = _brief_line(view) if response_format == "brief" else _cell_block(view, images)
+            block_cuts: list[str] = []
+            block = _brief_line(view) if response_format == "brief" else _cell_block(view, images, block_cuts)
             if blocks and used + len(block) + 2 > budget:
                 views = []
                 break
             blocks.append(block)
+            cuts += block_cuts
             used += len(block) + 2
             end = view.index
             if limit is not None and len(blocks) >= limit:
@@ -142,6 +151,10 @@ async def _page(ctx: Context, start: int, limit: int | None, response_format: st
             head += " Last page."
         else:
             head += f" Next page: read_notebook(start_index={next_start}, response_format={response_format!r})."
+    if cuts and next_start is not None:
+        # The head names the next page, but the first line is now what was left out: it names it too.
+        page = f"read_notebook(start_index={next_start}, response_format={response_format!r})"
+        cuts.insert(0, f"cells {next_start} to {total - 1}: {page} returns them")
     separator = "\n" if response_format == "brief" else "\n\n"
     answer = PageAnswer(
         text=head + ("\n" + separator.join(blocks) if blocks else ""),
@@ -151,7 +164,7 @@ async def _page(ctx: Context, start: int, limit: int | None, response_format: st
         next_start_index=next_start,
         response_format=response_format,
     )
-    return box.reply(answer)
+    return box.reply(answer, cuts=cuts)
 
 
 @tool
@@ -168,7 +181,8 @@ async def read_cell(
     session = await box.session(ctx)
     view = await session.read_cell(cell_index, cell_id=cell_id)
     budget = box.max_output_chars
-    source, next_offset = _source_window(view, source_offset, budget // 2 if view.outputs else budget)
+    cuts: list[str] = []
+    source, next_offset = _source_window(view, source_offset, budget // 2 if view.outputs else budget, cuts)
     lines = [_cell_head(view)[4:], source]
     shown_images: list[ImagePart] = []
     if view.outputs:
@@ -180,6 +194,7 @@ async def read_cell(
         )
         lines += ["Outputs:", shown.text]
         shown_images = shown.images
+        cuts += shown.cuts
     answer = ReadCellAnswer(
         text="\n".join(lines),
         images=image_infos(shown_images, view.index, view.id),
@@ -191,7 +206,7 @@ async def read_cell(
         source_chars=len(view.source),
         next_source_offset=next_offset,
     )
-    return box.reply(answer, shown_images)
+    return box.reply(answer, shown_images, cuts)
 
 
 @tool
@@ -236,9 +251,9 @@ async def read_cell_output(
     """The text of one output of a cell, from character `offset`: the rest of an output that was cut.
 
     A cut output's marker names the exact call (cell, output_index, offset). Returns at most
-    `max_chars` characters (default and maximum: the server's output budget); the structured
-    result has offset, next_offset (null at the end) and total_chars. An image output is returned
-    as image content (within the image cap).
+    `max_chars` characters (default and maximum: the server's output budget); its first line says
+    which characters of how many it shows and the exact call for the rest. An image output is
+    returned as image content (within the image cap).
     """
     box = toolbox()
     if max_chars is not None and max_chars <= 0:
@@ -251,7 +266,12 @@ async def read_cell_output(
     images = [ImagePart(i.data, i.mime_type, output_index, i.size) for i in shown.images]
     head = f"{cell_name(ref.index, ref.id)}, output {output_index}: characters {page.offset} to "
     head += f"{page.offset + len(page.text)} of {page.total_chars}"
-    head += f"; next: offset={page.next_offset}" if page.next_offset is not None else " (the end)"
+    if page.next_offset is not None:
+        # The first line names the exact call for the rest (issue 23: a client's cut must not hide it).
+        where = address(ref.index, ref.id)
+        head += f"; the rest: read_cell_output({where}, output_index={output_index}, offset={page.next_offset})"
+    else:
+        head += " (the end)"
     if images:
         head += f"\n[{images[0].mime_type} image of {images[0].size} bytes: shown as image content]"
     answer = OutputPageAnswer(

@@ -197,6 +197,8 @@ class Toolbox:
     """Seconds an execution tool waits before answering with the outputs so far (--max-wait)."""
     view_url: str | None = None
     """The live view's address with its token (--view), for get_notebook_info to tell the person."""
+    structured: bool = False
+    """Answers carry structuredContent and tools list their outputSchema (--structured-output)."""
 
     async def session(self, ctx: Context) -> NotebookSession:
         session = await self.get_session(ctx)
@@ -208,8 +210,9 @@ class Toolbox:
         """Characters one answer may have, in either view."""
         return self.max_output_chars + ANSWER_OVERHEAD
 
-    def reply(self, answer: Answer, images: Sequence[ImagePart] = ()) -> CallToolResult:
-        return reply(answer, images, self.answer_limit)
+    def reply(self, answer: Answer, images: Sequence[ImagePart] = (), cuts: Sequence[str] = ()) -> CallToolResult:
+        """The tool result of `answer`; `cuts` name what it leaves out (its first line says so)."""
+        return reply(answer, images, self.answer_limit, cuts=cuts, structured=self.structured)
 
 
 _toolbox: contextvars.ContextVar[Toolbox] = contextvars.ContextVar("toolbox")
@@ -316,5 +319,9 @@ def install(
         refusal = None if name in exposed else _refusal(name, tools, read_only)
         # The tools that run or read cells name the notebook view app (MCP Apps): their answers stay the same.
         meta = APP_TOOL_META if name in APP_LINKED_TOOLS else None
-        server.tool(annotations=TOOL_ANNOTATIONS[name], meta=meta)(_guarded(name, TOOLS[name], box, refusal))
+        # Without --structured-output no tool lists an outputSchema (its answer model stays in the annotation).
+        structured = None if box.structured else False
+        server.tool(annotations=TOOL_ANNOTATIONS[name], meta=meta, structured_output=structured)(
+            _guarded(name, TOOLS[name], box, refusal)
+        )
     return exposed if box.workspace is not None else exposed - set(WORKSPACE_TOOLS)

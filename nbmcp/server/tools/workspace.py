@@ -53,7 +53,9 @@ async def list_notebooks(ctx: Context) -> Notebooks:
             break
         lines.append(line)
         used += len(line) + 1
-    head = f"{len(paths)} notebook(s) under {ws.root}" + (" (list cut; more exist)" if cut else "")
+    head = f"{len(paths)} notebook(s) under {ws.root}" + (
+        " (list cut: more exist; pass a path you know to use_notebook)" if cut else ""
+    )
     answer = NotebooksAnswer(text="\n".join([head, *lines]), root=str(ws.root), count=len(paths), truncated=cut)
     return box.reply(answer)
 
