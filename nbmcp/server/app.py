@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import select
-import signal
 import socket
 import weakref
 from collections.abc import AsyncIterator
@@ -38,7 +36,7 @@ from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
-from .stdio import run_stdio
+from .stdio import serve_stdio
 from .tools import register_tools, requested_notebook
 
 __all__ = [
@@ -514,47 +512,8 @@ def build_server(settings: Settings, session: NotebookSession | None = None) -> 
     return create_server(settings, session)[0]
 
 
-async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
-    # SIGTERM would otherwise end Python without running the lifespan's clean-up: kernels would be
-    # orphaned. Turn it (and SIGINT) into a cancellation that shuts the kernels down first.
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for received in signals:
-            logger.info("received %s; shutting down", signal.Signals(received).name)
-            scope.cancel()
-            return
-
-
 #: Seconds a stdio server waits for the client's `tools/list` before it starts the kernel anyway.
 SETTLE_WAIT = 0.5
-
-#: How often (seconds) stdio mode checks whether the client closed its end of stdin.
-STDIN_HANGUP_POLL = 0.2
-
-
-def _dup_stdin() -> int | None:
-    if not hasattr(select, "poll"):
-        return None  # Windows: the SDK's own end-of-file handling is all there is
-    try:
-        return os.dup(0)
-    except OSError:
-        return None
-
-
-async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
-    """Stop serving as soon as the client closes stdin, even with requests still unread in the pipe.
-
-    The SDK reads stdin a line at a time and notices the end only after the last queued request, so
-    a client that left with hundreds of edits queued had them applied for minutes (issue 13). The
-    pipe's hang-up flag is set as soon as the writer closes, whatever is still buffered.
-    """
-    poller = select.poll()
-    poller.register(fd, select.POLLHUP | select.POLLERR)  # no POLLIN: data waiting is not the question
-    while True:
-        await anyio.sleep(STDIN_HANGUP_POLL)  # a poll of one descriptor five times a second costs nothing
-        if poller.poll(0):
-            break
-    logger.info("the client closed stdin; its unanswered requests are dropped")
-    scope.cancel()
 
 
 async def serve(
@@ -573,19 +532,7 @@ async def serve(
     if view is not None:
         view.follow_sessions(workspace.hosts)
     if settings.transport == "stdio":
-        # A duplicate of stdin, taken before the SDK claims fd 0, to watch for the client hanging up.
-        hangup_fd = _dup_stdin()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_signals, tg.cancel_scope)
-                if hangup_fd is not None:
-                    tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
-                tg.start_soon(serve_beside, view, sock)  # the live view, with --view
-                await run_stdio(server)
-                tg.cancel_scope.cancel()
-        finally:
-            if hangup_fd is not None:
-                os.close(hangup_fd)
+        await serve_stdio(server, lambda: serve_beside(view, sock))  # the live view beside, with --view
         return
     import uvicorn
 

@@ -11,7 +11,7 @@ choose the protocol era, so the stale probe locked it into the 2026 era and the 
 was waiting for was refused (-32022). The probe is dropped when an `initialize` is already waiting
 behind it: that client no longer waits for the probe's answer.
 
-A client that closes stdin ends nbmcp within `nbmcp.server.app.STDIN_HANGUP_POLL` seconds, and requests
+A client that closes stdin ends nbmcp within `STDIN_HANGUP_POLL` seconds, and requests
 still queued in the pipe are dropped, not applied: piping a file of requests into nbmcp and closing the
 pipe does not work; keep stdin open until the answers arrive.
 """
@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import select
+import signal
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -35,12 +37,19 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
 __all__ = [
+    "STDIN_HANGUP_POLL",
     "LineReader",
     "StdinLines",
+    "cancel_on_signals",
+    "cancel_when_stdin_closes",
     "claimed_stdin",
     "drop_abandoned_probe",
+    "dup_stdin",
     "run_stdio",
+    "serve_stdio",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class StdinLines:
@@ -190,3 +199,60 @@ async def run_stdio(server: MCPServer) -> None:
         async with stdio_server(stdin=stdin) as (read_stream, write_stream):
             lowlevel = server._lowlevel_server  # MCPServer.run_stdio_async does the same, with the SDK's stdin
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+async def cancel_on_signals(scope: anyio.CancelScope) -> None:
+    # SIGTERM would otherwise end Python without running the lifespan's clean-up: kernels would be
+    # orphaned. Turn it (and SIGINT) into a cancellation that shuts the kernels down first.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            logger.info("received %s; shutting down", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
+#: How often (seconds) stdio mode checks whether the client closed its end of stdin.
+STDIN_HANGUP_POLL = 0.2
+
+
+def dup_stdin() -> int | None:
+    if not hasattr(select, "poll"):
+        return None  # Windows: the SDK's own end-of-file handling is all there is
+    try:
+        return os.dup(0)
+    except OSError:
+        return None
+
+
+async def cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
+    """Stop serving as soon as the client closes stdin, even with requests still unread in the pipe.
+
+    The SDK reads stdin a line at a time and notices the end only after the last queued request, so
+    a client that left with hundreds of edits queued had them applied for minutes (issue 13). The
+    pipe's hang-up flag is set as soon as the writer closes, whatever is still buffered.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP | select.POLLERR)  # no POLLIN: data waiting is not the question
+    while True:
+        await anyio.sleep(STDIN_HANGUP_POLL)  # a poll of one descriptor five times a second costs nothing
+        if poller.poll(0):
+            break
+    logger.info("the client closed stdin; its unanswered requests are dropped")
+    scope.cancel()
+
+
+async def serve_stdio(server: MCPServer, beside: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Serve over stdio, with `beside` running alongside, until the client leaves or a signal arrives."""
+    # A duplicate of stdin, taken before the SDK claims fd 0, to watch for the client hanging up.
+    hangup_fd = dup_stdin()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_on_signals, tg.cancel_scope)
+            if hangup_fd is not None:
+                tg.start_soon(cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
+            tg.start_soon(beside)
+            await run_stdio(server)
+            tg.cancel_scope.cancel()
+    finally:
+        if hangup_fd is not None:
+            os.close(hangup_fd)
