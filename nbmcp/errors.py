@@ -15,6 +15,7 @@ one place (`nbmcp.server.tools.registry`). Each subclasses the builtin it resemb
     │   └── NotebookNotFoundError(FileNotFoundError)  no such notebook (or folder) on a Jupyter server
     ├── KernelError(RuntimeError)
     │   ├── KernelStartError                  the kernel could not be started
+    │   │   └── NoSuchKernelError             the notebook's kernelspec is not installed here
     │   ├── DeadKernelError                   the kernel died while running code
     │   ├── KernelBusyError                   another execution is running (one at a time per kernel)
     │   └── NoKernelsApiError                 the Jupyter server does not run kernels
@@ -44,6 +45,7 @@ __all__ = [
     "LockTimeoutError",
     "NbmcpError",
     "NoKernelsApiError",
+    "NoSuchKernelError",
     "NotebookError",
     "NotebookFormatError",
     "NotebookNotFoundError",
@@ -179,6 +181,23 @@ class KernelError(NbmcpError, RuntimeError):
 
 class KernelStartError(KernelError):
     """The kernel could not be started."""
+
+
+class NoSuchKernelError(KernelStartError):
+    """The kernel the notebook's metadata names (`kernelspec.name`) is not installed here.
+
+    The message starts as jupyter_client's, papermill's and nbclient's ("No such kernel named ir"),
+    so a CI log reads the same after a move, and names the kernels that are installed.
+    """
+
+    def __init__(self, name: str, installed: list[str]) -> None:
+        self.name = name
+        self.installed = installed
+        super().__init__(
+            f"No such kernel named {name}: the notebook's metadata (kernelspec) asks for it, and it is not "
+            f"installed here (installed kernels: {', '.join(installed) or 'none'}); install it, or run the "
+            "notebook with another kernel: --kernel NAME"
+        )
 
 
 class DeadKernelError(KernelError):

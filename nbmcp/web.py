@@ -19,10 +19,14 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.transport_security import TransportSecuritySettings
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    # The MCP library costs a second of imports: only where a page is served (`nbmcp doctor` imports
+    # `is_loopback` from here and must not pay for it, issue 26).
+    from mcp.server.transport_security import TransportSecuritySettings
 
 __all__ = [
     "KEEP_ALIVE_TIMEOUT",
@@ -59,6 +63,8 @@ def is_loopback(host: str) -> bool:
 
 def security_settings(host: str, extra_hosts: tuple[str, ...] = ()) -> TransportSecuritySettings:
     """Host/Origin allow-lists: loopback names, plus the bind address and names given by the user."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
     names = list(_LOOPBACK_NAMES)
     if not is_loopback(host):
         if host not in ("0.0.0.0", "::", ""):

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nbmcp.cli import exec as exec_command
+from nbmcp.cli import exec_report
 from nbmcp.cli.exec import ExitCode
 from nbmcp.cli.main import cli
 
@@ -150,8 +150,8 @@ def test_usage_problems_exit_2_and_run_nothing(
 def test_heartbeat_lines_while_a_long_cell_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert exec_command.HEARTBEAT_INTERVAL == 10.0
-    monkeypatch.setattr(exec_command, "HEARTBEAT_INTERVAL", 0.5)
+    assert exec_report.HEARTBEAT_INTERVAL == 10.0
+    monkeypatch.setattr(exec_report, "HEARTBEAT_INTERVAL", 0.5)
     path = _notebook(tmp_path / "work" / "nb.ipynb", "import time\nprint('working', flush=True)\ntime.sleep(1.6)")
     assert cli("exec", str(path)) == ExitCode.OK
     err = capsys.readouterr().err

@@ -13,7 +13,8 @@ import pytest
 from nbmcp import CellExecutionError, Notebook
 from nbmcp.ci.batch import NotebookJob, NotebookResult, output_paths
 from nbmcp.ci.parameters import INJECTED_TAG
-from nbmcp.cli.exec import ExitCode, _NotebookLines
+from nbmcp.cli.exec import ExitCode
+from nbmcp.cli.exec_report import NotebookLines
 from nbmcp.cli.main import cli
 from nbmcp.session.results import CellRef
 
@@ -233,7 +234,7 @@ def test_one_output_file_for_two_notebooks_is_refused(tmp_path: Path, capsys: py
 async def test_a_terminal_gets_a_live_display_redrawn_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     stream = io.StringIO()
-    lines = _NotebookLines(2, stream, live=True)
+    lines = NotebookLines(2, stream, live=True)
     a, b = (NotebookJob(tmp_path / n, tmp_path / n) for n in ("a.ipynb", "b.ipynb"))
     await lines.notebook_started(a)
     await lines.notebook_started(b)
@@ -252,7 +253,7 @@ async def test_a_terminal_gets_a_live_display_redrawn_in_place(tmp_path: Path, m
     assert stream.getvalue().endswith("\x1b[2F\x1b[J")
 
     plain = io.StringIO()
-    quiet = _NotebookLines(1, plain, live=False)
+    quiet = NotebookLines(1, plain, live=False)
     await quiet.notebook_started(a)
     await quiet.notebook_finished(NotebookResult(a, None, 1.5))
     assert "\x1b" not in plain.getvalue() and plain.getvalue().count("\n") == 1
@@ -262,7 +263,7 @@ async def test_a_terminal_gets_a_live_display_redrawn_in_place(tmp_path: Path, m
 async def test_a_ci_log_gets_a_still_running_line_now_and_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     stream = io.StringIO()
-    lines = _NotebookLines(2, stream, live=False)
+    lines = NotebookLines(2, stream, live=False)
     job = NotebookJob(tmp_path / "slow.ipynb", tmp_path / "slow.ipynb")
     await lines.notebook_started(job)
     await lines.cell_started(job, 3, 7, CellRef(4, "c4", "code"))

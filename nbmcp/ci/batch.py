@@ -35,7 +35,15 @@ from ..session.results import CellRef, Execution, RunAll
 from ..session.session import NotebookSession
 from .parameters import check_names, inject_parameters
 
-__all__ = ["NotebookJob", "NotebookResult", "Reporter", "output_paths", "run_notebook", "run_notebooks"]
+__all__ = [
+    "NotebookJob",
+    "NotebookResult",
+    "Reporter",
+    "RunOptions",
+    "output_paths",
+    "run_notebook",
+    "run_notebooks",
+]
 
 #: `NotebookResult.status` values, in the order of severity used for a batch's exit code.
 STATUSES = ("passed", "error", "invalid", "timeout", "dead", "kernel")
@@ -152,26 +160,63 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def prepare(job: NotebookJob, started: str) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """How the cells of a notebook run: each None is taken from the notebook, then the default.
+
+    The notebook's own `metadata.execution.timeout` and `metadata.execution.allow_errors` are nbmake's
+    keys (nbclient's options by the same names); a value given here (a command-line flag) overrides them.
+    """
+
+    timeout: float | None = None
+    """Seconds each cell may run; None: the notebook's `execution.timeout`, else `default_timeout`."""
+    allow_errors: bool | None = None
+    """Go on after a cell raises; None: the notebook's `execution.allow_errors`, else False."""
+    error_outputs_fail: bool = False
+    """A cell that shows an error output without raising fails (nbmake's rule)."""
+    default_timeout: float = DEFAULT_TIMEOUT
+    """The timeout when neither this nor the notebook gives one ($NBMCP_TIMEOUT for `nbmcp exec`)."""
+
+    def resolve(self, metadata: Any, path: Path) -> tuple[float, bool]:
+        """The timeout and allow_errors for a notebook whose `metadata.execution` is `metadata`."""
+        own = metadata if isinstance(metadata, dict) else {}
+        timeout, allow = self.timeout, self.allow_errors
+        if timeout is None:
+            timeout = own.get("timeout", self.default_timeout)
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                raise NotebookFormatError(
+                    path, f"metadata.execution.timeout is {timeout!r}; give a positive number of seconds"
+                )
+        if allow is None:
+            allow = own.get("allow_errors", False)
+            if not isinstance(allow, bool):
+                raise NotebookFormatError(path, f"metadata.execution.allow_errors is {allow!r}; give true or false")
+        return float(timeout), allow
+
+
+def prepare(job: NotebookJob, started: str) -> Any:
     """Write the file the run will execute: the input, parameterized and with its run metadata.
 
     Reads the input's bytes and never writes to it unless the run is in place, so with an output
     path the input stays byte-identical. Raises NbmcpError (NotebookFormatError, UsageError,
-    NotebookWriteError) for a notebook that cannot be prepared.
+    NotebookWriteError) for a notebook that cannot be prepared. Returns the notebook's
+    `metadata.execution` (None if absent).
     """
     try:
         data = job.input.read_bytes()
     except OSError as exc:
         raise NotebookFormatError(job.input, f"cannot read it: {exc.strerror or exc}") from exc
     nb = parse_notebook(data, job.input)
+    execution = nb.metadata.get("execution")
     if job.in_place:
         if job.records_metadata:
             # Through the file's store: its lock, and its check that nobody saved the file meanwhile.
             LocalStore(job.output).edit(lambda current: _prepare_notebook(current, job, started))
-        return  # a plain re-run: the notebook was only checked; the session reads it again
+        return execution  # a plain re-run: the notebook was only checked; the session reads it again
     _prepare_notebook(nb, job, started)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     LocalStore(job.output).replace(nb)
+    return execution
 
 
 def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
@@ -210,15 +255,15 @@ async def run_notebook(
     *,
     kernel_name: str | None = None,
     python: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    stop_on_error: bool = True,
+    options: RunOptions = RunOptions(),
     reporter: Reporter | None = None,
 ) -> NotebookResult:
     """Prepare and run one notebook on a fresh kernel; never raises for the notebook's own failure.
 
     The kernel runs in the input's folder (where its relative paths point), even when the run
     writes a copy elsewhere. A notebook that cannot be read or prepared, or whose kernel cannot
-    start, is returned with `problem` set; a cell that fails, with `run.failed` set.
+    start (or is not installed), is returned with `problem` set; a cell that fails, with
+    `run.failed` set; a cell that ends the run with `sys.exit(0)`, with `run.exited` set (a success).
     """
     started, clock = _now(), time.monotonic()
     if job.parameters is not None:
@@ -227,16 +272,19 @@ async def run_notebook(
         await reporter.notebook_started(job)
     run: RunAll | None = None
     try:
-        await anyio.to_thread.run_sync(prepare, job, started)
+        execution = await anyio.to_thread.run_sync(prepare, job, started)
+        timeout, allow_errors = options.resolve(execution, job.input)
         session = NotebookSession(
-            job.output, kernel_name=kernel_name, python=python, timeout=timeout, cwd=job.input.parent
+            job.output, kernel_name=kernel_name, python=python, timeout=timeout, cwd=job.input.parent, headless=True
         )
         await session.open(create=False)
         if reporter is not None and session.kernel_choice is not None:
             await reporter.kernel_chosen(job, session.kernel_choice.describe())
         try:
             run = await session.run_all(
-                stop_on_error=stop_on_error,
+                stop_on_error=not allow_errors,
+                headless=True,
+                error_outputs_fail=options.error_outputs_fail,
                 before_cell=_bind(reporter.cell_started, job) if reporter else None,
                 after_cell=_bind(reporter.cell_finished, job) if reporter else None,
                 on_progress=_bind(reporter.cell_running, job) if reporter else None,
@@ -267,8 +315,7 @@ async def run_notebooks(
     max_jobs: int = 1,
     kernel_name: str | None = None,
     python: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    stop_on_error: bool = True,
+    options: RunOptions = RunOptions(),
     reporter: Reporter | None = None,
 ) -> list[NotebookResult]:
     """Run every job, at most `max_jobs` at a time, each on its own kernel; results in the jobs' order."""
@@ -281,8 +328,7 @@ async def run_notebooks(
                 job,
                 kernel_name=kernel_name,
                 python=python,
-                timeout=timeout,
-                stop_on_error=stop_on_error,
+                options=options,
                 reporter=reporter,
             )
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, overload
 from ..kernels.base import DEFAULT_TIMEOUT
 from ..session.results import CellRef, CellView, Execution, RunAll
 from ..session.session import NotebookSession
-from .batch import NotebookJob, NotebookResult, run_notebook
+from .batch import NotebookJob, NotebookResult, RunOptions, run_notebook
 
 __all__ = ["Notebook"]
 
@@ -46,8 +46,8 @@ class Notebook:
         parameters: dict[str, Any] | None = None,
         kernel_name: str | None = None,
         python: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        stop_on_error: bool = True,
+        timeout: float | None = None,
+        stop_on_error: bool | None = None,
         check: bool = True,
     ) -> NotebookResult:
         """Run a whole notebook on a fresh kernel, as `nbmcp exec` does; the papermill-style entry point.
@@ -55,7 +55,10 @@ class Notebook:
         With `output`, the run (outputs, injected parameters, `metadata.papermill`) is written there and
         `path` is left byte-identical; without it, `path` itself is run and saved. `parameters` go
         into a cell tagged `injected-parameters` with the source papermill would inject (after the
-        cell tagged `parameters`, or first). The kernel runs in `path`'s folder. With `check` (the
+        cell tagged `parameters`, or first). The kernel runs in `path`'s folder. `timeout` (per cell)
+        and `stop_on_error` default to the notebook's `metadata.execution` `timeout` and `allow_errors`
+        (nbmake's keys), else DEFAULT_TIMEOUT and True. A cell calling `sys.exit(0)` ends the run as a
+        success, as in papermill. The kernel keeps IPython's history in memory. With `check` (the
         default), a failed run raises: CellExecutionError for the cell that stopped it, NbmcpError if
         the notebook could not be read or its kernel could not start; else see `result.status`.
 
@@ -65,9 +68,8 @@ class Notebook:
         job = NotebookJob(source, Path(output).absolute() if output is not None else source, parameters)
 
         async def go() -> NotebookResult:
-            return await run_notebook(
-                job, kernel_name=kernel_name, python=python, timeout=timeout, stop_on_error=stop_on_error
-            )
+            options = RunOptions(timeout, None if stop_on_error is None else not stop_on_error)
+            return await run_notebook(job, kernel_name=kernel_name, python=python, options=options)
 
         result = _run_in_thread(go)
         return result.raise_for_status() if check else result

@@ -9,34 +9,35 @@ log shows only what matters.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import enum
 import os
-import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 import nbformat
 
-from ..ci.batch import NotebookJob, NotebookResult, output_paths, run_notebooks
+from ..ci.batch import NotebookJob, NotebookResult, RunOptions, output_paths, run_notebooks
 from ..ci.parameters import declared_parameters, merge_parameters, unknown_parameters
+from ..config import default_timeout
 from ..errors import NbmcpError, UsageError
+from ..kernels.base import DEFAULT_TIMEOUT
 from ..kernels.choice import choose_kernel
-from ..session.results import CellRef, Execution
-from .options import add_kernel_options, add_log_level_option, add_timeout_option, command_parser, configure_logging
+from .exec_report import CellLines, NotebookLines, report_many, report_one, say, shown
+from .options import add_kernel_options, add_log_level_option, command_parser, configure_logging
 
-__all__ = ["HEARTBEAT_INTERVAL", "LIVE_REFRESH", "ExitCode", "exec_cli"]
+__all__ = ["SKIPPED_DIRS", "ExitCode", "exec_cli"]
 
-#: Seconds between "still running" lines on stderr while one cell runs (CI logs show no hang).
-HEARTBEAT_INTERVAL = 10.0
-#: Seconds between redraws of the live display (several notebooks, stderr a terminal).
-LIVE_REFRESH = 0.25
-#: Folders never searched for notebooks when a folder is given (the MCP server's rule, plus checkpoints).
-SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist"})
+#: Folders never searched for notebooks when a folder is given (the MCP server's rule, plus checkpoints);
+#: `_build` (Jupyter Book's and Sphinx's output) as nbmake skips it. Hidden folders (.ipynb_checkpoints) too.
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "build", "dist", "_build"})
 
 
 class ExitCode(enum.IntEnum):
@@ -53,7 +54,9 @@ class ExitCode(enum.IntEnum):
     KERNEL = 4
     """The kernel could not be started, or it died while running a cell."""
     INTERRUPTED = 130
-    """Stopped by Ctrl+C (SIGINT)."""
+    """Stopped by Ctrl+C (SIGINT): the kernels were shut down, the outputs of the cells that ran are saved."""
+    TERMINATED = 143
+    """Stopped by SIGTERM (a cancelled CI job), as SIGINT; 128 + 15, what a shell shows for papermill killed so."""
 
 
 _EXIT_BY_STATUS = {
@@ -73,7 +76,11 @@ for CI: check that notebooks still run (like `pytest --nbmake`), or fill in a re
 outputs for given parameters (like papermill).
 
 Like nbclient, it leaves markdown, raw and blank code cells alone, skips code cells tagged
-`skip-execution`, and lets a cell tagged `raises-exception` raise without stopping the run.
+`skip-execution`, and lets a cell tagged `raises-exception` raise without stopping the run. As in
+papermill, a cell calling sys.exit(0), sys.exit() or `raise SystemExit` ends the run early with
+success, and the cells the run did not reach have their outputs cleared. The notebook's kernelspec
+must be installed (else "No such kernel named ...", exit 4) unless --kernel or --python is given. The
+notebook's metadata.execution.timeout and .allow_errors (nbmake's keys) apply unless a flag is given.
 
 Parameters work as in papermill: the values go into a new cell tagged `injected-parameters`, placed
 right after the cell tagged `parameters` (or first, if no cell has that tag; an injected cell left by
@@ -93,7 +100,8 @@ exit codes (with several notebooks: the largest of theirs):
   {ExitCode.USAGE:<3}  bad arguments (an unknown --kernel, say), or a notebook is missing or invalid
   {ExitCode.TIMEOUT:<3}  a cell ran longer than --timeout (even with --allow-errors)
   {ExitCode.KERNEL:<3}  the kernel could not start or died (even with --allow-errors)
-  {ExitCode.INTERRUPTED:<3}  interrupted with Ctrl+C
+  {ExitCode.INTERRUPTED:<3}  interrupted with Ctrl+C (SIGINT): kernels shut down, the cells that ran keep their outputs
+  {ExitCode.TERMINATED:<3}  stopped by SIGTERM (a cancelled CI job), cleaned up as for Ctrl+C
 
 examples:
   nbmcp exec report.ipynb
@@ -180,239 +188,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a JUnit XML report: one testcase per notebook, a failing cell's traceback in its <failure>",
     )
-    add_timeout_option(p, "time limit of each cell (default: %(default)g, or NBMCP_TIMEOUT)")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        help="time limit of each cell (default: the notebook's metadata.execution.timeout, else NBMCP_TIMEOUT, "
+        f"else {DEFAULT_TIMEOUT:g})",
+    )
     p.add_argument(
         "--allow-errors",
+        action=argparse.BooleanOptionalAction,
+        help="go on after a cell raises an exception (its traceback is saved in its outputs) and exit 0 "
+        "(default: the notebook's metadata.execution.allow_errors, else no)",
+    )
+    p.add_argument(
+        "--fail-on-error-output",
         action="store_true",
-        help="go on after a cell raises an exception (its traceback is saved in its outputs) and exit 0",
+        help="a cell that shows an error output without raising (a traceback printed by a library) fails, as in nbmake",
     )
     add_kernel_options(p)
     add_log_level_option(p, "WARNING", "nbmcp's own log lines on stderr")
     return p
-
-
-def _say(message: str) -> None:
-    print(f"nbmcp exec: {message}", file=sys.stderr, flush=True)
-
-
-def _cell(ref: CellRef) -> str:
-    return f"cell {ref.index} (id {ref.id})" if ref.id else f"cell {ref.index}"
-
-
-def _shown(path: Path) -> str:
-    """A path as a user reads it: relative to the current folder when under it."""
-    absolute = path.absolute()
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(absolute)
-
-
-def _what(result: NotebookResult) -> str:
-    """What happened to a notebook, in a few words (for progress lines and the summary)."""
-    if result.problem is not None:
-        return str(result.problem).splitlines()[0]
-    failed = result.failed
-    if failed is None:
-        allowed = len(result.run.errors) if result.run else 0
-        return f"{allowed} raised (allowed)" if allowed else "ok"
-    status = failed.result.status
-    errors = [o for o in failed.result.outputs if o.get("output_type") == "error"]
-    what = {"timeout": "timed out", "dead": "killed the kernel"}.get(status)
-    if what is None:
-        what = f"raised {errors[-1].get('ename')}" if errors else "raised an exception"
-    return f"{_cell(failed.cell)} {what}"
-
-
-# -- one notebook: a line per cell, as before issue 16 ----------------------------------------------
-
-
-class _CellLines:
-    """The stderr lines of a single-notebook run: one per cell, plus a heartbeat while a cell runs long."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.current = ""
-        self.next_heartbeat = 0.0
-
-    async def notebook_started(self, job: NotebookJob) -> None:
-        self.started = time.monotonic()
-
-    async def kernel_chosen(self, job: NotebookJob, description: str) -> None:
-        where = "" if job.in_place else f" into {_shown(job.output)}"
-        _say(f"running {_shown(job.input)}{where} with kernel {description}")
-
-    async def cell_started(self, job: NotebookJob, k: int, n: int, ref: CellRef) -> None:
-        self.current = f"[{k}/{n}] {_cell(ref)}"
-        self.next_heartbeat = HEARTBEAT_INTERVAL
-
-    async def cell_running(self, job: NotebookJob, elapsed: float, last_line: str) -> None:
-        if elapsed >= self.next_heartbeat:
-            self.next_heartbeat = elapsed + HEARTBEAT_INTERVAL
-            line = f"; latest output: {last_line[:100]}" if last_line else ""
-            _say(f"{self.current} still running after {elapsed:.0f} s{line}")
-
-    async def cell_finished(self, job: NotebookJob, k: int, n: int, execution: Execution) -> None:
-        res = execution.result
-        status = {"ok": "ok", "error": "raised an exception"}.get(res.status, res.status.upper())
-        count = f", execution_count {res.execution_count}" if res.execution_count is not None else ""
-        total = time.monotonic() - self.started
-        _say(f"{self.current} {status} in {res.elapsed:.2f} s{count} (elapsed {total:.1f} s)")
-
-    async def notebook_finished(self, result: NotebookResult) -> None:
-        pass
-
-
-def _report_one(result: NotebookResult) -> None:
-    job, run = result.job, result.run
-    if result.problem is not None:
-        _say(f"error: {result.problem}")
-        return
-    assert run is not None
-    for note in run.notes:
-        _say(f"note: {note}")
-    where = _shown(job.output)
-    failed = run.failed
-    if failed is None:
-        raised = [_cell(e.cell) for e in run.errors]
-        extra = f"; {len(raised)} raised (allowed): {', '.join(raised)}" if raised else ""
-        _say(
-            f"ran {len(run.executions)} code cells of {_shown(job.input)} in {run.elapsed:.1f} s{extra}; outputs saved"
-        )
-        if not job.in_place:
-            _say(f"wrote {where}")
-        return
-    what = {"error": "raised an exception", "timeout": "timed out", "dead": "killed the kernel"}.get(
-        failed.result.status, failed.result.status
-    )
-    _say(
-        f"FAILED: {_cell(failed.cell)} {what}; stopped after {len(run.executions)} of {run.total} code cells "
-        f"(outputs up to it are saved in {where})"
-    )
-    text = failed.error_text()
-    if text:
-        print(text, file=sys.stderr, flush=True)
-
-
-# -- several notebooks: a line per notebook, or a live display on a terminal ------------------------
-
-
-class _NotebookLines:
-    """Several notebooks: one line per notebook as it finishes, and now and then which are still running.
-
-    With stderr on a terminal (`live`), the notebooks running now are also shown below those lines,
-    redrawn in place (current cell, elapsed time) and erased when the run ends.
-    """
-
-    def __init__(self, total: int, stream: TextIO, *, live: bool) -> None:
-        self.total = total
-        self.stream = stream
-        self.live = live
-        self.done = 0
-        self.failed = 0
-        self.running: dict[Path, list[Any]] = {}  # input -> [started, k, n]
-        self.drawn = 0
-        self.next_heartbeat = time.monotonic() + 3 * HEARTBEAT_INTERVAL
-
-    async def notebook_started(self, job: NotebookJob) -> None:
-        self.running[job.input] = [time.monotonic(), 0, 0]
-
-    async def kernel_chosen(self, job: NotebookJob, description: str) -> None:
-        pass
-
-    async def cell_started(self, job: NotebookJob, k: int, n: int, ref: CellRef) -> None:
-        state = self.running.get(job.input)
-        if state is not None:
-            state[1], state[2] = k, n
-
-    async def cell_running(self, job: NotebookJob, elapsed: float, last_line: str) -> None:
-        if not self.live and time.monotonic() >= self.next_heartbeat:
-            self.next_heartbeat = time.monotonic() + 3 * HEARTBEAT_INTERVAL
-            self._write(f"nbmcp exec: still running: {self._running_text()}\n")
-
-    async def cell_finished(self, job: NotebookJob, k: int, n: int, execution: Execution) -> None:
-        pass
-
-    async def notebook_finished(self, result: NotebookResult) -> None:
-        self.running.pop(result.job.input, None)
-        self.done += 1
-        self.failed += not result.ok
-        word = "PASSED" if result.ok else "FAILED"
-        cells = f"{result.cells_run}/{result.cells_total} cells" if result.run else "no cells"
-        line = f"[{self.done}/{self.total}] {word} {_shown(result.job.input)} ({cells}, {result.elapsed:.1f} s)"
-        if _what(result) != "ok":
-            line += f": {_what(result)}"
-        self._write(f"nbmcp exec: {line}\n")
-
-    def _running_text(self) -> str:
-        now = time.monotonic()
-        return ", ".join(
-            f"{_shown(path)} (cell {k}/{n}, {now - started:.0f} s)" for path, (started, k, n) in self.running.items()
-        )
-
-    def _write(self, text: str) -> None:
-        """Print permanent lines: above the live display, which is redrawn after them."""
-        self._erase()
-        self.stream.write(text)
-        self._draw()
-        self.stream.flush()
-
-    def _erase(self) -> None:
-        if self.drawn:
-            # Up to the first line of the display, then clear to the end of the screen.
-            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
-            self.drawn = 0
-
-    def _draw(self) -> None:
-        if not self.live or not self.running:
-            return
-        width = max(20, shutil.get_terminal_size().columns - 1)  # a wrapped line would break the redraw
-        now = time.monotonic()
-        lines = [f"running {len(self.running)}, done {self.done}/{self.total}, failed {self.failed}"]
-        for path, (started, k, n) in self.running.items():
-            status = f"  {f'cell {k}/{n}' if n else 'starting'}  {now - started:.1f} s"
-            name, room = _shown(path), max(8, width - len(status) - 2)
-            if len(name) > room:
-                name = "..." + name[len(name) - room + 3 :]  # keep the file name, drop the start of the folder
-            lines.append(f"  {name}{status}")
-        self.stream.write("".join(line[:width] + "\n" for line in lines))
-        self.drawn = len(lines)
-
-    async def refresh(self) -> None:
-        """Redraw the live display until cancelled."""
-        while True:
-            await anyio.sleep(LIVE_REFRESH)
-            self._erase()
-            self._draw()
-            self.stream.flush()
-
-    def close(self) -> None:
-        self._erase()
-        self.stream.flush()
-
-
-def _summary(results: Sequence[NotebookResult], elapsed: float) -> str:
-    rows = [("notebook", "cells run", "time", "result")]
-    for r in results:
-        cells = f"{r.cells_run}/{r.cells_total}" if r.run else "-"
-        result = "passed" if r.ok else f"FAILED: {_what(r)}"
-        if r.ok and _what(r) != "ok":
-            result += f" ({_what(r)})"
-        rows.append((_shown(r.job.input), cells, f"{r.elapsed:.1f} s", result))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}  {d}" for a, b, c, d in rows]
-    passed = sum(r.ok for r in results)
-    lines.append(f"{passed} of {len(results)} notebooks passed in {elapsed:.1f} s")
-    return "\n".join(lines)
-
-
-def _report_many(results: Sequence[NotebookResult], elapsed: float) -> None:
-    for r in results:
-        if r.ok:
-            continue
-        detail = r.failed.error_text() if r.failed is not None else ""
-        _say(f"FAILED {_shown(r.job.input)}: {_what(r)}" + (f"\n{detail}" if detail else ""))
-    print(_summary(results, elapsed), file=sys.stderr, flush=True)
 
 
 # -- the command --------------------------------------------------------------------------------------
@@ -432,10 +228,10 @@ def _check_parameter_names(inputs: Sequence[Path], parameters: dict[str, Any], *
         for name in unknown_parameters(nb, parameters):
             if strict:
                 raise UsageError(
-                    f"--strict-parameters: {_shown(path)} does not define parameter {name} ({where} does not "
+                    f"--strict-parameters: {shown(path)} does not define parameter {name} ({where} does not "
                     "assign it); check the name"
                 )
-            _say(f"warning: Passed unknown parameter: {name} ({_shown(path)}: {where} does not assign it)")
+            say(f"warning: Passed unknown parameter: {name} ({shown(path)}: {where} does not assign it)")
 
 
 def _find_notebooks(paths: Sequence[str], skip: Path | None = None) -> tuple[list[Path], str | None]:
@@ -478,21 +274,64 @@ def _make_jobs(ns: argparse.Namespace, inputs: list[Path], parameters: dict[str,
     return [NotebookJob(i, i, parameters) for i in inputs]
 
 
-async def _run(ns: argparse.Namespace, jobs: list[NotebookJob]) -> tuple[list[NotebookResult], float]:
+def _options(ns: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        timeout=ns.timeout,
+        allow_errors=ns.allow_errors,
+        error_outputs_fail=ns.fail_on_error_output,
+        default_timeout=default_timeout(),
+    )
+
+
+class _Stop:
+    """SIGTERM and SIGINT end the run cleanly: the running cells are interrupted, the kernels shut down
+    (their connection files removed), and what ran stays saved; the exit code is 128 + the signal."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.scope = anyio.CancelScope()
+
+    def __enter__(self) -> _Stop:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Windows, not the main thread
+                loop.add_signal_handler(signum, self._stop, signum)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+
+    def _stop(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signum
+            say(f"{signal.Signals(signum).name}: stopping; shutting the kernels down")
+            self.scope.cancel()
+
+
+async def _run(ns: argparse.Namespace, jobs: list[NotebookJob]) -> tuple[list[NotebookResult], float, int | None]:
     started = time.monotonic()
     options: dict[str, Any] = {
         "kernel_name": ns.kernel,
         "python": ns.python,
-        "timeout": ns.timeout,
-        "stop_on_error": not ns.allow_errors,
+        "options": _options(ns),
         "max_jobs": ns.jobs,
     }
-    if len(jobs) == 1:
-        results = await run_notebooks(jobs, reporter=_CellLines(), **options)
-        return results, time.monotonic() - started
+    results: list[NotebookResult] = []
+    with _Stop() as stop, stop.scope:
+        if len(jobs) == 1:
+            results = await run_notebooks(jobs, reporter=CellLines(), **options)
+        else:
+            results = await _run_many(ns, jobs, options)
+    return results, time.monotonic() - started, stop.signal
+
+
+async def _run_many(ns: argparse.Namespace, jobs: list[NotebookJob], options: dict[str, Any]) -> list[NotebookResult]:
     live = sys.stderr.isatty()
-    lines = _NotebookLines(len(jobs), sys.stderr, live=live)
-    _say(f"running {len(jobs)} notebooks, {min(ns.jobs, len(jobs))} at a time")
+    lines = NotebookLines(len(jobs), sys.stderr, live=live)
+    say(f"running {len(jobs)} notebooks, {min(ns.jobs, len(jobs))} at a time")
     try:
         async with anyio.create_task_group() as tg:
             if live:
@@ -501,20 +340,20 @@ async def _run(ns: argparse.Namespace, jobs: list[NotebookJob]) -> tuple[list[No
             tg.cancel_scope.cancel()
     finally:
         lines.close()
-    return results, time.monotonic() - started
+    return results
 
 
 def exec_cli(*args: str) -> int:
     """Run `nbmcp exec` with command-line `args` (those after "exec"); returns the exit code."""
     parser = _parser()
     ns = parser.parse_args(args)
-    if ns.timeout <= 0:
+    if ns.timeout is not None and ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     configure_logging(ns.log_level)
     skip = Path(ns.output_dir).expanduser().absolute() if ns.output_dir else None
     inputs, problem = _find_notebooks(ns.paths, skip)
     if problem:
-        _say(f"error: {problem}")
+        say(f"error: {problem}")
         return ExitCode.USAGE
     if ns.output and len(inputs) > 1:
         parser.error(f"-o names one output file, but {len(inputs)} notebooks were given; use --output-dir DIR")
@@ -540,21 +379,25 @@ def exec_cli(*args: str) -> int:
             j.output in {k.input for k in jobs} and not j.in_place for j in jobs
         ):
             raise NbmcpError("two notebooks would be written to the same file; choose another --output-dir")
-        results, elapsed = anyio.run(_run, ns, jobs, backend="asyncio")
+        results, elapsed, stopped_by = anyio.run(_run, ns, jobs, backend="asyncio")
     except NbmcpError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return ExitCode.USAGE
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return ExitCode.INTERRUPTED
+    if stopped_by is not None:
+        where = ", ".join(shown(j.output) for j in jobs)
+        say(f"stopped by {signal.Signals(stopped_by).name}; the outputs of the cells that ran are saved in {where}")
+        return 128 + stopped_by
     if len(results) == 1:
-        _report_one(results[0])
+        report_one(results[0])
     else:
-        _report_many(results, elapsed)
+        report_many(results, elapsed)
     if ns.junit_xml:
         from ..ci.junit import write_junit_xml
 
         report = Path(ns.junit_xml).expanduser()
         write_junit_xml(report, results, started=started_at)
-        _say(f"wrote JUnit report {_shown(report)}")
+        say(f"wrote JUnit report {shown(report)}")
     return max(_EXIT_BY_STATUS[r.status] for r in results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -35,7 +36,6 @@ from ..errors import NbmcpError, UsageError
 from ..kernels.choice import check_kernel_options
 from ..notebook.store import LocalStore
 from ..server.render import MIN_OUTPUT_CHARS
-from ..server.tools import exposed_tools
 from .options import add_server_arguments, command_parser, configure_logging, settings_from_args, token_refusal
 
 __all__ = ["cli", "main"]
@@ -240,6 +240,10 @@ def cli(*args: str) -> int:
         parser.error(f"--max-output-chars must be at least {MIN_OUTPUT_CHARS}")
     if ns.max_image_bytes < 0:
         parser.error("--max-image-bytes must be 0 (no images) or more")
+    # The MCP library (a second of imports) only when serving: `nbmcp exec`, `--help`, `--version` and
+    # `doctor` never load it (issue 26).
+    from ..server.tools import exposed_tools
+
     try:
         exposed_tools(ns.tools, read_only=ns.read_only)
     except UsageError as exc:
@@ -308,6 +312,15 @@ def main() -> None:
         # the null device, so the interpreter's own last flush finds no closed pipe either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    stopped = code in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+    if stopped and sys.argv[1:2] == ["exec"] and hasattr(signal, "SIGKILL"):
+        # `nbmcp exec` stopped by a signal, kernels shut down and outputs saved: end by that signal, as
+        # papermill (or any program that does not catch it) does, so a parent sees how the run ended
+        # (a shell shows 130 or 143; Python's subprocess, -2 or -15).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(code - 128, signal.SIG_DFL)
+        os.kill(os.getpid(), code - 128)
     sys.exit(code)
 
 

@@ -25,7 +25,6 @@ from ..config import (
     settings_from_env,
 )
 from ..server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
-from ..server.tools import ALL_TOOLS
 from ..session.executions import DEFAULT_MAX_WAIT
 
 __all__ = [
@@ -211,6 +210,8 @@ def _add_assistant_options(p: argparse.ArgumentParser) -> None:
 
 
 def _tool_list(value: str) -> tuple[str, ...]:
+    from ..server.tools import ALL_TOOLS  # the MCP library: only once --tools is given (issue 26)
+
     names = tuple(n.strip() for n in value.split(",") if n.strip())
     unknown = [n for n in names if n not in ALL_TOOLS]
     if not names or unknown:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import anyio
 from nbformat import NotebookNode
 
-from ..errors import UsageError
+from ..errors import KernelStartError, NbmcpError, UsageError
 from .choice import KernelChoice
 from .outputs import OutputCollector
 
@@ -33,6 +33,7 @@ __all__ = [
     "ExecutionResult",
     "Kernel",
     "KernelState",
+    "MissingKernel",
     "NoKernel",
     "ProgressHook",
     "Run",
@@ -254,7 +255,7 @@ class NoKernel(Kernel):
     def choice(self) -> KernelChoice:
         return self._choice
 
-    def _refuse(self) -> UsageError:
+    def _refuse(self) -> NbmcpError:
         return UsageError(
             f"this server runs no kernel ({self.choice.reason}); start it without --read-only to run code"
         )
@@ -276,6 +277,20 @@ class NoKernel(Kernel):
 
     async def shutdown(self) -> None:
         """Nothing to stop."""
+
+
+class MissingKernel(NoKernel):
+    """The kernel the notebook names is not installed: the server serves the notebook, and every
+    execution answers with the error (which names the missing kernel and the installed ones)."""
+
+    def __init__(self, name: str, error: str) -> None:
+        super().__init__("notebook metadata (not installed)")
+        self._choice = KernelChoice(name, "", "notebook metadata (not installed)")
+        self.state = KernelState.FAILED
+        self.error = self.message = error
+
+    def _refuse(self) -> NbmcpError:
+        return KernelStartError(self.message)
 
 
 def leave_failure_to_next_call(task: asyncio.Task[None]) -> None:

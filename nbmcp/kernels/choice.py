@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
+from ..errors import NoSuchKernelError, UsageError
 
 if TYPE_CHECKING:
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -309,6 +309,8 @@ def choose_kernel(
     notebook_dir: Path | None = None,
     spec_manager: KernelSpecManager | None = None,
     environ: Mapping[str, str] | None = None,
+    notebook_language: str | None = None,
+    strict: bool = False,
 ) -> KernelChoice:
     """Pick the kernel that runs the notebook's code.
 
@@ -317,6 +319,11 @@ def choose_kernel(
     from the notebook's folder), then an activated VIRTUAL_ENV or CONDA_PREFIX; else nbmcp's own
     Python. An environment without ipykernel is passed over, and the reason says so with the fix.
     Runs the candidate interpreter once to check for ipykernel: never call this under --read-only.
+
+    A specific kernelspec that is not installed raises NoSuchKernelError when `strict` (a headless
+    run, as papermill, nbclient and nbmake do) or when `notebook_language` is not Python (an R cell
+    that happens to be valid Python must not pass); a Python notebook's falls through to the project's
+    environment, which runs its code the same (a `conda-env-NAME-py` kernelspec from another machine).
     """
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -334,6 +341,8 @@ def choose_kernel(
             spec = ksm.get_kernel_spec(notebook_kernel)
             return KernelChoice(notebook_kernel, _argv0(spec), "notebook metadata", spec)
         except NoSuchKernel:
+            if strict or (notebook_language or "python").lower() != "python":
+                raise NoSuchKernelError(notebook_kernel, sorted(ksm.find_kernel_specs())) from None
             logger.info("the notebook asks for kernel %r, which is not installed here", notebook_kernel)
     passed_over: list[str] = []
     candidates: list[tuple[Path, str]] = []

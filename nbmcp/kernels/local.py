@@ -53,10 +53,12 @@ if TYPE_CHECKING:
 # jupyter_client (zmq, tornado, traitlets) is imported where a kernel is started, on a worker thread
 # when the notebook is opened: not at start-up, where a client waits for `initialize` (issue 14).
 
-__all__ = ["RESTART_GRACE", "RUN_STOP_WAIT", "LocalKernel"]
+__all__ = ["HISTORY_IN_MEMORY", "RESTART_GRACE", "RUN_STOP_WAIT", "LocalKernel"]
 
 logger = logging.getLogger(__name__)
 
+#: The ipykernel argument that keeps IPython's history in memory (nbclient's default for its kernels).
+HISTORY_IN_MEMORY = "--HistoryManager.hist_file=:memory:"
 #: Seconds restart_kernel gives the old kernel (interrupted, then asked to quit) before killing it.
 RESTART_GRACE = 2.0
 #: Seconds restart and shutdown wait for the running call to let go of the old kernel's client.
@@ -147,8 +149,13 @@ class LocalKernel(Kernel):
         *,
         start_timeout: float = KERNEL_START_TIMEOUT,
         chooser: Callable[[], Awaitable[KernelChoice]] | None = None,
+        history_in_memory: bool = False,
     ) -> None:
         super().__init__()
+        #: IPython keeps the cells' history in memory, not in the user's history.sqlite (nbclient's
+        #: `--HistoryManager.hist_file=:memory:`): a headless run writes nothing to the user's profile,
+        #: and the parameters it injects (secrets, perhaps) stay out of a file shared by every kernel.
+        self.history_in_memory = history_in_memory
         self._choice = choice
         #: Chooses the kernel again at each restart: ipykernel installed into the project's environment
         #: since the start (issue 24) is used from the next restart on, without restarting nbmcp.
@@ -218,8 +225,11 @@ class LocalKernel(Kernel):
     async def _boot(self, inst: _Instance) -> None:
         started = time.monotonic()
         try:
+            extra = [HISTORY_IN_MEMORY] if self.history_in_memory and ipykernel_python(self.choice) is not None else []
             # The kernel's stdout goes to our stderr: in stdio mode our stdout carries only MCP.
-            await inst.km.start_kernel(cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL)
+            await inst.km.start_kernel(
+                cwd=str(self.cwd), stdout=_stderr_fd(), stdin=subprocess.DEVNULL, extra_arguments=extra
+            )
             inst.kc = inst.km.client()
             queue_every_message(inst.kc)
             # No heartbeat thread: the manager's is_alive() (a process check) notices a dead kernel,

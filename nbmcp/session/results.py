@@ -107,6 +107,8 @@ class RunAll:
     failed: Execution | None = None
     """The cell that stopped the run: an error not allowed, a timeout or a dead kernel."""
     notes: list[str] = field(default_factory=list)
+    exited: Execution | None = None
+    """The cell that ended a headless run early with `sys.exit(0)` (a success, as papermill has it)."""
 
     @property
     def ok(self) -> bool:

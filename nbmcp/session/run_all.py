@@ -7,11 +7,27 @@ import time
 from nbformat import NotebookNode
 
 from ..errors import CellNotFoundError
+from ..notebook.encoder import mark_changed
 from .cells import RAISES_TAG, check_range, ensure_ids, runnable
 from .executions import Executions
-from .results import AfterCell, BeforeCell, CellRef, ProgressCallback, RunAll
+from .results import AfterCell, BeforeCell, CellRef, Execution, ProgressCallback, RunAll, cell_name
 
-__all__ = ["run_all"]
+__all__ = ["clean_exit", "run_all"]
+
+
+def clean_exit(execution: Execution) -> bool:
+    """Whether the cell ended the run on purpose: `sys.exit(0)`, `sys.exit()`, `raise SystemExit`.
+
+    papermill's rule (`raise_for_execution_errors`): a SystemExit whose value is empty or 0 is no error.
+    """
+    return execution.result.status == "error" and any(
+        o.get("output_type") == "error" and o.get("ename") == "SystemExit" and o.get("evalue") in ("", "0")
+        for o in execution.result.outputs
+    )
+
+
+def _shows_error(execution: Execution) -> bool:
+    return execution.result.status == "ok" and any(o.get("output_type") == "error" for o in execution.result.outputs)
 
 
 async def run_all(
@@ -25,6 +41,8 @@ async def run_all(
     after_cell: AfterCell | None = None,
     on_progress: ProgressCallback | None = None,
     progress_every: float = 1.0,
+    headless: bool = False,
+    error_outputs_fail: bool = False,
 ) -> RunAll:
     """Run the code cells of `cells[start:stop]` in order, saving each cell's outputs as it finishes.
 
@@ -34,6 +52,11 @@ async def run_all(
     timeout or a dead kernel; `RunAll.failed` is that cell. Never raises for a cell's failure.
     The cells are chosen once, then followed by id, so cells inserted or moved meanwhile do not
     shift the run; a cell deleted before its turn is noted and skipped.
+
+    `headless` (`nbmcp exec`, as papermill): a clean SystemExit (`clean_exit`) ends the run early as a
+    success (`RunAll.exited`), and the cells that were to run after the cell that stopped the run get
+    their outputs and execution counts cleared, so none can be mistaken for this run's.
+    `error_outputs_fail` (nbmake's rule): a cell that shows an error output without raising fails.
     """
     executions.require_kernel()
     with executions.exclusive("a run of many cells (execute_all_cells)"):
@@ -66,6 +89,10 @@ async def run_all(
             except CellNotFoundError:
                 run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
                 continue
+            if error_outputs_fail and _shows_error(execution):
+                execution.result.status = "error"
+                note = "it shows an error output without raising (failed by --fail-on-error-output)"
+                execution.result.note = "; ".join(filter(None, [execution.result.note, note]))
             run.executions.append(execution)
             if execution.result.note and k == 1:
                 # What the kernel says of itself before the first cell (it is not the project's Python,
@@ -74,9 +101,36 @@ async def run_all(
             if after_cell is not None:
                 await after_cell(k, len(plan), execution)
             status = execution.result.status
-            if status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
+            if headless and clean_exit(execution):
+                run.exited = execution
+                run.notes.append(f"{cell_name(execution.cell)} ended the run with {_exit_call(execution)}")
+            elif status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
                 continue
-            run.failed = execution
+            else:
+                run.failed = execution
+            if headless:
+                await _clear(executions, [cell_id for cell_id, _ in plan[k:]])
             break
         run.elapsed = time.monotonic() - started
         return run
+
+
+def _exit_call(execution: Execution) -> str:
+    value = next(o.get("evalue") for o in execution.result.outputs if o.get("ename") == "SystemExit")
+    return f"SystemExit({value})"
+
+
+async def _clear(executions: Executions, cell_ids: list[str]) -> None:
+    """Clear the outputs and counts of the cells that were to run (by id: they may have moved)."""
+    wanted = set(cell_ids)
+    if not wanted:
+        return
+
+    def apply(nb: NotebookNode) -> None:
+        for cell in nb.cells:
+            if cell.get("id") in wanted and (cell.get("outputs") or cell.get("execution_count") is not None):
+                mark_changed(cell)
+                cell["outputs"] = []
+                cell["execution_count"] = None
+
+    await executions.document.edit(apply)

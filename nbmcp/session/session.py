@@ -29,7 +29,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import anyio
 from nbformat import NotebookNode
 
-from ..kernels.base import DEFAULT_TIMEOUT, Kernel, NoKernel
+from ..errors import NoSuchKernelError
+from ..kernels.base import DEFAULT_TIMEOUT, Kernel, MissingKernel, NoKernel
 from ..kernels.choice import KernelChoice, choose_kernel, has_ipykernel
 from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore
@@ -115,8 +116,12 @@ class NotebookSession:
         kernel_factory: KernelFactory | None = None,
         cwd: Path | str | None = None,
         read_only: bool = False,
+        headless: bool = False,
     ) -> None:
         self.path = Path(path).absolute()
+        #: A headless run (`nbmcp exec`, `Notebook.run`), as papermill's and nbclient's: the kernelspec the
+        #: notebook names must be installed (else NoSuchKernelError), and IPython's history stays in memory.
+        self.headless = headless
         # The kernel's working folder, and where a .venv is looked for: the notebook's own folder,
         # unless the file run is a copy elsewhere (`nbmcp exec -o`), whose code expects the original's.
         self.cwd = Path(cwd).absolute() if cwd is not None else self.path.parent
@@ -176,19 +181,30 @@ class NotebookSession:
         if self._kernel_factory is not None:
             # A worker thread: choosing a local kernel runs the candidate interpreter once.
             return await anyio.to_thread.run_sync(self._kernel_factory, nb)
-        return LocalKernel(await self._choose_kernel(nb), self.cwd, chooser=self._choose_kernel)
+        try:
+            choice = await self._choose_kernel(nb)
+        except NoSuchKernelError as exc:
+            if self.headless:
+                raise
+            # The server still serves the notebook (reading, editing); each execution answers with this.
+            logger.error("%s", exc)
+            return MissingKernel(exc.name, str(exc))
+        return LocalKernel(choice, self.cwd, chooser=self._choose_kernel, history_in_memory=self.headless)
 
     async def _choose_kernel(self, nb: NotebookNode | None = None) -> KernelChoice:
         """The local kernel for the notebook as it is now (chosen again at each restart)."""
         if nb is None:
             nb = await self.document.read()
-        metadata_kernel = nb.metadata.get("kernelspec", {}).get("name")
+        spec = nb.metadata.get("kernelspec", {})
+        language = spec.get("language") or nb.metadata.get("language_info", {}).get("name")
         choice = await anyio.to_thread.run_sync(
             lambda: choose_kernel(
                 kernel_name=self._kernel_name,
                 python=self._python,
-                notebook_kernel=metadata_kernel,
+                notebook_kernel=spec.get("name"),
                 notebook_dir=self.cwd,
+                notebook_language=language,
+                strict=self.headless,
             )
         )
         logger.info("notebook %s: kernel %s", self.path, choice.describe())

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -139,6 +138,10 @@ class ViewServer:
         self._sessions: Mapping[Path, Any] | None = None
         self.closing_when: Callable[[], bool] | None = None
         """Tells when the server hosting the view is stopping (its event streams then end)."""
+        # The MCP SDK's guard, imported only when a view is served: `nbmcp doctor` reads VIEW_PATH from
+        # here and must not pay a second for the MCP library (issue 26).
+        from mcp.server.transport_security import TransportSecurityMiddleware
+
         self._checks = TransportSecurityMiddleware(security_settings(host, extra_hosts))
         self._feeds: dict[Path, NotebookFeed] = {}
         if not self.target.is_dir():
