@@ -168,6 +168,37 @@ def test_a_command_line_gives_papermills_injected_cell(tmp_path: Path) -> None:
     assert parameters["raw"] == "21" and parameters["alpha"] == 21 and parameters["name"] == "cli"
 
 
+def test_values_starting_with_a_dash_and_papermills_spellings_give_papermills_injected_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse reads "-inf" or "--y" as an option; papermill's click takes the next two words as they are.
+    source = tmp_path / "work" / "in.ipynb"
+    defaults = "x = 0.0\ny = 0.0\nz = ''\nw = 0\nv = ''\nu = 0"
+    nbformat.write(_notebook((defaults, ["parameters"]), ("print(x, y, z, w, v, u)", [])), source)
+    params_file = tmp_path / "work" / "params.yaml"
+    params_file.write_text("u: -5\n")
+    args = [
+        *("-p", "x", "-inf"),
+        *("-p", "y", "-1e-3"),
+        *("-r", "z", "--y"),
+        *("--parameters_yaml", "w: -2"),
+        *("--parameters_raw", "v", "-p"),
+        *("--parameters_file", str(params_file)),
+    ]
+    out = tmp_path / "work" / "papermill.ipynb"
+    result = CliRunner().invoke(papermill_cli.papermill, [str(source), str(out), "--prepare-only", *args])
+    assert result.exit_code == 0, result.output
+    theirs = [c for c in read_nb(out).cells if INJECTED_TAG in c.metadata.get("tags", [])]
+
+    ours_path = tmp_path / "work" / "ours.ipynb"
+    assert cli("exec", str(source), "-o", str(ours_path), *args) == 0, capsys.readouterr().err
+    ours = read_nb(ours_path)
+    injected = [c for c in ours.cells if INJECTED_TAG in c.metadata.get("tags", [])]
+    assert injected[0].source == theirs[0].source
+    assert "x = float('-inf')" in injected[0].source and 'z = "--y"' in injected[0].source
+    assert ours.cells[-1].outputs[0].text == "-inf -0.001 --y -2 -p -5\n"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -146,13 +146,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write each run into DIR (keeping the notebooks' relative folders) and leave the notebooks untouched",
     )
-    params = p.add_argument_group("parameters (as papermill's -p, -r, -y, -f)")
+    params = p.add_argument_group(
+        "parameters (as papermill's -p, -r, -y, -f; its spellings too; values may start with '-': -p x -1e-3)"
+    )
     params.add_argument(
         "-p", "--parameters", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a parameter"
     )
     params.add_argument(
         "-r",
         "--parameters-raw",
+        "--parameters_raw",
         nargs=2,
         action="append",
         default=[],
@@ -160,11 +163,18 @@ def _parser() -> argparse.ArgumentParser:
         help="a parameter kept as a string",
     )
     params.add_argument(
-        "-y", "--parameters-yaml", action="append", default=[], metavar="YAML", help="parameters as a YAML mapping"
+        "-y",
+        "--parameters-yaml",
+        "--parameters_yaml",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="parameters as a YAML mapping",
     )
     params.add_argument(
         "-f",
         "--parameters-file",
+        "--parameters_file",
         action="append",
         default=[],
         metavar="FILE",
@@ -232,6 +242,46 @@ def _check_parameter_names(inputs: Sequence[Path], parameters: dict[str, Any], *
                     "assign it); check the name"
                 )
             say(f"warning: Passed unknown parameter: {name} ({shown(path)}: {where} does not assign it)")
+
+
+#: The parameter options and how many values each takes: taken as they are, as papermill's command line
+#: (click) takes them, even when they start with "-" (`-p x -inf`, `-p x -1e-3`, `-r x --y`), which
+#: argparse would read as options.
+VERBATIM_OPTIONS = {
+    **dict.fromkeys(("-p", "--parameters", "-r", "--parameters-raw", "--parameters_raw"), 2),
+    **dict.fromkeys(
+        ("-y", "--parameters-yaml", "--parameters_yaml", "-f", "--parameters-file", "--parameters_file"), 1
+    ),
+}
+
+
+def _protect_values(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """`args` with the values of the parameter options replaced by placeholders argparse takes as values."""
+    out: list[str] = []
+    verbatim: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        out.append(arg)
+        i += 1
+        if arg == "--":
+            out += args[i:]
+            break
+        for value in args[i : i + VERBATIM_OPTIONS.get(arg, 0)]:
+            key = f"\x00{len(verbatim)}"
+            verbatim[key] = value
+            out.append(key)
+            i += 1
+    return out, verbatim
+
+
+def _restore(values: list[Any], verbatim: dict[str, str]) -> list[Any]:
+    def one(value: Any) -> Any:
+        if isinstance(value, list):
+            return [one(v) for v in value]
+        return verbatim.get(value, value)
+
+    return [one(v) for v in values]
 
 
 def _find_notebooks(paths: Sequence[str], skip: Path | None = None) -> tuple[list[Path], str | None]:
@@ -346,7 +396,10 @@ async def _run_many(ns: argparse.Namespace, jobs: list[NotebookJob], options: di
 def exec_cli(*args: str) -> int:
     """Run `nbmcp exec` with command-line `args` (those after "exec"); returns the exit code."""
     parser = _parser()
-    ns = parser.parse_args(args)
+    protected, verbatim = _protect_values(args)
+    ns = parser.parse_args(protected)
+    for name in ("parameters", "parameters_raw", "parameters_yaml", "parameters_file"):
+        setattr(ns, name, _restore(getattr(ns, name), verbatim))
     if ns.timeout is not None and ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     configure_logging(ns.log_level)
