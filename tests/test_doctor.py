@@ -110,6 +110,21 @@ def test_an_interpreter_without_ipykernel_fails_with_the_install_command(
     assert "[skip] kernel run" in out  # no pointless start that would only time out
 
 
+def test_an_r_notebook_without_irkernel_fails_as_its_executions_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 26: the server answers every execution of such a notebook with this error; doctor says it first.
+    path = tmp_path / "work" / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x <- 1")])
+    nb.metadata["kernelspec"] = {"name": "ir", "display_name": "R", "language": "R"}
+    nbformat.write(nb, path)
+    code, rep = report(capsys, str(path))
+    assert code == 1
+    kernel = by_name(rep)["kernel"]
+    assert kernel["verdict"] == "fail" and "No such kernel named ir" in kernel["detail"]
+    assert "--kernel NAME" in kernel["fix"] and "kernel run" not in by_name(rep)
+
+
 def test_a_port_in_use_fails_and_suggests_another(good_nb: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from pathlib import Path
 from nbformat import NotebookNode
 
 from ...config import Settings
-from ...errors import NbmcpError
+from ...errors import NbmcpError, NoSuchKernelError
 from ...kernels.base import ExecutionResult, Kernel
 from ...kernels.choice import (
     KernelChoice,
@@ -31,13 +31,20 @@ KERNEL_CHECK_TIMEOUT = 60.0
 IMPORT_CHECK_TIMEOUT = 60.0
 
 
-def kernel_choice(settings: Settings, notebook_kernel: str | None, notebook_dir: Path) -> KernelChoice:
-    """The local kernel nbmcp would run for these settings (the one place doctor asks `choose_kernel`)."""
+def kernel_choice(
+    settings: Settings, notebook_kernel: str | None, notebook_dir: Path, notebook_language: str | None = None
+) -> KernelChoice:
+    """The local kernel nbmcp would run for these settings (the one place doctor asks `choose_kernel`).
+
+    A non-Python notebook whose kernelspec is not installed raises NoSuchKernelError, as the server
+    would answer its executions.
+    """
     return choose_kernel(
         kernel_name=settings.kernel,
         python=settings.python,
         notebook_kernel=notebook_kernel,
         notebook_dir=notebook_dir,
+        notebook_language=notebook_language,
     )
 
 
@@ -109,9 +116,10 @@ def _start_fix(where: str) -> str:
 
 def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir: Path) -> list[Check]:
     """The kernel nbmcp would choose, its interpreter's ipykernel, and a real start of it running 1+1."""
-    metadata_kernel = nb.metadata.get("kernelspec", {}).get("name") if nb is not None else None
+    spec = nb.metadata.get("kernelspec", {}) if nb is not None else {}
+    language = spec.get("language") or (nb.metadata.get("language_info", {}).get("name") if nb is not None else None)
     try:
-        choice = kernel_choice(settings, metadata_kernel, notebook_dir)
+        choice = kernel_choice(settings, spec.get("name"), notebook_dir, language)
     except NbmcpError as exc:
         if settings.python and "has no ipykernel" in str(exc):
             # --python names an interpreter without ipykernel: the start-up check's message has the fix.
@@ -126,7 +134,10 @@ def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir
                 ),
                 Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"),
             ]
-        return [Check("kernel", Verdict.FAIL, str(exc), "fix --kernel/--python (see `jupyter kernelspec list`)")]
+        fix = "fix --kernel/--python (see `jupyter kernelspec list`)"
+        if isinstance(exc, NoSuchKernelError):
+            fix = "install that kernel, or choose an installed one with --kernel NAME"
+        return [Check("kernel", Verdict.FAIL, str(exc), fix)]
     line = Check("kernel", Verdict.PASS, choice.describe())
     if runs_on_own_python(choice):
         line.verdict = Verdict.WARN
@@ -147,5 +158,6 @@ def check_local_kernel(settings: Settings, nb: NotebookNode | None, notebook_dir
         if ipykernel.verdict is Verdict.FAIL:
             checks.append(Check("kernel run", Verdict.SKIP, "not tried: the interpreter has no ipykernel"))
             return checks
-    checks.append(run_kernel_check(LocalKernel(choice, notebook_dir), "local"))
+    # A throwaway kernel: its 1+1 stays out of the user's IPython history.
+    checks.append(run_kernel_check(LocalKernel(choice, notebook_dir, history_in_memory=True), "local"))
     return checks
