@@ -7,6 +7,7 @@ which cells ran and what the written notebook keeps.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,11 @@ import pytest
 from jupyter_client.kernelspec import NoSuchKernel
 from mcp import Client
 
-from nbmcp import KernelStartError, Notebook, NotebookSession
+from nbmcp import KernelStartError, NoSuchKernelError, Notebook, NotebookSession
 from nbmcp.cli.exec import ExitCode
 from nbmcp.cli.main import cli
 from nbmcp.config import Settings
+from nbmcp.kernels.choice import choose_kernel
 from nbmcp.server.app import build_server
 
 from .conftest import read_nb, text_of
@@ -115,6 +117,33 @@ def test_a_python_notebook_with_a_foreign_kernelspec_fails_headless_but_is_serve
     assert "No such kernel named conda-env-old-py" in capsys.readouterr().err
     with Notebook(path, create=False) as nb:
         assert nb.execute_cell(1).result.outputs[0].text == "42\n"
+
+
+@pytest.mark.parametrize(
+    "language, strict, fails",
+    [
+        ("R", False, True),
+        ("julia", False, True),
+        ("python", False, False),
+        ("Python3", False, False),
+        (None, False, False),
+        ("python", True, True),
+        (None, True, True),
+    ],
+)
+def test_which_missing_kernelspecs_stop_the_choice(
+    tmp_path: Path, language: str | None, strict: bool, fails: bool
+) -> None:
+    # The server runs a Python notebook with a foreign kernelspec on the project's Python; anything else
+    # (or any headless run, as papermill) stops with the installed kernels named.
+    choose = functools.partial(
+        choose_kernel, notebook_kernel="gone", notebook_language=language, strict=strict, notebook_dir=tmp_path
+    )
+    if fails:
+        with pytest.raises(NoSuchKernelError, match=r"No such kernel named gone: .*installed kernels: .*python3"):
+            choose()
+    else:
+        assert choose().name != "gone"
 
 
 @pytest.mark.anyio

@@ -341,7 +341,7 @@ def choose_kernel(
             spec = ksm.get_kernel_spec(notebook_kernel)
             return KernelChoice(notebook_kernel, _argv0(spec), "notebook metadata", spec)
         except NoSuchKernel:
-            if strict or (notebook_language or "python").lower() != "python":
+            if strict or not (notebook_language or "python").lower().startswith("python"):
                 raise NoSuchKernelError(notebook_kernel, sorted(ksm.find_kernel_specs())) from None
             logger.info("the notebook asks for kernel %r, which is not installed here", notebook_kernel)
     passed_over: list[str] = []
