@@ -147,6 +147,7 @@ def test_a_signal_ends_exec_cleanly_with_papermills_exit_status(tmp_path: Path, 
     cells = read_nb(path).cells
     assert cells[0].outputs[0].text == "first\n"
     assert cells[1].outputs[0].text.startswith("sleeping\n") and cells[1].execution_count == 2
+    assert "[nbmcp] the run was stopped (a signal, or its caller) after" in cells[1].outputs[-1].text
     assert cells[2].outputs == [] and cells[2].execution_count is None
     if signum != signal.SIGTERM:
         return

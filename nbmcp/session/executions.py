@@ -25,7 +25,7 @@ from ..kernels.base import INTERRUPT_GRACE, ExecutionResult, Kernel, KernelState
 from ..kernels.outputs import OutputCollector
 from .cells import cell_source, check_index, locate
 from .document import Document
-from .results import BackgroundExecution, CellRef, Execution, ProgressCallback, cancelled_output
+from .results import CANCELLED_NOTE, BackgroundExecution, CellRef, Execution, ProgressCallback, cancelled_output
 
 __all__ = ["DEFAULT_MAX_WAIT", "KEPT_EXECUTIONS", "WRITEBACK_INTERVAL", "Executions"]
 
@@ -53,6 +53,8 @@ class Executions:
         self._running: BackgroundExecution | None = None
         #: What a blocking call (execute_cell, execute_code, run_all) is running, and since when.
         self._foreground: tuple[str, float] | None = None
+        #: Who cancelled, in the line a cancelled cell keeps (a headless run: a signal, not an MCP client).
+        self.cancelled_by = CANCELLED_NOTE
 
     async def cancel_all(self) -> None:
         """Cancel the background executions still running (each interrupts the kernel, saves nothing more)."""
@@ -378,7 +380,7 @@ class Executions:
         return forward
 
     async def _save_cancelled(self, cell_id: str, collector: OutputCollector, elapsed: float) -> None:
-        outputs = [NotebookNode(dict(o)) for o in collector.finish()] + [cancelled_output(elapsed)]
+        outputs = [NotebookNode(dict(o)) for o in collector.finish()] + [cancelled_output(elapsed, self.cancelled_by)]
         try:
             await self.document.write_outputs(cell_id, outputs, collector.execution_count)
         except Exception as exc:  # the call is over either way; the file keeps what it had

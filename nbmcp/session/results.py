@@ -240,9 +240,9 @@ class Variable:
     shape: list[int] | None = None
 
 
-def cancelled_output(elapsed: float) -> NotebookNode:
-    """The stderr line a cell keeps after its call was cancelled by the client."""
-    text = f"[nbmcp] {CANCELLED_NOTE} after {elapsed:.1f} s; the kernel was interrupted\n"
+def cancelled_output(elapsed: float, why: str = CANCELLED_NOTE) -> NotebookNode:
+    """The stderr line a cell keeps after its call was cancelled (by the client, unless `why` says who)."""
+    text = f"[nbmcp] {why} after {elapsed:.1f} s; the kernel was interrupted\n"
     return nbformat.v4.new_output("stream", name="stderr", text=text)
 
 

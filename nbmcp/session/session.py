@@ -133,6 +133,8 @@ class NotebookSession:
         self.document = Document(store or LocalStore(self.path))
         self.changes = History(self.document, self.path)
         self.runner = Executions(self.document, self.path, timeout)
+        if headless:
+            self.runner.cancelled_by = "the run was stopped (a signal, or its caller)"
         #: Said by the first CREATED_NOTE_ANSWERS answers when `open` created the notebook (see `notice`).
         self._created_note = ""
         self._created_note_left = 0
