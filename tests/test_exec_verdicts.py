@@ -8,6 +8,7 @@ which cells ran and what the written notebook keeps.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ def _papermill(source: Path, out: Path) -> Exception | None:
 def _nbmake(*paths: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`pytest --nbmake PATHS` in a subprocess (nbmake is a pytest plugin)."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "-p", "no:cacheprovider", "-p", "no:xdist", *map(str, paths)],
+        # No ini file (-c): nothing found above the temporary folder changes how nbmake runs.
+        [sys.executable, "-m", "pytest", "--nbmake", "-c", os.devnull, "-p", "no:cacheprovider", *map(str, paths)],
         cwd=cwd,
         capture_output=True,
         text=True,
