@@ -31,8 +31,6 @@ from ..notebook.memory import tune_memory
 from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
-from ..view.app import with_view
-from ..view.serve import attach_view, serve_beside, stop_with
 from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
@@ -526,16 +524,26 @@ async def serve(
     `store`: the notebook's store, already read by the command line's check (parsed once).
     `sock`: the socket the command line bound for HTTP or --view (a port in use is found before a kernel starts).
     """
-    view, settings = attach_view(settings, sock)  # (None, settings) without --view
+    view = None
+    if settings.view or settings.transport != "stdio":
+        # The view's web server (uvicorn, h11) is loaded only when something is served over HTTP: a
+        # stdio server answers `initialize` sooner without it (issue 23).
+        from ..view.serve import attach_view, serve_beside, stop_with
+
+        view, settings = attach_view(settings, sock)  # (None, settings) without --view
     session = make_session(settings, store) if store is not None else None
     server, workspace = create_server(settings, session)
     if view is not None:
         view.follow_sessions(workspace.hosts)
     if settings.transport == "stdio":
-        await serve_stdio(server, lambda: serve_beside(view, sock))  # the live view beside, with --view
+        if view is None:
+            await serve_stdio(server, anyio.sleep_forever)
+        else:
+            await serve_stdio(server, lambda: serve_beside(view, sock))  # the live view beside, with --view
         return
     import uvicorn
 
+    from ..view.app import with_view
     from ..web import server_limits
     from .http import http_app
 
