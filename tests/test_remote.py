@@ -58,6 +58,7 @@ class Jupyter:
     url: str
     root: Path
     proc: subprocess.Popen[bytes]
+    log: Path
 
     def http(self, token: str = TOKEN) -> httpx2.Client:
         return httpx2.Client(base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=30)
@@ -73,61 +74,78 @@ class Jupyter:
         nbformat.validate(nb)
         return nb
 
+    def stop(self) -> None:
+        """Stop the server as a person would (SIGTERM: it shuts its kernels down); waits for it to exit."""
+        with contextlib.suppress(Exception), self.http() as http:
+            for k in http.get("/api/kernels", timeout=5).json():
+                http.delete(f"/api/kernels/{k['id']}", timeout=5)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
-@pytest.fixture(scope="module")
-def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter]:
-    """A real Jupyter server with a token on a free loopback port, stopped at the end of the module."""
-    root = tmp_path_factory.mktemp("server-root")
-    home = tmp_path_factory.mktemp("jupyter-home")
-    port = _free_port()
+
+def launch_jupyter(root: Path, home: Path, port: int | None = None, *options: str, base_url: str = "/") -> Jupyter:
+    """A real Jupyter server with a token on a loopback port (a free one by default), once it answers.
+
+    `base_url`: the server's own URL prefix (``--ServerApp.base_url``, as JupyterHub gives each user server).
+    """
+    port = port or _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}  # it slows the server down
     # Keep the server's config, runtime files and cookie secret out of the user's Jupyter folders.
     env |= {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    log = open(home / "server.log", "wb")  # noqa: SIM115 (closed below, after the process)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            f"--IdentityProvider.token={TOKEN}",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}",
-            "--ServerApp.allow_root=True",
-            # The server's own throttle (1 MB/s of output by default) would hide the big-output test's
-            # subject, nbmcp's websocket message limit.
-            "--ServerApp.iopub_data_rate_limit=1e12",
-            "--no-browser",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-        cwd=home,
-    )
-    server = Jupyter(f"http://127.0.0.1:{port}", root, proc)
+    log = home / f"server-{port}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                f"--IdentityProvider.token={TOKEN}",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                "--ServerApp.port_retries=0",
+                f"--ServerApp.root_dir={root}",
+                f"--ServerApp.base_url={base_url}",
+                "--ServerApp.allow_root=True",
+                # The server's own throttle (1 MB/s of output by default) would hide the big-output test's
+                # subject, nbmcp's websocket message limit.
+                "--ServerApp.iopub_data_rate_limit=1e12",
+                "--no-browser",
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=home,
+        )
+    server = Jupyter(f"http://127.0.0.1:{port}{base_url.rstrip('/')}", root, proc, log)
     try:
         deadline = time.monotonic() + 60
         with server.http() as http:
             while True:
                 with contextlib.suppress(httpx2.TransportError):
-                    if http.get("/api/status").status_code == 200:
+                    if http.get(server.url + "/api/status").status_code == 200:
                         break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter server did not start: {(home / 'server.log').read_text()}")
+                    raise RuntimeError(f"jupyter server did not start: {log.read_text()}")
                 time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter]:
+    """A real Jupyter server with a token on a free loopback port, stopped at the end of the module."""
+    server = launch_jupyter(tmp_path_factory.mktemp("server-root"), tmp_path_factory.mktemp("jupyter-home"))
+    try:
         yield server
     finally:
-        with contextlib.suppress(Exception), server.http() as http:
-            for k in http.get("/api/kernels").json():
-                http.delete(f"/api/kernels/{k['id']}")
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 _names = iter(range(10_000))

@@ -68,6 +68,9 @@ class KernelState(str, enum.Enum):
     """Running code for a tool call."""
     DEAD = "dead"
     """The process died; the next execution restarts it."""
+    DISCONNECTED = "disconnected"
+    """A kernel on a Jupyter server whose websocket closed (the server, a proxy or the network dropped
+    it); the next execution reconnects, to the same kernel if the server still has it."""
     FAILED = "failed"
     """It could not be started; the error says why."""
 

@@ -17,7 +17,7 @@ from typing import Any
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from ..errors import KernelStartError, ServerAuthError, ServerUnreachableError
 from ..jupyter.client import HTTP_TIMEOUT, JupyterServer
@@ -44,7 +44,17 @@ class KernelChannels:
         self._reader: asyncio.Task[None] | None = None
         self._messages = Session(username="nbmcp")
 
+    @property
+    def connected(self) -> bool:
+        """True while the websocket is open: False before `connect`, after `close`, and once the
+        server, a proxy or the network closed it (the reader saw the end)."""
+        return self._ws is not None and self._reader is not None and not self._reader.done()
+
     async def connect(self, kernel_id: str) -> None:
+        """Open the websocket to `kernel_id`. Reconnecting keeps the session id, so jupyter_server
+        replays the messages it buffered for us while we were away (outputs of a running cell)."""
+        if self._ws is not None:
+            await self.close(wait=0)
         self.kernel_id = kernel_id
         url = self.server.ws_url("kernels", kernel_id, "channels") + f"?session_id={self._messages.session}"
         request = HTTPRequest(
@@ -88,11 +98,15 @@ class KernelChannels:
             protocol.stream.close()
 
     def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
-        """Send one message; returns its id, which the kernel's answers carry as their parent."""
+        """Send one message; returns its id, which the kernel's answers carry as their parent.
+
+        Raises tornado's `WebSocketClosedError` when the websocket is closed.
+        """
         msg = self._messages.msg(msg_type, content)
         msg["channel"] = channel
         msg["buffers"] = []
-        assert self._ws is not None
+        if self._ws is None:
+            raise WebSocketClosedError()
         self._ws.write_message(json.dumps(msg, default=json_default))
         return str(msg["header"]["msg_id"])
 

@@ -12,8 +12,14 @@ Whenever the notebook has no session on the server, one is created for the kerne
 JupyterLab shows that kernel attached to the notebook.
 
 Messages travel over the kernel's websocket (`KernelChannels`). A dead kernel is noticed from the
-server's ``restarting``/``dead`` status messages, a closed websocket, or ``GET /api/kernels/<id>``
-answering 404 or ``dead`` while we wait; never a hang.
+server's ``restarting``/``dead`` status messages, or ``GET /api/kernels/<id>`` answering 404 or ``dead``
+while we wait; never a hang.
+
+The far side restarts, culls and drops connections (issue 25). A websocket that closed between calls
+shows as ``disconnected`` and the next call reconnects; one that closes while code runs is reconnected
+at once when the kernel still exists (the server replays what it buffered meanwhile, so no output is
+lost). When the kernel itself is gone, one new kernel is started and the answer says that the old
+kernel's variables are gone.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from tornado.websocket import WebSocketClosedError
 
 from ..errors import KernelStartError, NbmcpError, NoKernelsApiError, ServerUnreachableError
 from ..jupyter.client import HTTP_TIMEOUT, JupyterServer, raise_for_status, translate_errors
@@ -42,7 +49,7 @@ from .channels import KernelChannels, parent_id
 from .choice import KernelChoice
 from .outputs import OutputCollector
 
-__all__ = ["CONTROL_TIMEOUT", "LIVENESS_INTERVAL", "REPLY_GRACE", "RemoteKernel"]
+__all__ = ["CONTROL_TIMEOUT", "LIVENESS_INTERVAL", "MAX_RECONNECTS", "REPLY_GRACE", "RemoteKernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,8 @@ REPLY_GRACE = 2.0
 #: swapped out) accepts connections but never answers, and a call must not wait HTTP_TIMEOUT for it
 #: several times over (issue 13: an execution answered minutes after its timeout).
 CONTROL_TIMEOUT = 3.0
+#: Times one execution reconnects a dropped websocket before it gives up (a link that keeps dropping).
+MAX_RECONNECTS = 3
 
 
 class RemoteKernel(Kernel):
@@ -73,7 +82,7 @@ class RemoteKernel(Kernel):
         self.server = server
         self.notebook_path = notebook_path.strip("/")
         self.start_timeout = start_timeout
-        self.state = KernelState.NOT_STARTED
+        self._state = KernelState.NOT_STARTED
         self.error: str | None = None
         #: The kernel in use on the server, once known.
         self.kernel_id: str | None = kernel_id
@@ -90,6 +99,19 @@ class RemoteKernel(Kernel):
         self._start_task: asyncio.Task[None] | None = None
         #: restart_kernel is under way: a running call that sees the kernel go says why.
         self._restart_requested = False
+        #: Said in the next execution's answer: the kernel we had is gone and a new one replaced it.
+        self._replaced_note: str | None = None
+
+    @property
+    def state(self) -> KernelState:
+        """The stored state, except that an idle kernel whose websocket closed is ``disconnected``."""
+        if self._state == KernelState.IDLE and not self._channels.connected:
+            return KernelState.DISCONNECTED
+        return self._state
+
+    @state.setter
+    def state(self, value: KernelState) -> None:
+        self._state = value
 
     @property
     def choice(self) -> KernelChoice:
@@ -107,7 +129,7 @@ class RemoteKernel(Kernel):
 
     async def ensure_started(self) -> None:
         """Wait until the kernel is ready, reconnecting (or starting one) if needed."""
-        if self.state in (KernelState.DEAD, KernelState.FAILED, KernelState.NOT_STARTED) and (
+        if self.state in (KernelState.DEAD, KernelState.FAILED, KernelState.NOT_STARTED, KernelState.DISCONNECTED) and (
             self._start_task is None or self._start_task.done()
         ):
             await self._channels.close()
@@ -122,8 +144,15 @@ class RemoteKernel(Kernel):
         self.error = None
         started = time.monotonic()
         try:
+            previous = self.kernel_id
             kernel_id = await self._resolve_kernel()
             self.kernel_id = kernel_id
+            if previous is not None and kernel_id != previous:
+                self._replaced_note = (
+                    f"kernel {previous} is gone from {self.server.url} (the server restarted, or it shut the kernel "
+                    f"down); this ran on a new kernel {kernel_id}, so variables defined before are gone"
+                )
+                logger.warning("%s", self._replaced_note)
             await self._channels.connect(kernel_id)
             await self._channels.wait_ready(self.start_timeout)
         except Exception as exc:
@@ -165,6 +194,7 @@ class RemoteKernel(Kernel):
         finally:
             self._restart_requested = False
         await self.ensure_started()
+        self._replaced_note = None  # a restart loses the variables anyway: nothing more to say
 
     async def interrupt(self) -> None:
         """Interrupt whatever the kernel is running (`POST /api/kernels/<id>/interrupt`)."""
@@ -315,17 +345,25 @@ class RemoteKernel(Kernel):
     async def begin_run(self, collector: OutputCollector) -> Run:
         """Wait until the kernel is ready (reconnecting or starting one if needed); a run on it."""
         await self.ensure_started()
-        return _RemoteRun(self, collector)
+        note, self._replaced_note = self._replaced_note, None
+        return _RemoteRun(self, collector, note or "")
 
 
 class _RemoteRun(Run):
     """One execution on a remote kernel: an execute_request over the websocket, and its answers."""
 
-    def __init__(self, kernel: RemoteKernel, collector: OutputCollector) -> None:
+    def __init__(self, kernel: RemoteKernel, collector: OutputCollector, note: str = "") -> None:
         super().__init__(collector)
         self.kernel = kernel
         self.channels = kernel._channels
+        #: Said before the answer's own note (a new kernel replaced one the server lost).
+        self.note = note
         self.msg_id = ""
+        #: The execute_request's content until the websocket took it (it was closed when we sent).
+        self.unsent: dict[str, Any] | None = None
+        self.reconnects = 0
+        #: Why the kernel is gone, when the server no longer has it (instead of DEATH_NOTE).
+        self.gone: str | None = None
         #: The content of the kernel's execute_reply, once it came.
         self.reply: dict[str, Any] = {}
         self.next_liveness = self.started + LIVENESS_INTERVAL
@@ -342,7 +380,11 @@ class _RemoteRun(Run):
             "allow_stdin": False,
             "stop_on_error": True,
         }
-        self.msg_id = self.channels.send("execute_request", content)
+        try:
+            self.msg_id = self.channels.send("execute_request", content)
+        except WebSocketClosedError:
+            # It closed since the kernel was found ready: `pump` sees the end, reconnects and sends it then.
+            self.unsent = content
 
     async def pump(self, wait: float) -> bool:
         """Handle the messages that arrive within `wait` seconds; False if the kernel died or is restarting."""
@@ -360,6 +402,8 @@ class _RemoteRun(Run):
                     return False
             return True
         while True:
+            if msg is None:  # the websocket closed: the server, a proxy or the network dropped it
+                return await self._reconnect()
             if not self._handle(msg):
                 kernel.state = KernelState.DEAD
                 return False
@@ -368,9 +412,40 @@ class _RemoteRun(Run):
             except asyncio.QueueEmpty:
                 return True
 
-    def _handle(self, msg: dict[str, Any] | None) -> bool:
-        if msg is None:
-            return False  # the websocket closed: the server stopped or the kernel is gone
+    async def _reconnect(self) -> bool:
+        """The websocket closed while code ran: reconnect if the kernel still exists; False if not.
+
+        The same session id makes jupyter_server replay the messages it buffered meanwhile, so the
+        run goes on as if nothing happened.
+        """
+        kernel, channels = self.kernel, self.channels
+        kernel_id = kernel.kernel_id
+        if kernel._restart_requested or kernel_id is None:
+            return False
+        try:
+            model = await kernel._kernel_model(kernel_id, timeout=CONTROL_TIMEOUT)
+            if model is None or model.get("execution_state") == "dead":
+                self.gone = (
+                    f"kernel {kernel_id} is gone from {kernel.server.url} (the server restarted, or it shut the "
+                    "kernel down) while this code ran; the next execution starts a new kernel, without the variables"
+                )
+                kernel.state = KernelState.DEAD
+                return False
+            if self.reconnects >= MAX_RECONNECTS:
+                raise ServerUnreachableError(kernel.server.url, f"the websocket closed {self.reconnects + 1} times")
+            self.reconnects += 1
+            await channels.connect(kernel_id)
+        except NbmcpError as exc:
+            self.unanswered = str(exc)
+            kernel.state = KernelState.DEAD  # the next call finds the kernel again, or a new one
+            await channels.close(wait=0)
+            return False
+        logger.warning("the websocket to kernel %s on %s closed; reconnected", kernel_id, kernel.server.url)
+        if self.unsent is not None:
+            self.msg_id, self.unsent = channels.send("execute_request", self.unsent), None
+        return True
+
+    def _handle(self, msg: dict[str, Any]) -> bool:
         channel = msg.get("channel")
         msg_type = msg.get("msg_type")
         # The server's own status messages (no parent): the kernel died (and is being restarted) or is gone.
@@ -419,9 +494,13 @@ class _RemoteRun(Run):
         return False
 
     async def end(self) -> None:
-        """Nothing to let go of: the websocket stays open for the next call."""
+        """The websocket stays open for the next call; never leave the kernel ``busy`` (a call that failed)."""
+        if self.kernel._state == KernelState.BUSY:
+            self.kernel.state = KernelState.IDLE
 
     def death_note(self) -> str:
+        if self.gone is not None:
+            return self.gone
         logger.warning("the kernel on %s died while running code", self.kernel.server.url)
         return DEATH_NOTE
 
@@ -444,4 +523,6 @@ class _RemoteRun(Run):
             collector.execution_count = reply["execution_count"]
         if kernel.state == KernelState.BUSY:
             kernel.state = KernelState.IDLE
+        if self.note:
+            note = f"{self.note}. {note}" if note else self.note
         return status, note
