@@ -24,6 +24,7 @@ one place (`nbmcp.server.tools.registry`). Each subclasses the builtin it resemb
     ├── ServerError                           talking to a remote Jupyter server failed
     │   ├── ServerUnreachableError(ConnectionError)  nothing answers at the server's URL
     │   ├── ServerAuthError(PermissionError)  the server refused the token (401/403)
+    │   ├── NotJupyterError(ValueError)       a redirect or a non-JSON answer: not a Jupyter server's API
     │   └── ServerResponseError(RuntimeError) any other unexpected answer
     └── UsageError(ValueError)                bad arguments or configuration
         ├── PathError                         a notebook path outside the served folder
@@ -46,6 +47,7 @@ __all__ = [
     "NbmcpError",
     "NoKernelsApiError",
     "NoSuchKernelError",
+    "NotJupyterError",
     "NotebookError",
     "NotebookFormatError",
     "NotebookNotFoundError",
@@ -274,14 +276,21 @@ class ServerUnreachableError(ServerError, ConnectionError):
 class ServerAuthError(ServerError, PermissionError):
     """The Jupyter server refused our token."""
 
-    def __init__(self, url: str, status: int) -> None:
+    def __init__(
+        self, url: str, status: int, *, option: str = "--server-token, DOCUMENT_TOKEN or RUNTIME_TOKEN"
+    ) -> None:
         self.url = url
         self.status = status
+        # Never --token: that is nbmcp's own HTTP bearer token, not the Jupyter server's (issue 25).
         super().__init__(
-            f"the Jupyter server at {url} refused the token (HTTP {status}); check DOCUMENT_TOKEN, "
-            "RUNTIME_TOKEN or --token against the token the server prints at start-up "
-            "(`jupyter server list` shows it)"
+            f"the Jupyter server at {url} refused the token (HTTP {status}); give its token in {option}: the one "
+            "the server prints at start-up (`jupyter server list` shows it), or on JupyterHub an API token "
+            "from the hub's /hub/token page"
         )
+
+
+class NotJupyterError(ServerError, ValueError):
+    """What answers at the URL is not a Jupyter server's API (a redirect, an HTML page); the message says what."""
 
 
 class ServerResponseError(ServerError, RuntimeError):

@@ -464,6 +464,8 @@ async def test_a_wrong_token_is_a_clear_error(
     async with Client(server) as c:
         r = await c.call_tool("read_all_cells", {})
     assert r.is_error and "refused the token (HTTP 403)" in text_of(r) and "DOCUMENT_TOKEN" in text_of(r)
+    # The server's token option, never nbmcp's own HTTP bearer token (--token).
+    assert "--server-token" in text_of(r) and "--token" not in text_of(r)
     assert "wrong-token" not in text_of(r)
     with pytest.raises(ServerAuthError):
         await RemoteKernel(JupyterServer(jupyter.url, "wrong-token"), notebook).ensure_started()

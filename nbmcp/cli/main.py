@@ -102,6 +102,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_servers(settings: Settings) -> str | None:
+    """A message unless every Jupyter server configured answers ``GET /api`` as one (issue 25).
+
+    A hub's root, a stopped user server, a JupyterLab page or a URL without the server's base path each
+    get a one-line explanation here, before anything is served.
+    """
+    from ..jupyter.client import JupyterServer, probe
+
+    servers = {settings.document_url: settings.document_token, settings.runtime_url: settings.runtime_token}
+    for url, token in servers.items():
+        if url is None:
+            continue
+        try:
+            server = JupyterServer(url, token)
+            with server.client() as http:
+                probe(server, http)
+        except NbmcpError as exc:
+            return str(exc)
+    return None
+
+
 def _check_remote(settings: Settings) -> str | None:
     """A message if the Jupyter server holding the notebook cannot be used, else None."""
     from ..jupyter.client import JupyterServer
@@ -265,7 +286,7 @@ def cli(*args: str) -> int:
             f"{ns.path} does not exist in {Path.cwd()} (the current folder, where GUI clients often start "
             "servers); refusing to create a notebook there. Give its full path, e.g. nbmcp ~/project/analysis.ipynb"
         )
-    problem = _check_kernel(settings) or _check_view(settings)
+    problem = _check_kernel(settings) or _check_view(settings) or _check_servers(settings)
     if problem:
         return _fail(problem)
     refusal = token_refusal(settings.host, settings.token)

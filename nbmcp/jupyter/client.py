@@ -23,9 +23,18 @@ from urllib.parse import quote, urlsplit
 
 import httpx2
 
-from ..errors import ServerAuthError, ServerResponseError, ServerUnreachableError, UsageError
+from ..errors import NotJupyterError, ServerAuthError, ServerResponseError, ServerUnreachableError, UsageError
+from .explain import explain_api_answer, explain_redirect
 
-__all__ = ["HTTP_TIMEOUT", "JupyterServer", "api_error_message", "raise_for_status", "translate_errors"]
+__all__ = [
+    "HTTP_TIMEOUT",
+    "JupyterServer",
+    "api_error_message",
+    "json_body",
+    "probe",
+    "raise_for_status",
+    "translate_errors",
+]
 
 #: Seconds an HTTP request to the Jupyter server may take (connect, read or write) before it fails.
 HTTP_TIMEOUT = 30.0
@@ -90,8 +99,41 @@ def api_error_message(response: httpx2.Response) -> str:
 
 
 def raise_for_status(server: JupyterServer, response: httpx2.Response, what: str) -> None:
-    """Raise `ServerAuthError` for 401/403, `ServerResponseError` for any other failure."""
+    """Raise `ServerAuthError` for 401/403, `ServerResponseError` for any other failure, `NotJupyterError`
+    for a redirect (never followed: a hub's redirect leads to its login page or its own API)."""
+    if response.is_redirect:
+        raise NotJupyterError(f"{what} failed: {explain_redirect(server.url, response)}")
     if response.status_code in (401, 403):
         raise ServerAuthError(server.url, response.status_code)
     if response.is_error:
         raise ServerResponseError(what, response.status_code, api_error_message(response))
+
+
+def json_body(server: JupyterServer, response: httpx2.Response, what: str) -> Any:
+    """The JSON of a successful answer; `NotJupyterError` naming the server when it is not JSON."""
+    raise_for_status(server, response, what)
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "").split(";")[0] or "no content type"
+        body = "an empty body" if not response.content else f"a body of {kind}"
+        raise NotJupyterError(
+            f"{what} failed: {server.url} answered HTTP {response.status_code} with {body}, not Jupyter's JSON; "
+            "a login page or a proxy is in the way, or the URL is not the Jupyter server's own"
+        ) from None
+
+
+def probe(server: JupyterServer, client: httpx2.Client) -> str:
+    """The server's version from ``GET {url}/api``; `NotJupyterError` saying what answers instead."""
+    with translate_errors(server):
+        response = client.get(server.api_url())
+    version = None
+    if response.status_code == 200:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        version = body.get("version") if isinstance(body, dict) else None
+    if version is None:
+        raise NotJupyterError(explain_api_answer(server.url, response))
+    return str(version)

@@ -73,6 +73,12 @@ class KernelChannels:
         except HTTPClientError as exc:
             if exc.code in (401, 403):
                 raise ServerAuthError(self.server.url, exc.code) from None
+            location = exc.response.headers.get("Location") if exc.response is not None else None
+            if location:  # never followed: a hub's redirect leads to its login page
+                raise KernelStartError(
+                    f"the Jupyter server at {self.server.url} redirects the kernel's websocket to {location} "
+                    "(a hub or a proxy asking for a login, or a user server that stopped)"
+                ) from None
             raise KernelStartError(
                 f"the Jupyter server at {self.server.url} refused the kernel's websocket (HTTP {exc.code})"
             ) from None

@@ -35,7 +35,7 @@ import httpx2
 from tornado.websocket import WebSocketClosedError
 
 from ..errors import KernelStartError, NbmcpError, NoKernelsApiError, ServerUnreachableError
-from ..jupyter.client import HTTP_TIMEOUT, JupyterServer, raise_for_status, translate_errors
+from ..jupyter.client import HTTP_TIMEOUT, JupyterServer, json_body, raise_for_status, translate_errors
 from .base import (
     DEATH_NOTE,
     KERNEL_START_TIMEOUT,
@@ -250,7 +250,7 @@ class RemoteKernel(Kernel):
         r = await self._request("GET", "kernels", kernel_id, what="looking up the kernel", ok=(404,), timeout=timeout)
         if r.status_code == 404:
             return None
-        model: dict[str, Any] = r.json()
+        model: dict[str, Any] = json_body(self.server, r, "looking up the kernel")
         return model
 
     async def _resolve_kernel(self) -> str:
@@ -260,12 +260,13 @@ class RemoteKernel(Kernel):
         sessions = await self._request("GET", "sessions", what="listing sessions", ok=(404,))
         if sessions.status_code == 404:
             raise NoKernelsApiError(self.server.url)
-        mine = [s for s in sessions.json() if s.get("path") == self.notebook_path and s.get("kernel")]
+        listed = json_body(self.server, sessions, "listing sessions")
+        mine = [s for s in listed if s.get("path") == self.notebook_path and s.get("kernel")]
         if self._wanted_id is not None:
             model = await self._kernel_model(self._wanted_id)
             if model is None:
                 listing = await self._request("GET", "kernels", what="listing kernels")
-                running = ", ".join(k["id"] for k in listing.json()) or "none"
+                running = ", ".join(k["id"] for k in json_body(self.server, listing, "listing kernels")) or "none"
                 raise KernelStartError(
                     f"the Jupyter server at {self.server.url} has no kernel with id {self._wanted_id} (RUNTIME_ID); "
                     f"running kernels: {running}"
@@ -277,7 +278,7 @@ class RemoteKernel(Kernel):
             # The kernel starts in the notebook's folder on the server, as JupyterLab's do (issue 12).
             body: dict[str, Any] = {"path": self.notebook_path.rpartition("/")[0]} | ({"name": name} if name else {})
             r = await self._request("POST", "kernels", what="starting a kernel", json_body=body)
-            model = r.json()
+            model = json_body(self.server, r, "starting a kernel")
             kernel_id, self._kernel_name = model["id"], model.get("name")
             self._owned_kernel = True
             logger.info("started kernel %s (%s) on %s", kernel_id, self._kernel_name, self.server.url)
@@ -308,13 +309,13 @@ class RemoteKernel(Kernel):
             "kernel": kernel,
         }
         r = await self._request("POST", "sessions", what="creating a session for the notebook", json_body=body)
-        session: dict[str, Any] = r.json()
+        session: dict[str, Any] = json_body(self.server, r, "creating a session for the notebook")
         return session
 
     async def _installed(self, name: str) -> str | None:
         """`name` if the server has that kernelspec, else None (the server's default is used)."""
         r = await self._request("GET", "kernelspecs", what="listing kernelspecs", ok=(404,))
-        specs = r.json().get("kernelspecs", {}) if r.status_code == 200 else {}
+        specs = json_body(self.server, r, "listing kernelspecs").get("kernelspecs", {}) if r.status_code == 200 else {}
         if name in specs:
             return name
         logger.info("the server has no kernel %r (it has: %s); using its default", name, ", ".join(specs) or "none")

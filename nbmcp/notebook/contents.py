@@ -24,7 +24,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ..errors import NotebookFormatError, NotebookNotFoundError, NotebookWriteError
-from ..jupyter.client import JupyterServer, api_error_message, raise_for_status, translate_errors
+from ..jupyter.client import JupyterServer, api_error_message, json_body, translate_errors
 from .store import CachedStore, new_notebook
 
 __all__ = ["CONFLICT_RETRIES", "ContentsStore"]
@@ -167,8 +167,7 @@ class ContentsStore(CachedStore):
         if r.status_code == 400:
             # Jupyter's answer to a file that is not a readable notebook ("Unreadable Notebook: ...").
             raise NotebookFormatError(self.notebook_path, api_error_message(r))
-        raise_for_status(self.server, r, f"reading {self.notebook_path}")
-        model: dict[str, Any] = r.json()
+        model: dict[str, Any] = json_body(self.server, r, f"reading {self.notebook_path}")
         return model
 
     def _folder_exists(self, folder: str) -> bool:
@@ -176,8 +175,7 @@ class ContentsStore(CachedStore):
             r = self._client.get(self.server.api_url("contents", folder), params={"content": "0"})
         if r.status_code == 404:
             return False
-        raise_for_status(self.server, r, f"looking up folder {folder}")
-        return r.json().get("type") == "directory"
+        return bool(json_body(self.server, r, f"looking up folder {folder}").get("type") == "directory")
 
     def _put(self, nb: NotebookNode) -> None:
         body = {"type": "notebook", "format": "json", "content": nb}
@@ -187,7 +185,6 @@ class ContentsStore(CachedStore):
             raise NotebookWriteError(
                 f"the Jupyter server could not save {self.path} (HTTP {r.status_code}): {api_error_message(r)}"
             )
-        raise_for_status(self.server, r, f"saving {self.notebook_path}")
-        model: dict[str, Any] = r.json()
+        model: dict[str, Any] = json_body(self.server, r, f"saving {self.notebook_path}")
         self._nb = nb
         self._seen = _version(model)
