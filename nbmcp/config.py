@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,11 @@ class Settings:
     runtime_id: str | None = None
     #: Start a kernel of our own on the runtime server instead of the notebook's session kernel.
     start_new_runtime: bool = False
+    #: A Kernel or Enterprise Gateway running the code (its kernels API only), else per runtime_url.
+    gateway_url: str | None = None
+    gateway_token: str | None = field(default=None, repr=False)
+    #: Variables for the gateway's kernel (--kernel-env), sent in its start request's ``env``.
+    kernel_env: tuple[tuple[str, str], ...] = ()
 
 
 #: The seed deployment's environment variables, read by `settings_from_env`.
@@ -143,14 +148,18 @@ def settings_from_env(
     path: str | None = None,
     server_url: str | None = None,
     server_token: str | None = None,
+    gateway_url: str | None = None,
+    gateway_token: str | None = None,
+    kernel_env: Sequence[str] = (),
     **options: Any,
 ) -> Settings:
     """Settings from the seed's environment variables, with command-line values taking precedence.
 
     `server_url`/`server_token` (``--server-url``/``--server-token``) put both the notebook and the kernel on that
     server; DOCUMENT_URL/DOCUMENT_TOKEN/DOCUMENT_ID and RUNTIME_URL/RUNTIME_TOKEN/RUNTIME_ID/
-    START_NEW_RUNTIME set them separately (a remote notebook with a local kernel is fine). Empty
-    variables count as unset. `options` are the other `Settings` fields.
+    START_NEW_RUNTIME set them separately (a remote notebook with a local kernel is fine). `gateway_url`
+    (``--gateway``) runs code on a gateway's kernels instead, with `kernel_env` (``NAME=VALUE`` strings) in
+    their environment. Empty variables count as unset. `options` are the other `Settings` fields.
     """
     env = os.environ if env is None else env
 
@@ -163,12 +172,20 @@ def settings_from_env(
     runtime_token = server_token or get("RUNTIME_TOKEN")
     if runtime_url and not runtime_token and document_url and runtime_url.rstrip("/") == document_url.rstrip("/"):
         runtime_token = document_token  # one server, one token
+    if gateway_url and get("RUNTIME_URL"):
+        raise UsageError("--gateway and RUNTIME_URL both say where code runs; unset RUNTIME_URL to use the gateway")
+    if gateway_url:  # --server-url then holds the notebook only
+        runtime_url = runtime_token = None
     if not document_url and document_token:
         raise UsageError("DOCUMENT_TOKEN (or --server-token) is set but DOCUMENT_URL (or --server-url) is not")
     if not runtime_url and (get("RUNTIME_ID") or get("RUNTIME_TOKEN")):
         raise UsageError("RUNTIME_ID or RUNTIME_TOKEN is set but RUNTIME_URL is not; set RUNTIME_URL to the server")
     if runtime_url and options.get("python"):
         raise UsageError("--python chooses a local interpreter; with a remote kernel use --kernel NAME instead")
+    if gateway_url and options.get("python"):
+        raise UsageError("--python chooses a local interpreter; with --gateway use --kernel NAME instead")
+    if kernel_env and not gateway_url:
+        raise UsageError("--kernel-env sets variables for a gateway's kernel; it needs --gateway URL")
     notebook = path or (get("DOCUMENT_ID") if document_url else None)
     if document_url:
         notebook_path = Path((notebook or DEFAULT_DOCUMENT_ID).lstrip("/"))
@@ -185,5 +202,16 @@ def settings_from_env(
         runtime_token=runtime_token,
         runtime_id=get("RUNTIME_ID") if runtime_url else None,
         start_new_runtime=_flag("START_NEW_RUNTIME", env.get("START_NEW_RUNTIME", "")),
+        gateway_url=gateway_url,
+        gateway_token=(gateway_token or get("JUPYTER_GATEWAY_AUTH_TOKEN")) if gateway_url else None,
+        kernel_env=tuple(_name_value(item) for item in kernel_env),
         **options,
     )
+
+
+def _name_value(item: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (a --kernel-env) as a pair; UsageError for anything else."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.isidentifier():
+        raise UsageError(f"--kernel-env {item!r}: expected NAME=VALUE with a variable name, e.g. KERNEL_NAMESPACE=team")
+    return name, value

@@ -276,17 +276,11 @@ class ServerUnreachableError(ServerError, ConnectionError):
 class ServerAuthError(ServerError, PermissionError):
     """The Jupyter server refused our token."""
 
-    def __init__(
-        self, url: str, status: int, *, option: str = "--server-token, DOCUMENT_TOKEN or RUNTIME_TOKEN"
-    ) -> None:
+    def __init__(self, url: str, status: int, *, option: str) -> None:
         self.url = url
         self.status = status
         # Never --token: that is nbmcp's own HTTP bearer token, not the Jupyter server's (issue 25).
-        super().__init__(
-            f"the Jupyter server at {url} refused the token (HTTP {status}); give its token in {option}: the one "
-            "the server prints at start-up (`jupyter server list` shows it), or on JupyterHub an API token "
-            "from the hub's /hub/token page"
-        )
+        super().__init__(f"the Jupyter server at {url} refused the token (HTTP {status}); give its token in {option}")
 
 
 class NotJupyterError(ServerError, ValueError):

@@ -111,6 +111,7 @@ def _check_servers(settings: Settings) -> str | None:
     from ..jupyter.client import JupyterServer, probe
 
     servers = {settings.document_url: settings.document_token, settings.runtime_url: settings.runtime_token}
+    servers[settings.gateway_url] = settings.gateway_token
     for url, token in servers.items():
         if url is None:
             continue
@@ -167,8 +168,8 @@ def _check_path(settings: Settings) -> tuple[str | None, LocalStore | None]:
 
 def _check_kernel(settings: Settings) -> str | None:
     """A message if --kernel or --python cannot work (checked before serving, before any kernel starts)."""
-    if settings.runtime_url:
-        return None  # the kernel runs on a Jupyter server, which checks its own kernel names
+    if settings.runtime_url or settings.gateway_url:
+        return None  # the kernel runs on a Jupyter server or gateway, which checks its own kernel names
     try:
         # Under --read-only nothing runs, not even `--python` to see whether it has ipykernel.
         check_kernel_options(kernel_name=settings.kernel, python=settings.python, probe=not settings.read_only)

@@ -150,6 +150,26 @@ def _add_remote_options(p: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help="that server's token (prefer DOCUMENT_TOKEN: flags show in `ps`)",
     )
+    gateway = p.add_argument_group("kernels from a Kernel or Enterprise Gateway (the notebook stays where it is)")
+    gateway.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="run code on kernels of this gateway (its /api/kernels only); each kernel nbmcp starts there is "
+        "deleted when nbmcp stops",
+    )
+    gateway.add_argument(
+        "--gateway-token",
+        metavar="TOKEN",
+        help="the gateway's token (default: $JUPYTER_GATEWAY_AUTH_TOKEN, as jupyter_server's gateway client reads it)",
+    )
+    gateway.add_argument(
+        "--kernel-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a variable for the gateway's kernel, in its start request's env (repeatable; gateways pass on "
+        "KERNEL_* names; KERNEL_USERNAME and KERNEL_WORKING_DIR default to you and the notebook's folder)",
+    )
 
 
 def _add_http_options(p: argparse.ArgumentParser) -> None:
@@ -227,6 +247,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         path=args.path,
         server_url=args.server_url,
         server_token=args.server_token,
+        gateway_url=args.gateway,
+        gateway_token=args.gateway_token,
+        kernel_env=args.kernel_env,
         transport=args.transport,
         kernel=args.kernel,
         python=args.python,

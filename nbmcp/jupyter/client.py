@@ -46,6 +46,12 @@ class JupyterServer:
 
     url: str
     token: str | None = field(default=None, repr=False)
+    #: Where the user gives this server's token, and which token it is: the message when it is refused.
+    token_option: str = field(
+        default="--server-token, DOCUMENT_TOKEN or RUNTIME_TOKEN: the one the server prints at start-up "
+        "(`jupyter server list` shows it), or on JupyterHub an API token from the hub's /hub/token page",
+        repr=False,
+    )
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -104,7 +110,7 @@ def raise_for_status(server: JupyterServer, response: httpx2.Response, what: str
     if response.is_redirect:
         raise NotJupyterError(f"{what} failed: {explain_redirect(server.url, response)}")
     if response.status_code in (401, 403):
-        raise ServerAuthError(server.url, response.status_code)
+        raise ServerAuthError(server.url, response.status_code, option=server.token_option)
     if response.is_error:
         raise ServerResponseError(what, response.status_code, api_error_message(response))
 

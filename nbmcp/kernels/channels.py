@@ -72,7 +72,7 @@ class KernelChannels:
             raise
         except HTTPClientError as exc:
             if exc.code in (401, 403):
-                raise ServerAuthError(self.server.url, exc.code) from None
+                raise ServerAuthError(self.server.url, exc.code, option=self.server.token_option) from None
             location = exc.response.headers.get("Location") if exc.response is not None else None
             if location:  # never followed: a hub's redirect leads to its login page
                 raise KernelStartError(

@@ -143,8 +143,8 @@ class RemoteKernel(Kernel):
         self.state = KernelState.STARTING
         self.error = None
         started = time.monotonic()
+        previous = self.kernel_id
         try:
-            previous = self.kernel_id
             kernel_id = await self._resolve_kernel()
             self.kernel_id = kernel_id
             if previous is not None and kernel_id != previous:
@@ -163,6 +163,7 @@ class RemoteKernel(Kernel):
                 self.error = f"could not use a kernel on {self.server.url}: {type(exc).__name__}: {exc}"
             logger.error("%s", self.error)
             await self._channels.close()
+            await self._discard_failed_start(previous)
             await self._close_http()
             if isinstance(exc, NbmcpError):
                 raise
@@ -170,11 +171,25 @@ class RemoteKernel(Kernel):
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._channels.close()
+                await self._discard_failed_start(previous)
                 await self._close_http()
             self.state = KernelState.NOT_STARTED
             raise
         self.state = KernelState.IDLE
         logger.info("%s ready in %.2f s", self.choice.describe(), time.monotonic() - started)
+
+    async def _discard_failed_start(self, previous: str | None) -> None:
+        """Delete the kernel this start created, if it did: a failed start leaves no kernel behind."""
+        if not self._owned_kernel or self.kernel_id is None or self.kernel_id == previous:
+            return
+        with contextlib.suppress(Exception):
+            if self._owned_session is not None:
+                await self._request("DELETE", "sessions", self._owned_session, what="ending the session", ok=(404,))
+            await self._request(
+                "DELETE", "kernels", self.kernel_id, what="deleting the kernel", ok=(404,), timeout=CONTROL_TIMEOUT
+            )
+            logger.info("deleted kernel %s of the failed start on %s", self.kernel_id, self.server.url)
+        self._owned_kernel, self._owned_session, self.kernel_id = False, None, previous
 
     async def restart(self) -> None:
         """Restart the kernel on the server (all variables are lost) and wait until it is ready.
@@ -280,7 +295,7 @@ class RemoteKernel(Kernel):
             r = await self._request("POST", "kernels", what="starting a kernel", json_body=body)
             model = json_body(self.server, r, "starting a kernel")
             kernel_id, self._kernel_name = model["id"], model.get("name")
-            self._owned_kernel = True
+            self._owned_kernel, self.kernel_id = True, kernel_id  # deleted if the start fails from here on
             logger.info("started kernel %s (%s) on %s", kernel_id, self._kernel_name, self.server.url)
         elif mine:
             kernel_id, self._kernel_name = mine[0]["kernel"]["id"], mine[0]["kernel"].get("name")

@@ -107,6 +107,12 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
             )
 
         kernel_factory = remote_kernel
+    elif settings.gateway_url:  # KERNEL_WORKING_DIR: a local notebook's folder (none for a Contents server's)
+        from ..kernels.gateway import gateway_kernels
+
+        g, folder = settings, None if settings.document_url else settings.path.parent
+        url = settings.gateway_url
+        kernel_factory = gateway_kernels(url, g.gateway_token, g.path.name, dict(g.kernel_env), folder, g.kernel)
     elif settings.document_url:
         # A remote notebook with a local kernel: the kernel runs in the folder nbmcp was started in.
 

@@ -11,6 +11,7 @@ from nbformat import NotebookNode
 from ...config import Settings
 from ...errors import NbmcpError
 from ..options import add_server_arguments, command_parser, configure_logging, settings_from_args
+from .gateway import check_gateway
 from .kernel import check_local_kernel
 from .local import check_http, check_lock_dir, check_notebook
 from .remote import check_remote
@@ -34,11 +35,13 @@ def run_checks(settings: Settings) -> list[Check]:
     nb: NotebookNode | None = None
     if settings.document_url or settings.runtime_url:
         checks += check_remote(settings)
+    if settings.gateway_url:
+        checks += check_gateway(settings)
     if not settings.document_url:
         line, nb = check_notebook(settings)
         checks.append(line)
         checks.append(check_lock_dir())
-    if not settings.runtime_url:
+    if not settings.runtime_url and not settings.gateway_url:
         if settings.read_only:
             checks.append(Check("kernel", Verdict.SKIP, "--read-only: nbmcp runs no code, so it starts no kernel"))
         else:
@@ -62,7 +65,8 @@ def doctor_cli(*args: str) -> int:
     ns = parser.parse_args(args)
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
-    secrets = [ns.token, ns.server_token, os.environ.get("DOCUMENT_TOKEN"), os.environ.get("RUNTIME_TOKEN")]
+    secrets = [ns.token, ns.server_token, ns.gateway_token]
+    secrets += [os.environ.get(name) for name in ("DOCUMENT_TOKEN", "RUNTIME_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN")]
     try:
         settings = settings_from_args(ns)
     except NbmcpError as exc:

@@ -108,6 +108,8 @@ def run_kernel_check(kernel: Kernel, where: str) -> Check:
 def _start_fix(where: str) -> str:
     if where == "remote":
         return "check the Jupyter server's log (it starts the kernel); `jupyter kernelspec list` on that machine"
+    if where == "gateway":
+        return "check the gateway's log (it starts the kernel); choose one of its kernelspecs with --kernel NAME"
     return (
         "run the kernel by hand to see its error (`jupyter kernelspec list`, or `PYTHON -m ipykernel_launcher`); "
         "choose another with --kernel NAME or --python PATH"

@@ -1,0 +1,177 @@
+"""Kernels from a real Kernel Gateway on loopback, with its default settings (issue 25): no sessions API,
+no kernel listing. The notebook stays local; each kernel nbmcp starts there is deleted when it is done."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import nbformat
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from nbmcp.cli.doctor import doctor_cli
+from nbmcp.cli.main import cli
+from nbmcp.config import settings_from_env
+from nbmcp.errors import KernelStartError, ServerAuthError, UsageError
+from nbmcp.jupyter.client import JupyterServer
+from nbmcp.kernels.gateway import GATEWAY_TOKEN_OPTION, GatewayKernel
+from nbmcp.server.app import build_server
+
+from .conftest import text_of
+from .test_remote import TOKEN, Jupyter, _free_port, jupyter  # noqa: F401 (jupyter is a fixture)
+
+pytestmark = pytest.mark.anyio
+
+ENV_CELL = "import os, json\nprint(json.dumps({k: v for k, v in os.environ.items() if k.startswith('KERNEL_')}))"
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def kernel_exists(self, kernel_id: str) -> bool:
+        """GET /api/kernels/<id> (the listing is forbidden on a gateway's default settings)."""
+        return httpx2.get(f"{self.url}/api/kernels/{kernel_id}", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    home = tmp_path_factory.mktemp("gateway-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}
+    env |= {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    with open(home / "gateway.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernel_gateway", "--ip=127.0.0.1", f"--port={port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            cwd=home,
+        )
+    gw = Gateway(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(f"{gw.url}/api", timeout=5).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the kernel gateway did not start: {(home / 'gateway.log').read_text()}")
+            time.sleep(0.1)
+        # The subject: a gateway's defaults refuse the sessions API and the kernel listing.
+        assert httpx2.get(f"{gw.url}/api/sessions").status_code == 403
+        assert httpx2.get(f"{gw.url}/api/kernels").status_code == 403
+        yield gw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def kernel_id_of(info: dict[str, object]) -> str:
+    interpreter = str(info["kernel"]["interpreter"])  # type: ignore[index]
+    return interpreter.split()[1]  # "kernel <id> on the gateway <url>"
+
+
+async def test_a_local_notebook_runs_on_gateway_kernels_twice_in_a_row_and_none_is_left(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    nb = tmp_path / "project" / "analysis.ipynb"
+    nb.parent.mkdir()
+    options = {"gateway_url": gateway.url, "kernel_env": ["KERNEL_NAMESPACE=team"], "timeout": 60}
+    for run in (1, 2):
+        async with Client(build_server(settings_from_env({}, path=str(nb), **options))) as c:
+            r = await c.call_tool("append_execute_code_cell", {"cell_source": ENV_CELL})
+            assert not r.is_error, text_of(r)
+            info = (await c.call_tool("get_notebook_info", {})).structured_content
+            assert info is not None and info["kernel"]["chosen_by"] == "--gateway"
+            kernel_id = kernel_id_of(info)
+            assert gateway.kernel_exists(kernel_id)
+        env = json.loads(text_of(r).strip().splitlines()[-1])
+        assert env["KERNEL_WORKING_DIR"] == str(nb.parent), env
+        assert env["KERNEL_USERNAME"] == getpass.getuser() and env["KERNEL_NAMESPACE"] == "team", env
+        assert not gateway.kernel_exists(kernel_id), f"run {run} left kernel {kernel_id} on the gateway"
+    # The notebook stayed here, with both runs' cells.
+    assert [c.source for c in nbformat.read(nb, as_version=4).cells] == [ENV_CELL, ENV_CELL]
+
+
+@pytest.mark.timeout(120)
+async def test_the_kernel_is_deleted_when_the_nbmcp_process_exits(gateway: Gateway, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}
+    nb = tmp_path / "exit.ipynb"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "nbmcp", str(nb), "--gateway", gateway.url], env=env
+    )
+    with open(tmp_path / "stderr.log", "w") as err:
+        async with Client(stdio_client(params, errlog=err)) as c:
+            r = await c.call_tool("execute_code", {"code": "print('on the gateway')"})
+            assert "on the gateway" in text_of(r), text_of(r)
+            info = (await c.call_tool("get_notebook_info", {})).structured_content
+            assert info is not None
+            kernel_id = kernel_id_of(info)
+    assert not gateway.kernel_exists(kernel_id), (tmp_path / "stderr.log").read_text()
+
+
+async def test_a_failed_start_leaves_no_kernel_on_the_gateway(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nbmcp")
+    # Too short a wait for the kernel to answer: the start fails after the gateway created the kernel.
+    kernel = GatewayKernel(JupyterServer(gateway.url), "a.ipynb", env={}, start_timeout=0.001)
+    with pytest.raises(KernelStartError, match="did not answer"):
+        await kernel.ensure_started()
+    await kernel.shutdown()
+    deleted = [r.args[0] for r in caplog.records if r.getMessage().startswith("deleted kernel")]
+    assert len(deleted) == 1 and not gateway.kernel_exists(str(deleted[0]))
+
+
+def test_doctor_checks_a_gateway_with_a_gateways_endpoints(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert doctor_cli(str(tmp_path / "a.ipynb"), "--gateway", gateway.url) == 0
+    out = capsys.readouterr().out
+    assert "[ ok ] gateway reachable" in out and "[ ok ] kernel run" in out and "deleted afterwards" in out, out
+    assert "/api/status" not in out and "FAIL" not in out, out
+
+
+def test_gateway_options_are_checked(gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UsageError, match="--kernel-env 'KERNEL_X': expected NAME=VALUE"):
+        settings_from_env({}, gateway_url=gateway.url, kernel_env=["KERNEL_X"])
+    with pytest.raises(UsageError, match="needs --gateway"):
+        settings_from_env({}, kernel_env=["KERNEL_X=1"])
+    with pytest.raises(UsageError, match="unset RUNTIME_URL"):
+        settings_from_env({"RUNTIME_URL": "http://h:1"}, gateway_url=gateway.url)
+    # --server-url keeps the notebook on a Jupyter server; code runs on the gateway.
+    s = settings_from_env({}, path="a.ipynb", server_url="http://h:1", gateway_url=gateway.url)
+    assert s.document_url == "http://h:1" and s.runtime_url is None
+    # Not a gateway at that address: one line and exit 2 before serving.
+    assert cli(str(tmp_path / "a.ipynb"), "--gateway", f"{gateway.url}/lab") == 2
+    assert f"give {gateway.url}" in capsys.readouterr().err
+
+
+async def test_a_refused_gateway_token_names_the_gateway_token_option(jupyter: Jupyter) -> None:  # noqa: F811
+    # A Jupyter server has the same kernels API and, unlike the gateway above, a token to refuse.
+    kernel = GatewayKernel(
+        JupyterServer(jupyter.url, "wrong-token", token_option=GATEWAY_TOKEN_OPTION), "a.ipynb", env={}
+    )
+    with pytest.raises(ServerAuthError) as info:
+        await kernel.ensure_started()
+    await kernel.shutdown()
+    assert "--gateway-token" in str(info.value) and "--token" not in str(info.value).replace("--gateway-token", "")
+    assert "wrong-token" not in str(info.value) and TOKEN not in str(info.value)
