@@ -70,6 +70,8 @@ environment variables:
                     a notebook on a Jupyter server (URL, token, path relative to the server's root)
   RUNTIME_URL, RUNTIME_TOKEN, RUNTIME_ID, START_NEW_RUNTIME
                     run code on a Jupyter server's kernel (that kernel id; or a new kernel of our own)
+  JUPYTER_GATEWAY_AUTH_TOKEN
+                    default for --gateway-token
 
 examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
@@ -89,6 +91,8 @@ examples:
   nbmcp --server-url http://127.0.0.1:8888 work/analysis.ipynb
                                            a notebook and kernel on a running Jupyter server
                                            (token in DOCUMENT_TOKEN, or --server-token)
+  nbmcp analysis.ipynb --gateway http://gateway:8888 --kernel-env KERNEL_NAMESPACE=team
+                                           the notebook here, its kernel on a Kernel/Enterprise Gateway
   nbmcp history analysis.ipynb             list the changes nbmcp made to it, newest first
   nbmcp undo analysis.ipynb --steps 2      take back the last two of them
 
