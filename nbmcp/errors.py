@@ -265,11 +265,10 @@ class ServerError(NbmcpError):
 class ServerUnreachableError(ServerError, ConnectionError):
     """Nothing answers at the Jupyter server's URL."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, *, option: str = "DOCUMENT_URL, RUNTIME_URL or --server-url") -> None:
         self.url = url
         super().__init__(
-            f"cannot reach the Jupyter server at {url} ({reason}); is it running, and is the URL "
-            "(DOCUMENT_URL, RUNTIME_URL or --server-url) right?"
+            f"cannot reach the Jupyter server at {url} ({reason}); is it running, and is the URL ({option}) right?"
         )
 
 

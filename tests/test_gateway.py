@@ -175,3 +175,19 @@ async def test_a_refused_gateway_token_names_the_gateway_token_option(jupyter: J
     await kernel.shutdown()
     assert "--gateway-token" in str(info.value) and "--token" not in str(info.value).replace("--gateway-token", "")
     assert "wrong-token" not in str(info.value) and TOKEN not in str(info.value)
+
+
+async def test_the_seed_variables_with_a_gateway_use_its_kernels_api_alone(gateway: Gateway, tmp_path: Path) -> None:
+    nb = str(tmp_path / "seed.ipynb")
+    env = {"RUNTIME_URL": gateway.url, "START_NEW_RUNTIME": "true"}
+    async with Client(build_server(settings_from_env(env, path=nb, timeout=60))) as c:
+        r = await c.call_tool("execute_code", {"code": "print(6 * 7)"})
+        assert not r.is_error and "42" in text_of(r), text_of(r)
+        info = (await c.call_tool("get_notebook_info", {})).structured_content
+        assert info is not None
+        kernel_id = kernel_id_of(info)
+    assert not gateway.kernel_exists(kernel_id)
+    # Without START_NEW_RUNTIME nbmcp would look for the notebook's session, which a gateway refuses.
+    async with Client(build_server(settings_from_env({"RUNTIME_URL": gateway.url}, path=nb))) as c:
+        r = await c.call_tool("execute_code", {"code": "1"})
+    assert r.is_error and "refuses the sessions API" in text_of(r) and "--gateway" in text_of(r), text_of(r)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from nbmcp.cli.doctor import doctor_cli
 from nbmcp.cli.main import cli
 from nbmcp.config import settings_from_env
 from nbmcp.errors import NotJupyterError
@@ -145,3 +146,10 @@ async def test_a_redirect_or_a_page_during_a_session_is_an_error_naming_the_serv
     async with Client(build_server(settings_from_env(env))) as c:
         r = await c.call_tool("read_all_cells", {})
     assert r.is_error and user in text_of(r) and "JSONDecodeError" not in text_of(r), text_of(r)
+
+
+def test_doctor_explains_a_url_without_the_base_path(alice: Jupyter, capsys: pytest.CaptureFixture[str]) -> None:
+    origin = alice.url.removesuffix("/user/alice")
+    assert doctor_cli("--server-url", origin, "--server-token", TOKEN, "a.ipynb") == 1
+    out = capsys.readouterr().out
+    assert f"[FAIL] jupyter reachable  {origin} has no Jupyter server API" in out and TOKEN not in out, out

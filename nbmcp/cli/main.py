@@ -120,7 +120,8 @@ def _check_servers(settings: Settings) -> str | None:
         if url is None:
             continue
         try:
-            server = JupyterServer(url, token)
+            gateway = url == settings.gateway_url
+            server = JupyterServer(url, token, url_option="--gateway") if gateway else JupyterServer(url, token)
             with server.client() as http:
                 probe(server, http)
         except NbmcpError as exc:

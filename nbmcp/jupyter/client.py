@@ -46,6 +46,8 @@ class JupyterServer:
 
     url: str
     token: str | None = field(default=None, repr=False)
+    #: Where the user gives this server's URL, for the message when nothing answers there.
+    url_option: str = field(default="DOCUMENT_URL, RUNTIME_URL or --server-url", repr=False)
     #: Where the user gives this server's token, and which token it is: the message when it is refused.
     token_option: str = field(
         default="--server-token, DOCUMENT_TOKEN or RUNTIME_TOKEN: the one the server prints at start-up "
@@ -90,7 +92,8 @@ def translate_errors(server: JupyterServer) -> Iterator[None]:
     try:
         yield
     except httpx2.TransportError as exc:
-        raise ServerUnreachableError(server.url, type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
+        reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        raise ServerUnreachableError(server.url, reason, option=server.url_option) from None
 
 
 def api_error_message(response: httpx2.Response) -> str:

@@ -83,7 +83,8 @@ class KernelChannels:
                 f"the Jupyter server at {self.server.url} refused the kernel's websocket (HTTP {exc.code})"
             ) from None
         except OSError as exc:
-            raise ServerUnreachableError(self.server.url, f"{type(exc).__name__}: {exc}") from None
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ServerUnreachableError(self.server.url, reason, option=self.server.url_option) from None
         self.inbox = asyncio.Queue()
         self._reader = asyncio.get_running_loop().create_task(_read_loop(self._ws, self.inbox))
 

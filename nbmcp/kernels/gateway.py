@@ -99,7 +99,7 @@ def gateway_kernels(
 ) -> Callable[[NotebookNode], Kernel]:
     """A session's kernel factory for ``--gateway``: a `GatewayKernel` per notebook, named by `kernel_name`,
     else by the notebook's kernelspec when the gateway has it."""
-    gateway = JupyterServer(url, token, token_option=GATEWAY_TOKEN_OPTION)
+    gateway = JupyterServer(url, token, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION)
     env = gateway_env(kernel_env, notebook_dir)
 
     def gateway_kernel(nb: NotebookNode) -> Kernel:

@@ -272,16 +272,24 @@ class RemoteKernel(Kernel):
         """The id of the kernel to use: the one we had if it still exists, else per the configuration."""
         if self.kernel_id is not None and await self._kernel_model(self.kernel_id) is not None:
             return self.kernel_id
-        sessions = await self._request("GET", "sessions", what="listing sessions", ok=(404,))
-        if sessions.status_code == 404:
-            raise NoKernelsApiError(self.server.url)
-        listed = json_body(self.server, sessions, "listing sessions")
-        mine = [s for s in listed if s.get("path") == self.notebook_path and s.get("kernel")]
+        listed = await self._sessions()
+        if listed is None and self._wanted_id is None and not self._start_new:
+            raise KernelStartError(
+                f"{self.server.url} refuses the sessions API, as a Kernel or Enterprise Gateway does by default: "
+                "use --gateway URL (or START_NEW_RUNTIME=true) to run code on a kernel of nbmcp's own there"
+            )
+        # Older servers and gateways put the path under "notebook".
+        mine = [
+            s
+            for s in listed or []
+            if (s.get("path") or s.get("notebook", {}).get("path")) == self.notebook_path and s.get("kernel")
+        ]
         if self._wanted_id is not None:
             model = await self._kernel_model(self._wanted_id)
             if model is None:
-                listing = await self._request("GET", "kernels", what="listing kernels")
-                running = ", ".join(k["id"] for k in json_body(self.server, listing, "listing kernels")) or "none"
+                listing = await self._request("GET", "kernels", what="listing kernels", ok=(403,))
+                ids = [] if listing.status_code == 403 else [k["id"] for k in json_body(self.server, listing, "")]
+                running = ", ".join(ids) or ("not listed by the server" if listing.status_code == 403 else "none")
                 raise KernelStartError(
                     f"the Jupyter server at {self.server.url} has no kernel with id {self._wanted_id} (RUNTIME_ID); "
                     f"running kernels: {running}"
@@ -310,11 +318,24 @@ class RemoteKernel(Kernel):
             kernel_id, self._kernel_name = session["kernel"]["id"], session["kernel"].get("name")
             logger.info("started kernel %s (%s) in a new session on %s", kernel_id, self._kernel_name, self.server.url)
             return str(kernel_id)
-        if not mine:
+        if not mine and listed is not None:
             session = await self._create_session({"id": kernel_id})
             if self._owned_kernel:
                 self._owned_session = session["id"]
         return str(kernel_id)
+
+    async def _sessions(self) -> list[dict[str, Any]] | None:
+        """The server's sessions; None when it refuses the sessions API but runs kernels (a gateway)."""
+        sessions = await self._request("GET", "sessions", what="listing sessions", ok=(403, 404))
+        if sessions.status_code == 404:
+            raise NoKernelsApiError(self.server.url)
+        if sessions.status_code == 403:
+            # A gateway's default, or a token the server refuses: only the latter refuses kernelspecs too.
+            specs = await self._request("GET", "kernelspecs", what="listing kernelspecs")
+            json_body(self.server, specs, "listing kernelspecs")
+            return None
+        listed: list[dict[str, Any]] = json_body(self.server, sessions, "listing sessions")
+        return listed
 
     async def _create_session(self, kernel: dict[str, Any]) -> dict[str, Any]:
         body = {
@@ -448,7 +469,8 @@ class _RemoteRun(Run):
                 kernel.state = KernelState.DEAD
                 return False
             if self.reconnects >= MAX_RECONNECTS:
-                raise ServerUnreachableError(kernel.server.url, f"the websocket closed {self.reconnects + 1} times")
+                why = f"its websocket closed {self.reconnects + 1} times during one call"
+                raise ServerUnreachableError(kernel.server.url, why, option=kernel.server.url_option)
             self.reconnects += 1
             await channels.connect(kernel_id)
         except NbmcpError as exc:

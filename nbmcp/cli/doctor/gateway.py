@@ -60,7 +60,9 @@ def _access(gateway: JupyterServer, http: httpx2.Client) -> list[Check]:
 def check_gateway(settings: Settings) -> list[Check]:
     """The gateway: reachable, its token, its kernelspecs, and a kernel of our own running 1+1 (then deleted)."""
     assert settings.gateway_url is not None
-    gateway = JupyterServer(settings.gateway_url, settings.gateway_token, token_option=GATEWAY_TOKEN_OPTION)
+    gateway = JupyterServer(
+        settings.gateway_url, settings.gateway_token, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION
+    )
     with httpx2.Client(headers=gateway.headers, timeout=GATEWAY_CHECK_TIMEOUT) as http:
         checks = _access(gateway, http)
     if checks[-1].verdict is not Verdict.PASS:

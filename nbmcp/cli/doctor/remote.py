@@ -11,6 +11,7 @@ from nbformat import NotebookNode
 
 from ...config import Settings
 from ...jupyter.client import JupyterServer, api_error_message
+from ...jupyter.explain import explain_api_answer
 from ...kernels.remote import RemoteKernel
 from .kernel import KERNEL_CHECK_TIMEOUT, run_kernel_check
 from .report import Check, Verdict
@@ -49,7 +50,7 @@ def _check_server_access(server: JupyterServer, label: str, http: httpx2.Client)
             Check(
                 f"{label} reachable",
                 Verdict.FAIL,
-                f"{server.url} answers, but not as a Jupyter server (GET /api: HTTP {r.status_code})",
+                explain_api_answer(server.url, r),
                 _server_fix(server),
             )
         ]
