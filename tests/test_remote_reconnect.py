@@ -31,13 +31,15 @@ LOST = "variables defined before are gone"
 
 
 class Relay:
-    """A loopback TCP relay to `port`; `cut()` closes every connection through it (new ones still work)."""
+    """A loopback TCP relay to `port`; `cut()` closes every connection through it (new ones still work),
+    `swallow()` drops what is sent on the open ones from then on (a connection that is dying)."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self._open: list[socket.socket] = []
+        self._swallowed: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -57,14 +59,18 @@ class Relay:
             threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                dst.sendall(data)
+                if src not in self._swallowed:
+                    dst.sendall(data)
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+    def swallow(self) -> None:
+        with self._lock:
+            self._swallowed = set(self._open)
 
     def cut(self) -> None:
         with self._lock:
@@ -169,3 +175,20 @@ async def test_a_websocket_dropped_while_code_runs_is_reconnected_without_losing
         assert not call.result.is_error and "started" in out and "after the drop 42" in out, out
         assert "died" not in out and LOST not in out, out
         assert await kernel_state(c, becomes="idle") == "idle"
+
+
+async def test_code_sent_into_a_dying_websocket_is_sent_again_once(server: Jupyter, relay: Relay) -> None:
+    env = server.env("dying.ipynb") | {"RUNTIME_URL": f"http://127.0.0.1:{relay.port}"}
+    async with Client(build_server(settings_from_env(env, timeout=30))) as c:
+        await run(c, "x = 41")
+        relay.swallow()  # the execute_request is written, and never reaches the server
+        answer: dict[str, str] = {}
+
+        async def execute() -> None:
+            answer["text"] = await run(c, "print('ran', x + 1)")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(execute)
+            await anyio.sleep(1)
+            relay.cut()
+        assert answer["text"].count("ran 42") == 1 and "timed out" not in answer["text"], answer["text"]

@@ -396,8 +396,11 @@ class _RemoteRun(Run):
         #: Said before the answer's own note (a new kernel replaced one the server lost).
         self.note = note
         self.msg_id = ""
-        #: The execute_request's content until the websocket took it (it was closed when we sent).
-        self.unsent: dict[str, Any] | None = None
+        self.content: dict[str, Any] = {}
+        #: The request was written to a websocket / the kernel answered it (a message with it as parent).
+        self.written = self.delivered = False
+        #: When to send the request again: it went into a websocket that dropped, and no replay showed it arrived.
+        self.resend_at: float | None = None
         self.reconnects = 0
         #: Why the kernel is gone, when the server no longer has it (instead of DEATH_NOTE).
         self.gone: str | None = None
@@ -408,7 +411,7 @@ class _RemoteRun(Run):
         self.unanswered: str | None = None
 
     async def send(self, code: str, *, store_history: bool) -> None:
-        content = {
+        self.content = {
             "code": code,
             "silent": False,
             "store_history": store_history,
@@ -417,17 +420,27 @@ class _RemoteRun(Run):
             "allow_stdin": False,
             "stop_on_error": True,
         }
+        self._send()
+
+    def _send(self) -> None:
+        self.resend_at = None
         try:
-            self.msg_id = self.channels.send("execute_request", content)
+            self.msg_id = self.channels.send("execute_request", self.content)
+            self.written = True
         except WebSocketClosedError:
             # It closed since the kernel was found ready: `pump` sees the end, reconnects and sends it then.
-            self.unsent = content
+            self.written = False
 
     async def pump(self, wait: float) -> bool:
         """Handle the messages that arrive within `wait` seconds; False if the kernel died or is restarting."""
         kernel = self.kernel
         if kernel._restart_requested:
             return False  # restart_kernel: answer now, with what came so far
+        if self.resend_at is not None and not self.delivered and time.monotonic() >= self.resend_at:
+            logger.warning(
+                "the code never reached kernel %s before its websocket dropped; sending it again", kernel.kernel_id
+            )
+            self._send()
         try:
             msg = await asyncio.wait_for(self.channels.inbox.get(), timeout=max(wait, 0.001))
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
@@ -479,8 +492,10 @@ class _RemoteRun(Run):
             await channels.close(wait=0)
             return False
         logger.warning("the websocket to kernel %s on %s closed; reconnected", kernel_id, kernel.server.url)
-        if self.unsent is not None:
-            self.msg_id, self.unsent = channels.send("execute_request", self.unsent), None
+        if not self.delivered:
+            # The request never left, or went into the dropped connection: the server replays what the
+            # kernel answered meanwhile; if nothing for it comes within REPLY_GRACE, it never arrived.
+            self.resend_at = time.monotonic() + (REPLY_GRACE if self.written else 0)
         return True
 
     def _handle(self, msg: dict[str, Any]) -> bool:
@@ -496,6 +511,7 @@ class _RemoteRun(Run):
             return False
         if parent_id(msg) != self.msg_id:
             return True
+        self.delivered = True
         if channel == "iopub":
             self.collector.process(msg)
         elif channel == "shell" and msg_type == "execute_reply":
