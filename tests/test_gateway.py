@@ -26,11 +26,11 @@ from nbmcp.cli.main import cli
 from nbmcp.config import settings_from_env
 from nbmcp.errors import KernelStartError, ServerAuthError, UsageError
 from nbmcp.jupyter.client import JupyterServer
-from nbmcp.kernels.gateway import GATEWAY_TOKEN_OPTION, GatewayKernel
+from nbmcp.kernels.gateway import GatewayKernel
 from nbmcp.server.app import build_server
 
 from .conftest import text_of
-from .test_remote import TOKEN, Jupyter, _free_port, jupyter  # noqa: F401 (jupyter is a fixture)
+from .test_remote import TOKEN, _free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -42,46 +42,55 @@ class Gateway:
     url: str
     proc: subprocess.Popen[bytes]
 
-    def kernel_exists(self, kernel_id: str) -> bool:
+    def kernel_exists(self, kernel_id: str, token: str = "") -> bool:
         """GET /api/kernels/<id> (the listing is forbidden on a gateway's default settings)."""
-        return httpx2.get(f"{self.url}/api/kernels/{kernel_id}", timeout=10).status_code == 200
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx2.get(f"{self.url}/api/kernels/{kernel_id}", headers=headers, timeout=10).status_code == 200
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    home = tmp_path_factory.mktemp("gateway-home")
+def launch_gateway(home: Path, *options: str) -> Gateway:
+    """A real `jupyter kernelgateway` on a free loopback port (its default settings plus `options`)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}
     env |= {"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    with open(home / "gateway.log", "wb") as log:
+    with open(home / f"gateway-{port}.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kernel_gateway", "--ip=127.0.0.1", f"--port={port}"],
+            [sys.executable, "-m", "kernel_gateway", "--ip=127.0.0.1", f"--port={port}", *options],
             stdout=subprocess.DEVNULL,
             stderr=log,
             env=env,
             cwd=home,
         )
     gw = Gateway(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx2.TransportError):
+            if httpx2.get(f"{gw.url}/api", timeout=5).status_code in (200, 401):  # 401: it has a token
+                return gw
+        if proc.poll() is not None or time.monotonic() > deadline:
+            gw.stop()
+            raise RuntimeError(f"the kernel gateway did not start: {(home / f'gateway-{port}.log').read_text()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = launch_gateway(tmp_path_factory.mktemp("gateway-home"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx2.TransportError):
-                if httpx2.get(f"{gw.url}/api", timeout=5).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the kernel gateway did not start: {(home / 'gateway.log').read_text()}")
-            time.sleep(0.1)
         # The subject: a gateway's defaults refuse the sessions API and the kernel listing.
         assert httpx2.get(f"{gw.url}/api/sessions").status_code == 403
         assert httpx2.get(f"{gw.url}/api/kernels").status_code == 403
         yield gw
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        gw.stop()
 
 
 def kernel_id_of(info: dict[str, object]) -> str:
@@ -165,16 +174,38 @@ def test_gateway_options_are_checked(gateway: Gateway, tmp_path: Path, capsys: p
     assert f"give {gateway.url}" in capsys.readouterr().err
 
 
-async def test_a_refused_gateway_token_names_the_gateway_token_option(jupyter: Jupyter) -> None:  # noqa: F811
-    # A Jupyter server has the same kernels API and, unlike the gateway above, a token to refuse.
-    kernel = GatewayKernel(
-        JupyterServer(jupyter.url, "wrong-token", token_option=GATEWAY_TOKEN_OPTION), "a.ipynb", env={}
-    )
-    with pytest.raises(ServerAuthError) as info:
-        await kernel.ensure_started()
-    await kernel.shutdown()
-    assert "--gateway-token" in str(info.value) and "--token" not in str(info.value).replace("--gateway-token", "")
-    assert "wrong-token" not in str(info.value) and TOKEN not in str(info.value)
+async def test_a_gateway_token_is_used_and_a_refused_one_names_its_option(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("", "nbmcp", "httpx2", "httpcore2", "tornado", "mcp"):
+        caplog.set_level(logging.DEBUG, logger=name or None)
+    gw = launch_gateway(tmp_path, f"--KernelGatewayApp.auth_token={TOKEN}")
+    try:
+        nb = str(tmp_path / "token.ipynb")
+        right = settings_from_env({"JUPYTER_GATEWAY_AUTH_TOKEN": TOKEN}, path=nb, gateway_url=gw.url, timeout=60)
+        async with Client(build_server(right)) as c:
+            r = await c.call_tool("execute_code", {"code": "print('with the token')"})
+            assert not r.is_error and "with the token" in text_of(r), text_of(r)
+        wrong = settings_from_env({}, path=nb, gateway_url=gw.url, gateway_token="wrong-token")
+        async with Client(build_server(wrong)) as c:
+            r = await c.call_tool("execute_code", {"code": "1"})
+        assert r.is_error and "refused the token" in text_of(r) and "--gateway-token" in text_of(r), text_of(r)
+        assert "wrong-token" not in text_of(r)
+        # Before serving, and in doctor: the same option named, the token never printed.
+        assert cli(nb, "--gateway", gw.url, "--gateway-token", "wrong-token") == 2
+        err = capsys.readouterr().err
+        assert "--gateway-token" in err and "wrong-token" not in err, err
+        assert doctor_cli(nb, "--gateway", gw.url, "--gateway-token", "wrong-token") == 1
+        out = capsys.readouterr().out
+        assert "[FAIL] gateway token" in out and "wrong-token" not in out, out
+        kernel = GatewayKernel(JupyterServer(gw.url, "wrong-token"), "a.ipynb", env={})
+        with pytest.raises(ServerAuthError):
+            await kernel.ensure_started()
+        await kernel.shutdown()
+    finally:
+        gw.stop()
+    logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert "api/kernels" in logged and TOKEN not in logged and "wrong-token" not in logged
 
 
 async def test_the_seed_variables_with_a_gateway_use_its_kernels_api_alone(gateway: Gateway, tmp_path: Path) -> None:
@@ -191,3 +222,16 @@ async def test_the_seed_variables_with_a_gateway_use_its_kernels_api_alone(gatew
     async with Client(build_server(settings_from_env({"RUNTIME_URL": gateway.url}, path=nb))) as c:
         r = await c.call_tool("execute_code", {"code": "1"})
     assert r.is_error and "refuses the sessions API" in text_of(r) and "--gateway" in text_of(r), text_of(r)
+
+
+def test_doctor_checks_the_seed_variables_pointing_at_a_gateway(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_URL", gateway.url)
+    assert doctor_cli(str(tmp_path / "a.ipynb")) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] kernels API" in out and "--gateway URL" in out and "/api/status" not in out, out
+    monkeypatch.setenv("START_NEW_RUNTIME", "true")
+    assert doctor_cli(str(tmp_path / "a.ipynb")) == 0
+    out = capsys.readouterr().out
+    assert "[ ok ] runtime server token" in out and "[ ok ] kernel run" in out, out

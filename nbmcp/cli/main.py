@@ -113,6 +113,7 @@ def _check_servers(settings: Settings) -> str | None:
     get a one-line explanation here, before anything is served.
     """
     from ..jupyter.client import JupyterServer, probe
+    from ..kernels.gateway import GATEWAY_TOKEN_OPTION
 
     servers = {settings.document_url: settings.document_token, settings.runtime_url: settings.runtime_token}
     servers[settings.gateway_url] = settings.gateway_token
@@ -120,8 +121,9 @@ def _check_servers(settings: Settings) -> str | None:
         if url is None:
             continue
         try:
-            gateway = url == settings.gateway_url
-            server = JupyterServer(url, token, url_option="--gateway") if gateway else JupyterServer(url, token)
+            server = JupyterServer(url, token)
+            if url == settings.gateway_url:
+                server = JupyterServer(url, token, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION)
             with server.client() as http:
                 probe(server, http)
         except NbmcpError as exc:

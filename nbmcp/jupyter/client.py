@@ -136,13 +136,14 @@ def probe(server: JupyterServer, client: httpx2.Client) -> str:
     """The server's version from ``GET {url}/api``; `NotJupyterError` saying what answers instead."""
     with translate_errors(server):
         response = client.get(server.api_url())
-    version = None
-    if response.status_code == 200:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        version = body.get("version") if isinstance(body, dict) else None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code in (401, 403) and isinstance(body, dict):
+        # Jupyter's own JSON refusal: a gateway with a token guards /api too (a server does not).
+        raise ServerAuthError(server.url, response.status_code, option=server.token_option)
+    version = body.get("version") if response.status_code == 200 and isinstance(body, dict) else None
     if version is None:
         raise NotJupyterError(explain_api_answer(server.url, response))
     return str(version)

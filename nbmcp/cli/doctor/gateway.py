@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx2
 
 from ...config import Settings
-from ...errors import NbmcpError
+from ...errors import NbmcpError, ServerAuthError
 from ...jupyter.client import JupyterServer, api_error_message, probe
 from ...kernels.gateway import GATEWAY_TOKEN_OPTION, GatewayKernel, gateway_env
 from .kernel import KERNEL_CHECK_TIMEOUT, run_kernel_check
@@ -25,6 +25,11 @@ def _access(gateway: JupyterServer, http: httpx2.Client) -> list[Check]:
     """Reachable (GET /api), then the token and the kernelspecs (GET /api/kernelspecs)."""
     try:
         version = probe(gateway, http)
+    except ServerAuthError as exc:  # a gateway with a token guards /api too
+        return [
+            Check("gateway reachable", Verdict.PASS, f"{gateway.url}: answers, and requires a token"),
+            Check("gateway token", Verdict.FAIL, str(exc), GATEWAY_TOKEN_OPTION),
+        ]
     except NbmcpError as exc:
         return [Check("gateway reachable", Verdict.FAIL, str(exc), "correct --gateway, or start the gateway")]
     checks = [Check("gateway reachable", Verdict.PASS, f"{gateway.url}: API version {version}")]

@@ -56,6 +56,8 @@ def _check_server_access(server: JupyterServer, label: str, http: httpx2.Client)
         ]
     checks = [Check(f"{label} reachable", Verdict.PASS, f"{server.url}: Jupyter server {version}")]
     r = http.get(server.api_url("status"))
+    if r.status_code == 404:  # a Kernel or Enterprise Gateway has no /api/status; its kernelspecs need the token
+        r = http.get(server.api_url("kernelspecs"))
     if r.status_code in (401, 403):
         given = "refused the token" if server.token else "requires a token and none was given"
         checks.append(
@@ -146,14 +148,23 @@ def _check_kernels_api(settings: Settings, server: JupyterServer, http: httpx2.C
             f"{server.url} has no kernels API, so it cannot run code",
             "leave RUNTIME_URL unset to run code on a local kernel",
         )
-    if specs.is_error or kernels.is_error:
+    unlisted = kernels.status_code == 403 and not specs.is_error  # a gateway's default: no kernel listing
+    if specs.is_error or (kernels.is_error and not unlisted):
         bad = specs if specs.is_error else kernels
         return Check("kernels API", Verdict.FAIL, f"HTTP {bad.status_code}: {api_error_message(bad)}", "")
     body = specs.json()
     names = sorted(body.get("kernelspecs", {}))
-    running = kernels.json()
-    detail = f"kernelspecs: {', '.join(names) or 'none'} (default {body.get('default')}); {len(running)} running"
-    if settings.runtime_id and not any(k.get("id") == settings.runtime_id for k in running):
+    running = [] if unlisted else kernels.json()
+    detail = f"kernelspecs: {', '.join(names) or 'none'} (default {body.get('default')}); "
+    detail += "running kernels not listed (a gateway?)" if unlisted else f"{len(running)} running"
+    if unlisted and not settings.runtime_id and not settings.start_new_runtime:
+        return Check(
+            "kernels API",
+            Verdict.FAIL,
+            f"{detail}; the notebook's session cannot be found on a server that refuses the sessions API",
+            "use --gateway URL instead of RUNTIME_URL, or set START_NEW_RUNTIME=true",
+        )
+    if settings.runtime_id and not unlisted and not any(k.get("id") == settings.runtime_id for k in running):
         return Check(
             "kernels API",
             Verdict.FAIL,
