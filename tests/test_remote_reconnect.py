@@ -192,3 +192,30 @@ async def test_code_sent_into_a_dying_websocket_is_sent_again_once(server: Jupyt
             await anyio.sleep(1)
             relay.cut()
         assert answer["text"].count("ran 42") == 1 and "timed out" not in answer["text"], answer["text"]
+
+
+async def test_a_server_restarted_while_code_runs_answers_and_the_next_calls_recover(
+    server: Jupyter, tmp_path: Path
+) -> None:
+    env = {"RUNTIME_URL": server.url, "RUNTIME_TOKEN": TOKEN}
+    async with Client(build_server(settings_from_env(env, path=str(tmp_path / "mid.ipynb"), timeout=60))) as c:
+        await run(c, "x = 41")
+        call = Background()
+        code = "import time\nprint('started', flush=True)\ntime.sleep(30)"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call.call, c, "execute_code", {"code": code})
+            with anyio.fail_after(60):
+                await call.started.wait()
+            server.stop()
+        out = text_of(call.result)
+        assert "started" in out and server.url in out, out  # answered at once, naming the server
+        # While the server is down: a clear error, never a state only restart_kernel clears.
+        with anyio.fail_after(60):
+            r = await c.call_tool("execute_code", {"code": "1"})
+        assert r.is_error and "cannot reach" in text_of(r), text_of(r)
+        again = launch_jupyter(server.root, server.log.parent, int(server.url.rsplit(":", 1)[1]))
+        try:
+            out = await run(c, "print('x' in globals())")
+            assert "False" in out and LOST in out, out
+        finally:
+            again.stop()
