@@ -20,6 +20,7 @@ from nbmcp.cli.main import cli
 from nbmcp.config import settings_from_env
 from nbmcp.errors import NotJupyterError
 from nbmcp.jupyter.client import JupyterServer
+from nbmcp.jupyter.explain import page_base
 from nbmcp.kernels.remote import RemoteKernel
 from nbmcp.notebook.contents import ContentsStore
 from nbmcp.server.app import build_server
@@ -73,7 +74,14 @@ class FakeHub(BaseHTTPRequestHandler):
     location: str | None = "/hub/login?next=%2Fhub%2F"
 
     def do_GET(self) -> None:
-        if self.location:
+        if self.path == "/hub/api":  # the hub's own API answers a version, as a Jupyter server's does
+            body = b'{"version": "5.2.1"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.location:
             self.send_response(302)
             self.send_header("Location", self.location)
             self.send_header("Content-Length", "0")
@@ -111,6 +119,8 @@ def test_a_hub_that_redirects_is_explained_at_start_up(
     url, handler = hub
     err = start_up_error(capsys, url)
     assert f"{url} is a JupyterHub" in err and f"{url}/user/NAME" in err, err
+    err = start_up_error(capsys, f"{url}/hub/")
+    assert "JupyterHub's own API" in err and f"{url}/user/NAME" in err, err
     err = start_up_error(capsys, f"{url}/user/alice/")
     assert "login page" in err and f"{url}/hub/spawn/alice" in err and f"{url}/hub/token" in err, err
     handler.location = "/hub/user/alice/api"  # what a hub answers for a stopped (culled) server
@@ -153,3 +163,16 @@ def test_doctor_explains_a_url_without_the_base_path(alice: Jupyter, capsys: pyt
     assert doctor_cli("--server-url", origin, "--server-token", TOKEN, "a.ipynb") == 1
     out = capsys.readouterr().out
     assert f"[FAIL] jupyter reachable  {origin} has no Jupyter server API" in out and TOKEN not in out, out
+
+
+@pytest.mark.parametrize(
+    "url, base",
+    [
+        ("http://h:8888/lab", "http://h:8888"),
+        ("http://h/user/alice/lab/tree/a.ipynb", "http://h/user/alice"),
+        ("http://h/user/lab/tree", "http://h/user/lab"),  # a hub user named "lab"
+        ("http://h/user/alice", None),
+    ],
+)
+def test_the_base_of_a_jupyterlab_page(url: str, base: str | None) -> None:
+    assert page_base(url) == base

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 import httpx2
 
 from ..errors import NotJupyterError, ServerAuthError, ServerResponseError, ServerUnreachableError, UsageError
-from .explain import explain_api_answer, explain_redirect
+from .explain import explain_api_answer, explain_hub_api, explain_redirect
 
 __all__ = [
     "HTTP_TIMEOUT",
@@ -134,6 +134,9 @@ def json_body(server: JupyterServer, response: httpx2.Response, what: str) -> An
 
 def probe(server: JupyterServer, client: httpx2.Client) -> str:
     """The server's version from ``GET {url}/api``; `NotJupyterError` saying what answers instead."""
+    hub = explain_hub_api(server.url)
+    if hub is not None:
+        raise NotJupyterError(hub)
     with translate_errors(server):
         response = client.get(server.api_url())
     try:

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx2
 
-__all__ = ["PAGE_SEGMENTS", "explain_api_answer", "explain_redirect", "hub_user", "page_base"]
+__all__ = ["PAGE_SEGMENTS", "explain_api_answer", "explain_hub_api", "explain_redirect", "hub_user", "page_base"]
 
 #: Path segments that begin a page of JupyterLab or the classic notebook, never a server's base URL.
 PAGE_SEGMENTS = ("lab", "tree", "notebooks", "edit", "doc", "view", "terminals", "voila")
@@ -35,9 +35,19 @@ def page_base(url: str) -> str | None:
     parts = urlsplit(url)
     segments = parts.path.rstrip("/").split("/")
     for i, segment in enumerate(segments):
-        if segment in PAGE_SEGMENTS and i > 0:
+        if segment in PAGE_SEGMENTS and i > 0 and segments[i - 1] != "user":  # /user/lab/: a hub user named lab
             return f"{parts.scheme}://{parts.netloc}" + "/".join(segments[:i])
     return None
+
+
+def explain_hub_api(url: str) -> str | None:
+    """For the hub's own URL (``.../hub``, whose ``/api`` answers a version too): what to give instead."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/hub"):
+        return None
+    base = f"{parts.scheme}://{parts.netloc}{path.removesuffix('/hub')}"
+    return f"{url} is JupyterHub's own API, not a Jupyter server: give your server's URL, {base}/user/NAME"
 
 
 def explain_redirect(url: str, response: httpx2.Response) -> str:

@@ -288,7 +288,11 @@ class RemoteKernel(Kernel):
             model = await self._kernel_model(self._wanted_id)
             if model is None:
                 listing = await self._request("GET", "kernels", what="listing kernels", ok=(403,))
-                ids = [] if listing.status_code == 403 else [k["id"] for k in json_body(self.server, listing, "")]
+                ids = (
+                    []
+                    if listing.status_code == 403
+                    else [k["id"] for k in json_body(self.server, listing, "listing kernels")]
+                )
                 running = ", ".join(ids) or ("not listed by the server" if listing.status_code == 403 else "none")
                 raise KernelStartError(
                     f"the Jupyter server at {self.server.url} has no kernel with id {self._wanted_id} (RUNTIME_ID); "
