@@ -103,7 +103,12 @@ async def test_a_local_notebook_runs_on_gateway_kernels_twice_in_a_row_and_none_
 ) -> None:
     nb = tmp_path / "project" / "analysis.ipynb"
     nb.parent.mkdir()
-    options = {"gateway_url": gateway.url, "kernel_env": ["KERNEL_NAMESPACE=team"], "timeout": 60}
+    options = {
+        "gateway_url": gateway.url,
+        "kernel_env": ["KERNEL_NAMESPACE=team"],
+        "timeout": 60,
+        "structured_output": True,
+    }
     for run in (1, 2):
         async with Client(build_server(settings_from_env({}, path=str(nb), **options))) as c:
             r = await c.call_tool("append_execute_code_cell", {"cell_source": ENV_CELL})
@@ -125,7 +130,7 @@ async def test_the_kernel_is_deleted_when_the_nbmcp_process_exits(gateway: Gatew
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}
     nb = tmp_path / "exit.ipynb"
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "nbmcp", str(nb), "--gateway", gateway.url], env=env
+        command=sys.executable, args=["-m", "nbmcp", str(nb), "--gateway", gateway.url, "--structured-output"], env=env
     )
     with open(tmp_path / "stderr.log", "w") as err:
         async with Client(stdio_client(params, errlog=err)) as c:
@@ -211,7 +216,7 @@ async def test_a_gateway_token_is_used_and_a_refused_one_names_its_option(
 async def test_the_seed_variables_with_a_gateway_use_its_kernels_api_alone(gateway: Gateway, tmp_path: Path) -> None:
     nb = str(tmp_path / "seed.ipynb")
     env = {"RUNTIME_URL": gateway.url, "START_NEW_RUNTIME": "true"}
-    async with Client(build_server(settings_from_env(env, path=nb, timeout=60))) as c:
+    async with Client(build_server(settings_from_env(env, path=nb, timeout=60, structured_output=True))) as c:
         r = await c.call_tool("execute_code", {"code": "print(6 * 7)"})
         assert not r.is_error and "42" in text_of(r), text_of(r)
         info = (await c.call_tool("get_notebook_info", {})).structured_content

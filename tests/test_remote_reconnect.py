@@ -130,7 +130,9 @@ async def test_a_restarted_server_gives_a_new_kernel_and_the_answer_says_the_var
 ) -> None:
     # A local notebook, so that get_notebook_info answers while the server is down.
     env = {"RUNTIME_URL": server.url, "RUNTIME_TOKEN": TOKEN}
-    async with Client(build_server(settings_from_env(env, path=str(tmp_path / "restart.ipynb"), timeout=60))) as c:
+    async with Client(
+        build_server(settings_from_env(env, path=str(tmp_path / "restart.ipynb"), timeout=60, structured_output=True))
+    ) as c:
         await run(c, "x = 41")
         port = int(server.url.rsplit(":", 1)[1])
         server.stop()
@@ -149,7 +151,7 @@ async def test_a_restarted_server_gives_a_new_kernel_and_the_answer_says_the_var
 
 async def test_a_dropped_websocket_between_calls_reconnects_to_the_same_kernel(server: Jupyter, relay: Relay) -> None:
     env = server.env("drop.ipynb") | {"RUNTIME_URL": f"http://127.0.0.1:{relay.port}"}
-    async with Client(build_server(settings_from_env(env, timeout=60))) as c:
+    async with Client(build_server(settings_from_env(env, timeout=60, structured_output=True))) as c:
         await run(c, "x = 41")
         relay.cut()
         assert await kernel_state(c, becomes="disconnected") == "disconnected"
@@ -162,7 +164,7 @@ async def test_a_websocket_dropped_while_code_runs_is_reconnected_without_losing
     server: Jupyter, relay: Relay
 ) -> None:
     env = server.env("midrun.ipynb") | {"RUNTIME_URL": f"http://127.0.0.1:{relay.port}"}
-    async with Client(build_server(settings_from_env(env, timeout=60))) as c:
+    async with Client(build_server(settings_from_env(env, timeout=60, structured_output=True))) as c:
         await run(c, "x = 41")
         call = Background()
         code = "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('after the drop', x + 1)"
@@ -179,7 +181,7 @@ async def test_a_websocket_dropped_while_code_runs_is_reconnected_without_losing
 
 async def test_code_sent_into_a_dying_websocket_is_sent_again_once(server: Jupyter, relay: Relay) -> None:
     env = server.env("dying.ipynb") | {"RUNTIME_URL": f"http://127.0.0.1:{relay.port}"}
-    async with Client(build_server(settings_from_env(env, timeout=30))) as c:
+    async with Client(build_server(settings_from_env(env, timeout=30, structured_output=True))) as c:
         await run(c, "x = 41")
         relay.swallow()  # the execute_request is written, and never reaches the server
         answer: dict[str, str] = {}
@@ -198,7 +200,9 @@ async def test_a_server_restarted_while_code_runs_answers_and_the_next_calls_rec
     server: Jupyter, tmp_path: Path
 ) -> None:
     env = {"RUNTIME_URL": server.url, "RUNTIME_TOKEN": TOKEN}
-    async with Client(build_server(settings_from_env(env, path=str(tmp_path / "mid.ipynb"), timeout=60))) as c:
+    async with Client(
+        build_server(settings_from_env(env, path=str(tmp_path / "mid.ipynb"), timeout=60, structured_output=True))
+    ) as c:
         await run(c, "x = 41")
         call = Background()
         code = "import time\nprint('started', flush=True)\ntime.sleep(30)"
