@@ -112,6 +112,8 @@ def _check_servers(settings: Settings) -> str | None:
     A hub's root, a stopped user server, a JupyterLab page or a URL without the server's base path each
     get a one-line explanation here, before anything is served.
     """
+    if not (settings.document_url or settings.runtime_url or settings.gateway_url):
+        return None  # a local notebook and kernel: httpx and tornado are not even imported
     from ..jupyter.client import JupyterServer, probe
     from ..kernels.gateway import GATEWAY_TOKEN_OPTION
 
