@@ -19,6 +19,7 @@ import pytest
 from mcp import Client
 
 from nbmcp.config import settings_from_env
+from nbmcp.kernels import channels
 from nbmcp.server.app import build_server
 
 from .conftest import text_of
@@ -223,3 +224,17 @@ async def test_a_server_restarted_while_code_runs_answers_and_the_next_calls_rec
             assert "False" in out and LOST in out, out
         finally:
             again.stop()
+
+
+async def test_a_link_that_dies_without_closing_is_noticed_by_its_pings(
+    server: Jupyter, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channels, "PING_INTERVAL", 0.5)
+    monkeypatch.setattr(channels, "PING_TIMEOUT", 0.5)
+    env = server.env("silent.ipynb") | {"RUNTIME_URL": f"http://127.0.0.1:{relay.port}"}
+    async with Client(build_server(settings_from_env(env, timeout=60, structured_output=True))) as c:
+        await run(c, "x = 41")
+        relay.swallow()  # nothing passes any more, and nothing is closed: a NAT or proxy that forgot us
+        assert await kernel_state(c, becomes="disconnected") == "disconnected"
+        out = await run(c, "print(x + 1)")
+        assert "42" in out and LOST not in out, out

@@ -22,7 +22,15 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, w
 from ..errors import KernelStartError, ServerAuthError, ServerUnreachableError
 from ..jupyter.client import HTTP_TIMEOUT, JupyterServer
 
-__all__ = ["CLOSE_WAIT", "MAX_MESSAGE_BYTES", "NUDGE_INTERVAL", "KernelChannels", "parent_id"]
+__all__ = [
+    "CLOSE_WAIT",
+    "MAX_MESSAGE_BYTES",
+    "NUDGE_INTERVAL",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "KernelChannels",
+    "parent_id",
+]
 
 #: Largest websocket message accepted from the server (an output with a big image is one message).
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
@@ -30,6 +38,11 @@ MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 CLOSE_WAIT = 2.0
 #: Seconds between kernel_info_requests while waiting for a kernel's iopub channel to deliver.
 NUDGE_INTERVAL = 0.5
+#: Seconds between websocket pings. They keep an idle connection open through proxies that close quiet
+#: ones (often after 60 s), and find a link that died without closing (issue 25): no pong within
+#: PING_TIMEOUT closes the websocket, which the kernel then reconnects.
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 10.0
 
 
 class KernelChannels:
@@ -60,7 +73,9 @@ class KernelChannels:
         request = HTTPRequest(
             url, headers=self.server.headers, connect_timeout=HTTP_TIMEOUT, request_timeout=HTTP_TIMEOUT
         )
-        connecting = websocket_connect(request, max_message_size=MAX_MESSAGE_BYTES)
+        connecting = websocket_connect(
+            request, max_message_size=MAX_MESSAGE_BYTES, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT
+        )
         try:
             self._ws = await asyncio.shield(connecting)
         except asyncio.CancelledError:
