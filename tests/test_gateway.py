@@ -31,6 +31,7 @@ from nbmcp.server.app import build_server
 
 from .conftest import text_of
 from .test_remote import TOKEN, _free_port
+from .test_remote_reconnect import Relay
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +241,19 @@ def test_doctor_checks_the_seed_variables_pointing_at_a_gateway(
     assert doctor_cli(str(tmp_path / "a.ipynb")) == 0
     out = capsys.readouterr().out
     assert "[ ok ] runtime server token" in out and "[ ok ] kernel run" in out, out
+
+
+async def test_a_dropped_gateway_websocket_reconnects_to_the_same_kernel(gateway: Gateway, tmp_path: Path) -> None:
+    relay = Relay(int(gateway.url.rsplit(":", 1)[1]))
+    try:
+        settings = settings_from_env(
+            {}, path=str(tmp_path / "drop.ipynb"), gateway_url=f"http://127.0.0.1:{relay.port}"
+        )
+        async with Client(build_server(settings)) as c:
+            r = await c.call_tool("execute_code", {"code": "x = 41"})
+            assert not r.is_error, text_of(r)
+            relay.cut()
+            r = await c.call_tool("execute_code", {"code": "print(x + 1)"})
+            assert not r.is_error and "42" in text_of(r) and "gone" not in text_of(r), text_of(r)
+    finally:
+        relay.close()
