@@ -245,6 +245,12 @@ def test_sigterm_in_stdio_mode_shuts_the_kernel_down(nb_path: Path) -> None:
 SIGNAL_EXIT_SECONDS = 2.0
 
 
+def _exit_bound() -> float:
+    """SIGNAL_EXIT_SECONDS on an idle machine, stretched by the load per core (the suite must pass loaded)."""
+    load_per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return SIGNAL_EXIT_SECONDS * max(1.0, load_per_core)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, signum: signal.Signals) -> None:
@@ -269,6 +275,7 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, si
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{signum.name} did not end the server while stdin stayed open") from None
         took = time.monotonic() - started
+        bound = _exit_bound()
         assert server.proc.stderr is not None
         stderr = server.proc.stderr.read().decode()
     finally:
@@ -278,7 +285,7 @@ def test_a_signal_ends_the_stdio_server_while_stdin_stays_open(nb_path: Path, si
             assert pipe is not None
             pipe.close()
         server.proc.wait()
-    assert took < SIGNAL_EXIT_SECONDS, f"{signum.name}: the server took {took:.1f} s to exit\n{stderr}"
+    assert took < bound, f"{signum.name}: the server took {took:.1f} s to exit (bound {bound:.1f} s)\n{stderr}"
     assert "Traceback" not in stderr, stderr
     assert f"received {signum.name}; shutting down" in stderr
     assert not child_pids(server.proc.pid)
@@ -416,7 +423,7 @@ _INITIALIZE = {
 def _first_answers(nb_path: Path, *requests: dict[str, Any]) -> list[dict[str, Any]]:
     """Write `requests` at once to a real stdio nbmcp (before it is ready) and read one answer per request."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbmcp", str(nb_path), "--no-watch"],
+        [sys.executable, "-m", "nbmcp", str(nb_path), "--no-watch", "--read-only"],  # no kernel: not the subject
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
