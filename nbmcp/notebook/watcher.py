@@ -100,9 +100,14 @@ class NotebookWatcher:
                 # after the tick is over still compares them (changed_on_disk does, once, unless the
                 # stat was already trusted): under load the events of such a save reach us late, merged
                 # with those of our own write.
+                seen = self.store.fingerprint
                 wait = self.store.racy_for()
                 if wait:
                     await anyio.sleep(wait + 0.01)
+                    if self.store.fingerprint is not seen:
+                        # nbmcp saved again meanwhile (a burst of edits): that save's own events bring
+                        # a look of their own, and the save itself compared the bytes before its rename.
+                        return False
             changed = await anyio.to_thread.run_sync(self.store.changed_on_disk)
             if not changed:
                 return False  # our own write, or a touch that changed nothing
