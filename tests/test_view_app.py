@@ -82,6 +82,8 @@ async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -
         assert listed[APP_URI].mime_type == "text/html;profile=mcp-app" == APP_MIME_TYPE
         contents = (await client.read_resource(APP_URI)).contents
         assert len(contents) == 1 and contents[0].mime_type == APP_MIME_TYPE
+        # No network for the app (an empty CSP allow-list), and a border around it.
+        assert contents[0].meta == {"ui": {"csp": {}, "prefersBorder": True}}
         page = contents[0].text  # type: ignore[union-attr]
         assert page.startswith("<!DOCTYPE html>") and "ui/initialize" in page and "view_notebook" in page
         # Self-contained: nothing is fetched from a network.

@@ -36,6 +36,7 @@ import anyio
 from mcp.server.apps import APP_MIME_TYPE, Apps, ResourceCsp, client_supports_apps
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resources import FunctionResource
 from mcp.types import (
     CallToolResult,
     ListResourcesResult,
@@ -197,14 +198,22 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
     """
     apps = Apps()
     views = _Views()
-    apps.add_html_resource(
-        APP_URI,
-        app_document(),
-        name="notebook-view",
-        title="Notebook view",
-        description="The notebook as Jupyter shows it, kept current while the assistant edits and runs it.",
-        csp=ResourceCsp(),  # no network at all: everything the app shows comes through the host
-        prefers_border=True,
+    # Built when a host first reads it (add_html_resource would build it now, while the client waits
+    # for `initialize`: the highlighting stylesheet alone takes milliseconds).
+    ui = {
+        "csp": ResourceCsp().model_dump(by_alias=True, exclude_none=True),  # no network: all comes through the host
+        "prefersBorder": True,
+    }
+    apps.add_resource(
+        FunctionResource(
+            uri=APP_URI,
+            name="notebook-view",
+            title="Notebook view",
+            description="The notebook as Jupyter shows it, kept current while the assistant edits and runs it.",
+            mime_type=APP_MIME_TYPE,
+            meta={"ui": ui},
+            fn=functools.cache(app_document),
+        )
     )
 
     @apps.tool(
