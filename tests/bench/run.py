@@ -181,6 +181,8 @@ async def cold_start(stack: contextlib.AsyncExitStack, notebook: Path) -> tuple[
     t0 = time.perf_counter()
     client = await stack.enter_async_context(Client(nbmcp_params(notebook)))  # returns once initialized
     initialized = time.perf_counter() - t0
+    # As every client does before its first call (over stdio nbmcp starts the kernel once it has answered).
+    await client.list_tools()
     await call_ok(client, "get_notebook_info")
     first = time.perf_counter() - t0
     while True:
