@@ -20,8 +20,9 @@ from nbmcp.config import Settings
 from nbmcp.server.app import build_server
 
 FILES = Path(__file__).parent / "files"
-# Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests.
-collect_ignore = ["bench"]
+# Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests; tests/clients drives
+# real agent clients installed from npm by hand (see its README), never with the tests either.
+collect_ignore = ["bench", "clients"]
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
