@@ -2,8 +2,8 @@
 nbmcp's own parser accepts (issue 23).
 
 The formats, as each client documents them: Claude Desktop and Cursor `mcpServers.NAME.{command,args}`;
-Claude Code's `.mcp.json` the same with `"type": "stdio"`; VS Code `servers.NAME` with `"type": "stdio"`;
-Gemini CLI's `settings.json` `mcpServers.NAME.{command,args}`; Codex's `config.toml`
+Claude Code's `.mcp.json` the same with `"type": "stdio"` and `"alwaysLoad"`; VS Code `servers.NAME` with
+`"type": "stdio"`; Gemini CLI's `settings.json` `mcpServers.NAME.{command,args}`; Codex's `config.toml`
 `[mcp_servers.NAME]` with `command`, `args`, `required`, `startup_timeout_sec`, `tool_timeout_sec`;
 OpenCode's `opencode.json` `mcp.NAME` with `"type": "local"` and `command` as one list (OpenCode 1.x).
 """
@@ -19,6 +19,7 @@ import pytest
 
 from nbmcp.cli.options import add_server_arguments, command_parser, settings_from_args
 from nbmcp.config import Settings
+from nbmcp.server.render import MAX_OUTPUT_CHARS
 from nbmcp.session.executions import DEFAULT_MAX_WAIT
 
 if sys.version_info >= (3, 11):
@@ -78,6 +79,7 @@ def test_each_client_file_starts_nbmcp_with_arguments_it_accepts(name: str, tmp_
     allowed = {
         "codex_config.toml": {"command", "args", "required", "startup_timeout_sec", "tool_timeout_sec"},
         "opencode.json": {"type", "command", "enabled", "timeout"},
+        "claude_code.mcp.json": {"type", "command", "args", "alwaysLoad"},
     }.get(name, {"type", "command", "args"})
     assert set(entry) <= allowed, set(entry) - allowed
     if "type" in entry:
@@ -91,6 +93,20 @@ def test_codex_waits_for_nbmcp_and_fails_loudly_without_it() -> None:
     assert entry["required"] is True
     assert entry["startup_timeout_sec"] >= 10  # Codex's default; nbmcp took up to 3.4 s under load
     assert entry["tool_timeout_sec"] > DEFAULT_MAX_WAIT  # an execution answers within --max-wait
+
+
+def test_claude_code_waits_for_nbmcp_before_its_first_model_request() -> None:
+    entry, _ = _entry("claude_code.mcp.json")
+    # Without it, `claude -p` (2.1.197) sends its first model request without waiting for --mcp-config
+    # servers: nbmcp's tools were missing in 5 of 12 runs (tests/clients); with it, Claude Code waits up to 5 s.
+    assert entry["alwaysLoad"] is True
+
+
+def test_codex_lets_a_whole_answer_through() -> None:
+    config = tomllib.loads((EXAMPLES / "codex_config.toml").read_text())
+    # Codex cut nbmcp's 20,134-character answer to 11,984 characters, its marker with it (tests/clients);
+    # with this limit (tokens, each at least one character) the answer arrived whole.
+    assert config["tool_output_token_limit"] >= MAX_OUTPUT_CHARS
 
 
 def test_opencode_gives_nbmcp_time_to_list_its_tools() -> None:
