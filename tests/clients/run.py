@@ -20,6 +20,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TOOL = "append_execute_code_cell"
+# Set from the command line: codex_optional drops `required`/`startup_timeout_sec` from Codex's entry (to see
+# its start-up race); codex_model is the model name Codex sends (its budget for a tool result depends on it);
+# claude_always_load adds `"alwaysLoad": true` to Claude Code's entry (it then waits for nbmcp, up to 5 s).
+OPTIONS: dict[str, Any] = {
+    "codex_optional": False,
+    "codex_model": "scripted-model",
+    "claude_always_load": False,
+    "codex_config": [],
+}
 PROMPT = "Run the scenario cell in the notebook."
 
 SCENARIOS = {
@@ -39,7 +48,7 @@ def nbmcp_command(notebook: Path, extra: list[str]) -> list[str]:
 def setup_claude(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[list[str], dict[str, str]]:
     config = home / "mcp.json"
     server: dict[str, Any] = {"type": "stdio", "command": cmd[0], "args": cmd[1:]}
-    if ALWAYS_LOAD:
+    if OPTIONS["claude_always_load"]:
         server["alwaysLoad"] = True
     config.write_text(json.dumps({"mcpServers": {"notebook": server}}))
     argv = [
@@ -90,7 +99,7 @@ def setup_codex(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[li
     codex_home.mkdir()
     args = ", ".join(json.dumps(a) for a in cmd[1:])
     (codex_home / "config.toml").write_text(
-        f"""model = "scripted-model"
+        f"""model = "{OPTIONS["codex_model"]}"
 model_provider = "scripted"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
@@ -104,12 +113,13 @@ env_key = "SCRIPTED_API_KEY"
 [mcp_servers.notebook]
 command = {json.dumps(cmd[0])}
 args = [{args}]
-{"" if OPTIONAL else "required = true"}
-{"" if OPTIONAL else "startup_timeout_sec = 30"}
+{"" if OPTIONS["codex_optional"] else "required = true"}
+{"" if OPTIONS["codex_optional"] else "startup_timeout_sec = 30"}
 tool_timeout_sec = 120
 """
     )
-    argv = [str(bindir / "codex"), "exec", "--skip-git-repo-check", PROMPT]
+    overrides = [a for kv in OPTIONS["codex_config"] for a in ("-c", kv)]
+    argv = [str(bindir / "codex"), "exec", "--skip-git-repo-check", *overrides, PROMPT]
     env = {"CODEX_HOME": str(codex_home), "SCRIPTED_API_KEY": "scripted"}
     return argv, env
 
@@ -145,11 +155,6 @@ def setup_opencode(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple
     env = {"OPENCODE_CONFIG": str(path), "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1"}
     return argv, env
 
-
-# --codex-optional: Codex's config without `required`/`startup_timeout_sec` (its defaults), to see the start-up race.
-OPTIONAL = False
-# --claude-always-load: `"alwaysLoad": true` in Claude Code's server entry (it then waits for nbmcp, up to 5 s).
-ALWAYS_LOAD = False
 
 CLIENTS = {"claude": setup_claude, "gemini": setup_gemini, "codex": setup_codex, "opencode": setup_opencode}
 
@@ -332,11 +337,17 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="copy each run's folder (requests, client output) here")
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--codex-optional", action="store_true", help="Codex without required/startup_timeout_sec")
+    parser.add_argument("--codex-model", default=OPTIONS["codex_model"], help="e.g. gpt-5-codex: a model Codex knows")
+    parser.add_argument("--codex-config", action="append", default=[], help="KEY=VALUE passed as codex exec -c")
     parser.add_argument("--claude-always-load", action="store_true", help='Claude Code with "alwaysLoad": true')
     parser.add_argument("nbmcp_args", nargs="*", help="extra nbmcp options (after --)")
     args = parser.parse_args()
-    global ALWAYS_LOAD, OPTIONAL
-    OPTIONAL, ALWAYS_LOAD = args.codex_optional, args.claude_always_load
+    OPTIONS.update(
+        codex_optional=args.codex_optional,
+        codex_model=args.codex_model,
+        claude_always_load=args.claude_always_load,
+        codex_config=args.codex_config,
+    )
     for client in args.clients.split(","):
         for scenario in args.scenarios.split(","):
             report = run_one(client, scenario, args)
