@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent.parent / "examples"
 TOOL = "append_execute_code_cell"
 # Set from the command line: codex_optional drops `required`/`startup_timeout_sec` from Codex's entry (to see
 # its start-up race); codex_model is the model name Codex sends (its budget for a tool result depends on it);
-# claude_always_load adds `"alwaysLoad": true` to Claude Code's entry (it then waits for nbmcp, up to 5 s).
+# codex_config are `codex exec -c KEY=VALUE` overrides; claude_no_always_load drops `"alwaysLoad"` from
+# Claude Code's entry (it then does not wait for nbmcp).
 OPTIONS: dict[str, Any] = {
     "codex_optional": False,
     "codex_model": "scripted-model",
-    "claude_always_load": False,
     "codex_config": [],
+    "claude_no_always_load": False,
 }
 PROMPT = "Run the scenario cell in the notebook."
 
@@ -40,23 +42,31 @@ SCENARIOS = {
 }
 
 
-def nbmcp_command(notebook: Path, extra: list[str]) -> list[str]:
-    exe = shutil.which("nbmcp", path=str(Path(sys.executable).parent)) or "nbmcp"
-    return [exe, str(notebook), *extra]
+def example(name: str, notebook: Path, extra: list[str]) -> str:
+    """examples/`name` as a user copies it, with the notebook's path (and any extra nbmcp options) filled in.
+
+    The command stays `nbmcp`: the runner puts the running Python's scripts folder first on PATH.
+    """
+    args = ", ".join(json.dumps(a) for a in [str(notebook), *extra])
+    text = (EXAMPLES / name).read_text()
+    assert '"/path/to/analysis.ipynb"' in text, name
+    return text.replace('"/path/to/analysis.ipynb"', args)
 
 
-def setup_claude(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[list[str], dict[str, str]]:
-    config = home / "mcp.json"
-    server: dict[str, Any] = {"type": "stdio", "command": cmd[0], "args": cmd[1:]}
-    if OPTIONS["claude_always_load"]:
-        server["alwaysLoad"] = True
-    config.write_text(json.dumps({"mcpServers": {"notebook": server}}))
+def setup_claude(
+    home: Path, base: str, notebook: Path, extra: list[str], bindir: Path
+) -> tuple[list[str], dict[str, str]]:
+    config = json.loads(example("claude_code.mcp.json", notebook, extra))
+    if OPTIONS["claude_no_always_load"]:
+        config["mcpServers"]["notebook"].pop("alwaysLoad", None)
+    path = home / "mcp.json"
+    path.write_text(json.dumps(config))
     argv = [
         str(bindir / "claude"),
         "-p",
         PROMPT,
         "--mcp-config",
-        str(config),
+        str(path),
         "--strict-mcp-config",
         "--allowedTools",
         "mcp__notebook__append_execute_code_cell",
@@ -79,43 +89,49 @@ def setup_claude(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[l
     return argv, env
 
 
-def setup_gemini(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[list[str], dict[str, str]]:
-    settings = {
-        "mcpServers": {"notebook": {"command": cmd[0], "args": cmd[1:], "trust": True}},
-        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
-        "privacy": {"usageStatisticsEnabled": False},
-        "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
-        "telemetry": {"enabled": False},
-    }
+def setup_gemini(
+    home: Path, base: str, notebook: Path, extra: list[str], bindir: Path
+) -> tuple[list[str], dict[str, str]]:
+    settings = json.loads(example("gemini_settings.json", notebook, extra))
+    settings.update(
+        {
+            "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
+            "privacy": {"usageStatisticsEnabled": False},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "telemetry": {"enabled": False},
+        }
+    )
     (home / ".gemini").mkdir()
     (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    # --yolo: tool calls run without asking (there is nobody to ask).
     argv = [str(bindir / "gemini"), "-p", PROMPT, "--yolo", "-m", "gemini-2.5-flash", "--output-format", "json"]
     env = {"GEMINI_API_KEY": "scripted", "GOOGLE_GEMINI_BASE_URL": base}
     return argv, env
 
 
-def setup_codex(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[list[str], dict[str, str]]:
+def setup_codex(
+    home: Path, base: str, notebook: Path, extra: list[str], bindir: Path
+) -> tuple[list[str], dict[str, str]]:
     codex_home = home / ".codex"
     codex_home.mkdir()
-    args = ", ".join(json.dumps(a) for a in cmd[1:])
+    lines = example("codex_config.toml", notebook, extra).splitlines()
+    if OPTIONS["codex_optional"]:
+        lines = [line for line in lines if not line.startswith(("required", "startup_timeout_sec"))]
+    # Top-level keys first, then the example (its own top-level keys, then its table), then the provider.
     (codex_home / "config.toml").write_text(
         f"""model = "{OPTIONS["codex_model"]}"
 model_provider = "scripted"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
+"""
+        + "\n".join(lines)
+        + f"""
 
 [model_providers.scripted]
 name = "scripted"
 base_url = "{base}/v1"
 wire_api = "responses"
 env_key = "SCRIPTED_API_KEY"
-
-[mcp_servers.notebook]
-command = {json.dumps(cmd[0])}
-args = [{args}]
-{"" if OPTIONS["codex_optional"] else "required = true"}
-{"" if OPTIONS["codex_optional"] else "startup_timeout_sec = 30"}
-tool_timeout_sec = 120
 """
     )
     overrides = [a for kv in OPTIONS["codex_config"] for a in ("-c", kv)]
@@ -124,31 +140,33 @@ tool_timeout_sec = 120
     return argv, env
 
 
-def setup_opencode(home: Path, base: str, cmd: list[str], bindir: Path) -> tuple[list[str], dict[str, str]]:
-    config = {
-        "$schema": "https://opencode.ai/config.json",
-        "model": "scripted/scripted-model",
-        "autoupdate": False,
-        "share": "disabled",
-        "permission": {"edit": "allow", "bash": "allow"},
-        "provider": {
-            "scripted": {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "scripted",
-                "options": {"baseURL": f"{base}/v1", "apiKey": "scripted"},
-                "models": {
-                    "scripted-model": {
-                        "name": "scripted",
-                        "tool_call": True,
-                        # A model that takes images, as a user would pick for plots.
-                        "attachment": True,
-                        "modalities": {"input": ["text", "image"], "output": ["text"]},
-                    }
-                },
-            }
-        },
-        "mcp": {"notebook": {"type": "local", "command": cmd, "enabled": True, "timeout": 30000}},
-    }
+def setup_opencode(
+    home: Path, base: str, notebook: Path, extra: list[str], bindir: Path
+) -> tuple[list[str], dict[str, str]]:
+    config = json.loads(example("opencode.json", notebook, extra))
+    config.update(
+        {
+            "model": "scripted/scripted-model",
+            "autoupdate": False,
+            "share": "disabled",
+            "provider": {
+                "scripted": {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "scripted",
+                    "options": {"baseURL": f"{base}/v1", "apiKey": "scripted"},
+                    "models": {
+                        "scripted-model": {
+                            "name": "scripted",
+                            "tool_call": True,
+                            # A model that takes images, as a user would pick for plots.
+                            "attachment": True,
+                            "modalities": {"input": ["text", "image"], "output": ["text"]},
+                        }
+                    },
+                }
+            },
+        }
+    )
     path = home / "opencode.json"
     path.write_text(json.dumps(config))
     argv = [str(bindir / "opencode"), "run", PROMPT]
@@ -307,7 +325,7 @@ def run_one(client: str, scenario: str, args: argparse.Namespace) -> dict[str, A
     try:
         assert model.stdout is not None
         base = f"http://127.0.0.1:{model.stdout.readline().strip()}"
-        argv, env = CLIENTS[client](home, base, nbmcp_command(notebook, args.nbmcp_args), args.bin.resolve())
+        argv, env = CLIENTS[client](home, base, notebook, args.nbmcp_args, args.bin.resolve())
         start, started = time.monotonic(), time.time()
         rc, stdout, stderr = run_client(argv, notebook.parent, client_env(home, env), args.timeout)
         elapsed = time.monotonic() - start
@@ -339,13 +357,13 @@ def main() -> None:
     parser.add_argument("--codex-optional", action="store_true", help="Codex without required/startup_timeout_sec")
     parser.add_argument("--codex-model", default=OPTIONS["codex_model"], help="e.g. gpt-5-codex: a model Codex knows")
     parser.add_argument("--codex-config", action="append", default=[], help="KEY=VALUE passed as codex exec -c")
-    parser.add_argument("--claude-always-load", action="store_true", help='Claude Code with "alwaysLoad": true')
+    parser.add_argument("--claude-no-always-load", action="store_true", help='Claude Code without "alwaysLoad"')
     parser.add_argument("nbmcp_args", nargs="*", help="extra nbmcp options (after --)")
     args = parser.parse_args()
     OPTIONS.update(
         codex_optional=args.codex_optional,
         codex_model=args.codex_model,
-        claude_always_load=args.claude_always_load,
+        claude_no_always_load=args.claude_no_always_load,
         codex_config=args.codex_config,
     )
     for client in args.clients.split(","):
