@@ -27,9 +27,10 @@ FINAL = "Done: I read the tool result."
 
 
 class State:
-    def __init__(self, out: Path, code: str) -> None:
+    def __init__(self, out: Path, code: str, code_mode: bool = False) -> None:
         self.out = out
         self.code = code
+        self.code_mode = code_mode
         self.lock = threading.Lock()
         self.count = 0
         (out / "requests").mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,26 @@ class Handler(BaseHTTPRequestHandler):
         has_result = any(isinstance(i, dict) and i.get("type", "").endswith("_call_output") for i in items)
         if name and has_result:
             self.state.save_turn("responses", body)
-        if name and not has_result:
+        code_tool = any(t.get("type") == "custom" and t.get("name") == "exec" for t in body.get("tools") or [])
+        if name and not has_result and self.state.code_mode and code_tool:
+            # Codex's code mode: the model writes JavaScript that calls the tool and forwards its content, as
+            # the `exec` tool's description says (text() for text blocks, image() for image blocks).
+            call = f"tools.{namespace}__{name}" if namespace else f"tools.{name}"
+            source = json.dumps(self.state.code)
+            script = (
+                f"const r = await {call}({{cell_source: {source}}});\n"
+                'text("result fields: " + Object.keys(r).join(", "));\n'
+                'for (const c of r.content) { if (c.type === "image") image(c); else text(c.text); }\n'
+            )
+            item = {
+                "type": "custom_tool_call",
+                "id": "ctc_scripted",
+                "call_id": "call_scripted",
+                "name": "exec",
+                "input": script,
+                "status": "completed",
+            }
+        elif name and not has_result:
             item = {
                 "type": "function_call",
                 "id": "fc_scripted",
@@ -327,8 +347,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--code-file", type=Path, required=True, help="the cell source the model asks to run")
+    parser.add_argument("--code-mode", action="store_true", help="Codex: call the tool through its `exec` tool")
     args = parser.parse_args()
-    Handler.state = State(args.out, args.code_file.read_text())
+    Handler.state = State(args.out, args.code_file.read_text(), args.code_mode)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()

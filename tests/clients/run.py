@@ -30,6 +30,7 @@ OPTIONS: dict[str, Any] = {
     "codex_model": "scripted-model",
     "codex_config": [],
     "claude_no_always_load": False,
+    "codex_code_mode": False,
 }
 PROMPT = "Run the scenario cell in the notebook."
 
@@ -134,7 +135,8 @@ wire_api = "responses"
 env_key = "SCRIPTED_API_KEY"
 """
     )
-    overrides = [a for kv in OPTIONS["codex_config"] for a in ("-c", kv)]
+    extra_config = [*OPTIONS["codex_config"], *(["features.code_mode=true"] if OPTIONS["codex_code_mode"] else [])]
+    overrides = [a for kv in extra_config for a in ("-c", kv)]
     argv = [str(bindir / "codex"), "exec", "--skip-git-repo-check", *overrides, PROMPT]
     env = {"CODEX_HOME": str(codex_home), "SCRIPTED_API_KEY": "scripted"}
     return argv, env
@@ -319,7 +321,10 @@ def run_one(client: str, scenario: str, args: argparse.Namespace) -> dict[str, A
     (work / "code.py").write_text(SCENARIOS[scenario])
     notebook = work / "project" / "scenario.ipynb"
     notebook.parent.mkdir()
-    server = [sys.executable, str(HERE / "model_server.py"), "--out", str(work / "model"), "--code-file"]
+    server = [sys.executable, str(HERE / "model_server.py"), "--out", str(work / "model")]
+    if OPTIONS["codex_code_mode"]:
+        server.append("--code-mode")
+    server.append("--code-file")
     with open(work / "model.log", "w") as log:
         model = subprocess.Popen([*server, str(work / "code.py")], stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -357,6 +362,7 @@ def main() -> None:
     parser.add_argument("--codex-optional", action="store_true", help="Codex without required/startup_timeout_sec")
     parser.add_argument("--codex-model", default=OPTIONS["codex_model"], help="e.g. gpt-5-codex: a model Codex knows")
     parser.add_argument("--codex-config", action="append", default=[], help="KEY=VALUE passed as codex exec -c")
+    parser.add_argument("--codex-code-mode", action="store_true", help="Codex with features.code_mode: via exec")
     parser.add_argument("--claude-no-always-load", action="store_true", help='Claude Code without "alwaysLoad"')
     parser.add_argument("nbmcp_args", nargs="*", help="extra nbmcp options (after --)")
     args = parser.parse_args()
@@ -364,6 +370,7 @@ def main() -> None:
         codex_optional=args.codex_optional,
         codex_model=args.codex_model,
         claude_no_always_load=args.claude_no_always_load,
+        codex_code_mode=args.codex_code_mode,
         codex_config=args.codex_config,
     )
     for client in args.clients.split(","):
