@@ -347,6 +347,9 @@ def run_one(client: str, scenario: str, args: argparse.Namespace) -> dict[str, A
         for name in ("client.stdout", "client.stderr", "client-debug.txt", "model.log", "tool_result.json"):
             if (work / name).exists():
                 shutil.copy(work / name, target / name)
+        # The rest is the temp HOME (OpenCode's provider package alone is about 50 MB).
+        shutil.rmtree(work, ignore_errors=True)
+        report["work"] = str(target)
     return report
 
 
