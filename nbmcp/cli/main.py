@@ -319,6 +319,11 @@ def cli(*args: str) -> int:
             "See README.md for ready-to-copy configurations. Press Ctrl+C to stop.",
             file=sys.stderr,
         )
+    return _serve(settings, store)
+
+
+def _serve(settings: Settings, store: LocalStore | None) -> int:
+    """Bind the port (HTTP, --view), then serve until the client leaves or a signal arrives."""
     sock = None
     if settings.transport == "streamable-http" or settings.view:
         sock, problem = _bind(settings)
