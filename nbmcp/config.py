@@ -114,6 +114,10 @@ class Settings:
     gateway_token: str | None = field(default=None, repr=False)
     #: Variables for the gateway's kernel (--kernel-env), sent in its start request's ``env``.
     kernel_env: tuple[tuple[str, str], ...] = ()
+    #: A JupyterHub whose user `hub_user`'s server holds the notebook and runs its kernel (--jupyterhub):
+    #: document_url and runtime_url are that server's, once the hub has told (and started) it.
+    hub_url: str | None = None
+    hub_user: str | None = None
 
 
 #: The seed deployment's environment variables, read by `settings_from_env`.
@@ -151,6 +155,8 @@ def settings_from_env(
     gateway_url: str | None = None,
     gateway_token: str | None = None,
     kernel_env: Sequence[str] = (),
+    jupyterhub: str | None = None,
+    hub_user: str | None = None,
     **options: Any,
 ) -> Settings:
     """Settings from the seed's environment variables, with command-line values taking precedence.
@@ -159,12 +165,32 @@ def settings_from_env(
     server; DOCUMENT_URL/DOCUMENT_TOKEN/DOCUMENT_ID and RUNTIME_URL/RUNTIME_TOKEN/RUNTIME_ID/
     START_NEW_RUNTIME set them separately (a remote notebook with a local kernel is fine). `gateway_url`
     (``--gateway``) runs code on a gateway's kernels instead, with `kernel_env` (``NAME=VALUE`` strings) in
-    their environment. Empty variables count as unset. `options` are the other `Settings` fields.
+    their environment. `jupyterhub`/`hub_user` (``--jupyterhub``/``--user``, or JUPYTERHUB_URL/JUPYTERHUB_USER, with
+    the token from JUPYTERHUB_API_TOKEN) put both on that hub user's server. Empty variables count as unset.
+    `options` are the other `Settings` fields.
     """
     env = os.environ if env is None else env
 
     def get(name: str) -> str | None:
         return env.get(name) or None
+
+    hub_url = jupyterhub or get("JUPYTERHUB_URL")
+    if hub_url:
+        if server_url or get("DOCUMENT_URL") or get("RUNTIME_URL"):
+            raise UsageError(
+                "--jupyterhub (or JUPYTERHUB_URL) and --server-url, DOCUMENT_URL or RUNTIME_URL all say where the "
+                "notebook is; give only one"
+            )
+        from .jupyter.hub import hub_base
+
+        hub_url, hub_user = hub_base(hub_url), hub_user or get("JUPYTERHUB_USER")
+        if not hub_user:
+            raise UsageError("--jupyterhub needs the hub user whose server to use: --user NAME (or JUPYTERHUB_USER)")
+        # Where the hub puts a user's server unless told otherwise; the hub's own answer replaces it at start-up.
+        server_url = f"{hub_url}/user/{hub_user}"
+        server_token = server_token or get("JUPYTERHUB_API_TOKEN")
+    elif hub_user:
+        raise UsageError("--user NAME names a JupyterHub user; give the hub too: --jupyterhub URL")
 
     document_url = server_url or get("DOCUMENT_URL")
     document_token = server_token or get("DOCUMENT_TOKEN")
@@ -205,6 +231,8 @@ def settings_from_env(
         gateway_url=gateway_url,
         gateway_token=(gateway_token or get("JUPYTER_GATEWAY_AUTH_TOKEN")) if gateway_url else None,
         kernel_env=tuple(_name_value(item) for item in kernel_env),
+        hub_url=hub_url,
+        hub_user=hub_user if hub_url else None,
         **options,
     )
 
