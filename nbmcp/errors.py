@@ -277,11 +277,12 @@ class ServerUnreachableError(ServerError, ConnectionError):
 class ServerAuthError(ServerError, PermissionError):
     """The Jupyter server refused our token."""
 
-    def __init__(self, url: str, status: int, *, option: str) -> None:
+    def __init__(self, url: str, status: int, *, option: str, what: str = "the token") -> None:
         self.url = url
         self.status = status
         # Never --token: that is nbmcp's own HTTP bearer token, not the Jupyter server's (issue 25).
-        super().__init__(f"the Jupyter server at {url} refused the token (HTTP {status}); give its token in {option}")
+        fix = "its token" if what == "the token" else "the right password"
+        super().__init__(f"the Jupyter server at {url} refused {what} (HTTP {status}); give {fix} in {option}")
 
 
 class NotJupyterError(ServerError, ValueError):

@@ -125,15 +125,16 @@ def _check_servers(settings: Settings) -> str | None:
     from ..jupyter.client import JupyterServer, probe
     from ..kernels.gateway import GATEWAY_TOKEN_OPTION
 
-    servers = {settings.document_url: settings.document_token, settings.runtime_url: settings.runtime_token}
-    servers[settings.gateway_url] = settings.gateway_token
-    for url, token in servers.items():
-        if url is None:
-            continue
+    servers = []
+    if settings.document_url:
+        servers.append(settings.document_server())
+    if settings.runtime_url:
+        servers.append(settings.runtime_server())
+    if settings.gateway_url:
+        gateway = settings.gateway_url, settings.gateway_token
+        servers.append(JupyterServer(*gateway, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION))
+    for server in servers:
         try:
-            server = JupyterServer(url, token)
-            if url == settings.gateway_url:
-                server = JupyterServer(url, token, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION)
             with server.client() as http:
                 probe(server, http)
         except NbmcpError as exc:
@@ -164,11 +165,9 @@ def _checked(settings: Settings) -> tuple[Settings, str | None]:
 
 def _check_remote(settings: Settings) -> str | None:
     """A message if the Jupyter server holding the notebook cannot be used, else None."""
-    from ..jupyter.client import JupyterServer
     from ..notebook.contents import ContentsStore
 
-    assert settings.document_url is not None
-    store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
+    store = ContentsStore(settings.document_server(), settings.path.as_posix())
     try:
         store.changed_on_disk()  # one GET: reachable, token accepted, a notebook (or nothing) there
     except NbmcpError as exc:

@@ -152,6 +152,12 @@ def _add_remote_options(p: argparse.ArgumentParser) -> None:
         "(default: $JUPYTERHUB_API_TOKEN)",
     )
     remote.add_argument(
+        "--server-password",
+        metavar="PASSWORD",
+        help="that server's password, when it has no token: nbmcp logs in with its login form (prefer "
+        "DOCUMENT_PASSWORD: flags show in `ps`)",
+    )
+    remote.add_argument(
         "--jupyterhub",
         metavar="URL",
         help="a JupyterHub (default: $JUPYTERHUB_URL): use --user's server there, started if it is stopped",
@@ -257,6 +263,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         gateway_url=args.gateway,
         gateway_token=args.gateway_token,
         kernel_env=args.kernel_env,
+        server_password=args.server_password,
         jupyterhub=args.jupyterhub,
         hub_user=args.user,
         transport=args.transport,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from ...config import Settings
+from ...config import SECRET_VARS, Settings
 from ...errors import NbmcpError
 from ..options import add_server_arguments, command_parser, configure_logging, settings_from_args
 from .gateway import check_gateway
@@ -65,8 +65,8 @@ def doctor_cli(*args: str) -> int:
     ns = parser.parse_args(args)
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
-    secrets = [ns.token, ns.server_token, ns.gateway_token]
-    secrets += [os.environ.get(name) for name in ("DOCUMENT_TOKEN", "RUNTIME_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN")]
+    secrets = [ns.token, ns.server_token, ns.server_password, ns.gateway_token]
+    secrets += [os.environ.get(name) for name in (*SECRET_VARS, "JUPYTER_GATEWAY_AUTH_TOKEN")]
     try:
         settings = settings_from_args(ns)
     except NbmcpError as exc:

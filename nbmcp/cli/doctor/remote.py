@@ -10,7 +10,8 @@ import nbformat
 from nbformat import NotebookNode
 
 from ...config import Settings
-from ...jupyter.client import JupyterServer, api_error_message
+from ...errors import NbmcpError
+from ...jupyter.client import PASSWORD_OPTION, JupyterServer, api_error_message
 from ...jupyter.explain import explain_api_answer
 from ...kernels.remote import RemoteKernel
 from .kernel import KERNEL_CHECK_TIMEOUT, run_kernel_check
@@ -189,10 +190,16 @@ def check_remote(settings: Settings) -> list[Check]:
         else:
             servers.append((settings.runtime_url, settings.runtime_token, "runtime"))
     runtime_ok = False
-    for url, token, role in servers:
-        server = JupyterServer(url, token)
+    for *_, role in servers:
+        server = settings.runtime_server() if role == "runtime" else settings.document_server()
         label = "jupyter" if role == "server" else f"{role} server"
-        with httpx2.Client(headers=server.headers, timeout=SERVER_CHECK_TIMEOUT) as http:
+        try:
+            headers = server.headers  # with a password: the login
+        except NbmcpError as exc:
+            fix = f"give the right password in {PASSWORD_OPTION}" if isinstance(exc, PermissionError) else None
+            checks.append(Check(label, Verdict.FAIL, str(exc), fix or _server_fix(server)))
+            continue
+        with httpx2.Client(headers=headers, timeout=SERVER_CHECK_TIMEOUT) as http:
             access = _check_server_access(server, label, http)
             checks += access
             usable = access[-1].verdict is Verdict.PASS and len(access) == 2
@@ -225,7 +232,7 @@ def _check_remote_run(settings: Settings, nb: NotebookNode | None) -> Check:
     # A kernel of our own (deleted afterwards) unless RUNTIME_ID names one: the check must not run code
     # in the kernel a person has open in JupyterLab.
     kernel = RemoteKernel(
-        JupyterServer(settings.runtime_url, settings.runtime_token),
+        settings.runtime_server(),
         settings.path.as_posix() if settings.document_url else settings.path.name,
         kernel_id=settings.runtime_id,
         start_new=settings.runtime_id is None,
