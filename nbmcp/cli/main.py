@@ -73,6 +73,8 @@ environment variables:
                     a notebook on a Jupyter server (URL, token, path relative to the server's root)
   RUNTIME_URL, RUNTIME_TOKEN, RUNTIME_ID, START_NEW_RUNTIME
                     run code on a Jupyter server's kernel (that kernel id; or a new kernel of our own)
+  DOCUMENT_PASSWORD, RUNTIME_PASSWORD
+                    those servers' passwords, when they have no token (default for --server-password)
   JUPYTER_GATEWAY_AUTH_TOKEN
                     default for --gateway-token
   JUPYTERHUB_URL, JUPYTERHUB_USER, JUPYTERHUB_API_TOKEN
