@@ -138,10 +138,11 @@ class Settings:
         from .jupyter.client import JupyterServer  # httpx only for a remote notebook or kernel
 
         assert url is not None
-        if self.hub_url:
-            from .jupyter.hub import HUB_TOKEN_OPTION
+        if self.hub_url and self.hub_user:
+            from .jupyter.hub import HUB_TOKEN_OPTION, restarter
 
-            return JupyterServer(url, token, password, token_option=HUB_TOKEN_OPTION)
+            restart = restarter(self.hub_url, self.hub_user, token)
+            return JupyterServer(url, token, password, token_option=HUB_TOKEN_OPTION, restart=restart)
         return JupyterServer(url, token, password)
 
 

@@ -173,12 +173,19 @@ async def test_a_stopped_user_server_is_started_then_edited_and_run_through_and_
             # Stopped mid-session (culled, or by the person) and started again: the next run works on a new kernel.
             hub.stop_server("alice")
             hub.start_server("alice")
-            out = await run(c, "print('x' in globals())")
+            out = await run(c, "print('x' in globals())\ny = 1")
+            assert "False" in out and LOST in out, out
+            # Stopped and left stopped: nbmcp starts it again itself (--jupyterhub), for an edit and for code.
+            hub.stop_server("alice")
+            r = await c.call_tool("insert_cell", {"cell_index": 1, "cell_type": "markdown", "cell_source": "Again"})
+            assert not r.is_error, text_of(r)
+            out = await run(c, "print('y' in globals())")
             assert "False" in out and LOST in out, out
     nb = nbformat.read(hub.home / "alice" / "work.ipynb", as_version=4)  # the file on alice's server
-    assert [cell.source for cell in nb.cells] == ["# On the hub", "print(x + 1)"]
-    assert nb.cells[1].outputs[0]["text"] == "42\n"
+    assert [cell.source for cell in nb.cells] == ["# On the hub", "Again", "print(x + 1)"]
+    assert nb.cells[2].outputs[0]["text"] == "42\n"
     log = errlog.read_text()
+    assert "alice's server on the hub at" in log and "was stopped; starting it again" in log, log
     assert "alice's server on the hub at" in log and "starting it" in log, log
     assert "alice's server: Server ready at /user/alice/" in log, log  # the hub's progress, on stderr
     assert token not in log and ADMIN_TOKEN not in log

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio
 import httpx2
 
 from ..errors import NotJupyterError, ServerAuthError, ServerResponseError, ServerUnreachableError, UsageError
@@ -66,6 +67,8 @@ class JupyterServer:
         "(`jupyter server list` shows it), or on JupyterHub an API token from the hub's /hub/token page",
         repr=False,
     )
+    #: Starts the server again when a request finds it stopped (a JupyterHub user server: --jupyterhub).
+    restart: Callable[[], object] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -122,14 +125,34 @@ class JupyterServer:
 
 
 class _ServerAuth(httpx2.Auth):
-    """`JupyterServer.headers` on each request: a login dropped after a refusal is renewed by the next one."""
+    """`JupyterServer.headers` on each request: a login dropped after a refusal is renewed by the next one.
+
+    With `JupyterServer.restart`, a request that the hub redirects because the user server is stopped
+    (culled, or stopped by the person) starts it again and is sent once more (issue 25).
+    """
 
     def __init__(self, server: JupyterServer) -> None:
         self.server = server
 
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
         request.headers.update(self.server.headers)
-        yield request
+        response = yield request
+        if self.server.restart is not None and _stopped_on_hub(response):
+            self.server.restart()
+            request.headers.update(self.server.headers)
+            yield request
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        request.headers.update(self.server.headers)
+        response = yield request
+        if self.server.restart is not None and _stopped_on_hub(response):
+            await anyio.to_thread.run_sync(self.server.restart)  # seconds of waiting: not on the event loop
+            yield request
+
+
+def _stopped_on_hub(response: httpx2.Response) -> bool:
+    """Whether JupyterHub answered for a user server that is not running (a redirect to /hub/user/...)."""
+    return response.is_redirect and "/hub/user/" in response.headers.get("location", "")
 
 
 @contextlib.contextmanager

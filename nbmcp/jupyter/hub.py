@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -21,7 +23,7 @@ import httpx2
 from ..errors import HubError, NotJupyterError, ServerAuthError, ServerUnreachableError, UsageError
 from .client import HTTP_TIMEOUT, api_error_message
 
-__all__ = ["HUB_SCOPES", "HUB_TOKEN_OPTION", "START_TIMEOUT", "hub_base", "user_server_url"]
+__all__ = ["HUB_SCOPES", "HUB_TOKEN_OPTION", "START_TIMEOUT", "hub_base", "restarter", "user_server_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,23 @@ def user_server_url(
     finally:
         if client is None:
             http.close()
+
+
+_RESTARTING = threading.Lock()
+
+
+def restarter(hub: str, user: str, token: str | None) -> Callable[[], str]:
+    """What starts `user`'s server again when a request finds it stopped mid-session (`JupyterServer.restart`).
+
+    One start at a time: the store's thread and the kernel's event loop may both find it stopped.
+    """
+
+    def restart() -> str:
+        with _RESTARTING:
+            logger.warning("%s's server on the hub at %s was stopped; starting it again", user, hub)
+            return user_server_url(hub, user, token)
+
+    return restart
 
 
 class _HubUser:
