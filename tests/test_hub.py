@@ -181,6 +181,8 @@ async def test_a_stopped_user_server_is_started_then_edited_and_run_through_and_
             assert not r.is_error, text_of(r)
             out = await run(c, "print('y' in globals())")
             assert "False" in out and LOST in out, out
+            info = text_of(await c.call_tool("get_notebook_info", {}))
+            assert f"{hub.url}/user/alice" in info and token not in info + out, info
     nb = nbformat.read(hub.home / "alice" / "work.ipynb", as_version=4)  # the file on alice's server
     assert [cell.source for cell in nb.cells] == ["# On the hub", "Again", "print(x + 1)"]
     assert nb.cells[2].outputs[0]["text"] == "42\n"
