@@ -22,6 +22,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from nbmcp.cli.doctor import doctor_cli
 from nbmcp.cli.main import cli
 from nbmcp.config import settings_from_env
 from nbmcp.errors import HubError, UsageError
@@ -46,7 +47,7 @@ c.JupyterHub.hub_port = {hub_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
 c.ConfigurableHTTPProxy.command = [{proxy!r}]
 c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allowed_users = {{"alice", "bob", "carol"}}
+c.Authenticator.allowed_users = {{"alice", "bob", "carol", "dave"}}
 c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = {home!r} + "/{{username}}"
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
@@ -116,7 +117,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             timeout=600,
         )
     home = tmp_path_factory.mktemp("hub")
-    for user in ("alice", "bob", "carol"):
+    for user in ("alice", "bob", "carol", "dave"):
         (home / user).mkdir()
     port = _free_port()
     config = CONFIG.format(
@@ -221,6 +222,24 @@ def test_hub_mistakes_and_a_slow_start_are_one_line_naming_the_fix(
     assert time.monotonic() - t0 < 2
     hub.wait("carol", running=True)  # it went on starting; asked again, nbmcp finds it running
     assert user_server_url(hub.url, "carol", token, timeout=5) == f"{hub.url}/user/carol/"
+
+
+def test_doctor_looks_the_server_up_on_the_hub_and_never_starts_it(
+    hub: Hub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = hub.token("dave", HUB_SCOPES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTERHUB_API_TOKEN", token)
+        assert doctor_cli("--jupyterhub", hub.url, "--user", "dave", "--read-only", "a.ipynb") == 0
+        out = capsys.readouterr().out
+        assert "dave's server on " + hub.url + " is stopped (nbmcp starts it; a check does not)" in out, out
+        assert not hub.running("dave")
+        hub.start_server("dave")
+        assert doctor_cli("--jupyterhub", hub.url, "--user", "dave", "--read-only", "a.ipynb") == 0
+        out = capsys.readouterr().out
+    assert f"dave's server runs at {hub.url}/user/dave" in out and "FAIL" not in out, out
+    assert token not in out
+    hub.stop_server("dave")
 
 
 def test_hub_settings() -> None:

@@ -23,7 +23,15 @@ import httpx2
 from ..errors import HubError, NotJupyterError, ServerAuthError, ServerUnreachableError, UsageError
 from .client import HTTP_TIMEOUT, api_error_message
 
-__all__ = ["HUB_SCOPES", "HUB_TOKEN_OPTION", "START_TIMEOUT", "hub_base", "restarter", "user_server_url"]
+__all__ = [
+    "HUB_SCOPES",
+    "HUB_TOKEN_OPTION",
+    "START_TIMEOUT",
+    "hub_base",
+    "restarter",
+    "running_server_url",
+    "user_server_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,13 @@ def user_server_url(
             http.close()
 
 
+def running_server_url(hub: str, user: str, token: str | None) -> str | None:
+    """The URL of `user`'s default server if it runs (None if stopped or starting), never starting it."""
+    with httpx2.Client(headers={"Authorization": f"token {token}"} if token else {}, timeout=HTTP_TIMEOUT) as http:
+        server = _HubUser(hub, user, http).server()
+    return _HubUser.origin_of(hub) + str(server["url"]) if server is not None and server.get("ready") else None
+
+
 _RESTARTING = threading.Lock()
 
 
@@ -93,8 +108,13 @@ class _HubUser:
     def __init__(self, hub: str, user: str, http: httpx2.Client) -> None:
         self.hub, self.user, self.http = hub, user, http
         self.api = f"{hub}/hub/api/users/{quote(user, safe='')}"
+        self.origin = self.origin_of(hub)
+
+    @staticmethod
+    def origin_of(hub: str) -> str:
+        """``scheme://host:port`` of the hub: the hub's answers give paths (with its base URL) from there."""
         parts = urlsplit(hub)
-        self.origin = f"{parts.scheme}://{parts.netloc}"
+        return f"{parts.scheme}://{parts.netloc}"
 
     def running_server(self, deadline: float, timeout: float) -> str:
         server = self.server()

@@ -14,7 +14,7 @@ from ..options import add_server_arguments, command_parser, configure_logging, s
 from .gateway import check_gateway
 from .kernel import check_local_kernel
 from .local import check_http, check_lock_dir, check_notebook
-from .remote import check_remote
+from .remote import check_hub, check_remote
 from .report import Check, Verdict, render_json, render_text, scrub
 from .view import check_view
 
@@ -33,6 +33,12 @@ def run_checks(settings: Settings) -> list[Check]:
     """Every check that applies to `settings`, in the order a first run meets them."""
     checks: list[Check] = []
     nb: NotebookNode | None = None
+    if settings.hub_url:
+        hub, found = check_hub(settings)
+        checks.append(hub)
+        if found is None:
+            return [*checks, Check("jupyter", Verdict.SKIP, "not checked: the hub gave no running server")]
+        settings = found
     if settings.document_url or settings.runtime_url:
         checks += check_remote(settings)
     if settings.gateway_url:

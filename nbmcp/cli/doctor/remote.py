@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import httpx2
@@ -17,7 +18,7 @@ from ...kernels.remote import RemoteKernel
 from .kernel import KERNEL_CHECK_TIMEOUT, run_kernel_check
 from .report import Check, Verdict
 
-__all__ = ["SERVER_CHECK_TIMEOUT", "check_remote"]
+__all__ = ["SERVER_CHECK_TIMEOUT", "check_hub", "check_remote"]
 
 #: Seconds each request to a Jupyter server may take in the checks.
 SERVER_CHECK_TIMEOUT = 10.0
@@ -173,6 +174,26 @@ def _check_kernels_api(settings: Settings, server: JupyterServer, http: httpx2.C
             "unset RUNTIME_ID to use the notebook's kernel, or set it to a running kernel's id (GET /api/kernels)",
         )
     return Check("kernels API", Verdict.PASS, detail)
+
+
+def check_hub(settings: Settings) -> tuple[Check, Settings | None]:
+    """--jupyterhub: the user's server through the hub's API (never started by a check), and the settings with
+    its URL when it runs (None: the server checks cannot be made)."""
+    from ...jupyter.hub import running_server_url
+
+    assert settings.hub_url and settings.hub_user
+    user = settings.hub_user
+    try:
+        url = running_server_url(settings.hub_url, user, settings.document_token)
+    except NbmcpError as exc:
+        return Check("hub", Verdict.FAIL, str(exc), "correct --jupyterhub, --user or the hub's token"), None
+    if url is None:
+        detail = f"{user}'s server on {settings.hub_url} is stopped (nbmcp starts it; a check does not)"
+        return Check("hub", Verdict.WARN, detail), None
+    url = url.rstrip("/")
+    runtime = url if settings.runtime_url else None
+    found = dataclasses.replace(settings, document_url=url, runtime_url=runtime)
+    return Check("hub", Verdict.PASS, f"{user}'s server runs at {url}"), found
 
 
 def check_remote(settings: Settings) -> list[Check]:
