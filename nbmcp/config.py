@@ -6,16 +6,20 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .kernels.base import DEFAULT_TIMEOUT
 from .server.render import MAX_IMAGE_BYTES, MAX_OUTPUT_CHARS
 from .session.executions import DEFAULT_MAX_WAIT
 
+if TYPE_CHECKING:
+    from .jupyter.client import JupyterServer
+
 __all__ = [
     "DEFAULT_DOCUMENT_ID",
     "LOG_LEVELS",
+    "SECRET_VARS",
     "SEED_ENV_VARS",
     "TRANSPORTS",
     "Settings",
@@ -105,6 +109,9 @@ class Settings:
     #: A Jupyter server running the code, else a local kernel.
     runtime_url: str | None = None
     runtime_token: str | None = field(default=None, repr=False)
+    #: Passwords for servers without a token (--server-password): nbmcp logs in through the login form.
+    document_password: str | None = field(default=None, repr=False)
+    runtime_password: str | None = field(default=None, repr=False)
     #: Use this running kernel on the runtime server.
     runtime_id: str | None = None
     #: Start a kernel of our own on the runtime server instead of the notebook's session kernel.
@@ -114,6 +121,29 @@ class Settings:
     gateway_token: str | None = field(default=None, repr=False)
     #: Variables for the gateway's kernel (--kernel-env), sent in its start request's ``env``.
     kernel_env: tuple[tuple[str, str], ...] = ()
+    #: A JupyterHub whose user `hub_user`'s server holds the notebook and runs its kernel (--jupyterhub):
+    #: document_url and runtime_url are that server's, once the hub has told (and started) it.
+    hub_url: str | None = None
+    hub_user: str | None = None
+
+    def document_server(self) -> JupyterServer:
+        """The Jupyter server holding the notebook (document_url must be set), with its token or password."""
+        return self._server(self.document_url, self.document_token, self.document_password)
+
+    def runtime_server(self) -> JupyterServer:
+        """The Jupyter server running the code (runtime_url must be set), with its token or password."""
+        return self._server(self.runtime_url, self.runtime_token, self.runtime_password)
+
+    def _server(self, url: str | None, token: str | None, password: str | None) -> JupyterServer:
+        from .jupyter.client import JupyterServer  # httpx only for a remote notebook or kernel
+
+        assert url is not None
+        if self.hub_url and self.hub_user:
+            from .jupyter.hub import HUB_TOKEN_OPTION, restarter
+
+            restart = restarter(self.hub_url, self.hub_user, token)
+            return JupyterServer(url, token, password, token_option=HUB_TOKEN_OPTION, restart=restart)
+        return JupyterServer(url, token, password)
 
 
 #: The seed deployment's environment variables, read by `settings_from_env`.
@@ -126,6 +156,8 @@ SEED_ENV_VARS = (
     "RUNTIME_ID",
     "START_NEW_RUNTIME",
 )
+#: Environment variables holding a Jupyter server's or hub's secret: never printed (doctor scrubs them).
+SECRET_VARS = ("DOCUMENT_TOKEN", "RUNTIME_TOKEN", "DOCUMENT_PASSWORD", "RUNTIME_PASSWORD", "JUPYTERHUB_API_TOKEN")
 #: The notebook used when DOCUMENT_URL is set without DOCUMENT_ID or PATH (the seed's default).
 DEFAULT_DOCUMENT_ID = "notebook.ipynb"
 
@@ -151,6 +183,9 @@ def settings_from_env(
     gateway_url: str | None = None,
     gateway_token: str | None = None,
     kernel_env: Sequence[str] = (),
+    jupyterhub: str | None = None,
+    hub_user: str | None = None,
+    server_password: str | None = None,
     **options: Any,
 ) -> Settings:
     """Settings from the seed's environment variables, with command-line values taking precedence.
@@ -159,12 +194,28 @@ def settings_from_env(
     server; DOCUMENT_URL/DOCUMENT_TOKEN/DOCUMENT_ID and RUNTIME_URL/RUNTIME_TOKEN/RUNTIME_ID/
     START_NEW_RUNTIME set them separately (a remote notebook with a local kernel is fine). `gateway_url`
     (``--gateway``) runs code on a gateway's kernels instead, with `kernel_env` (``NAME=VALUE`` strings) in
-    their environment. Empty variables count as unset. `options` are the other `Settings` fields.
+    their environment. `server_password` (``--server-password``; DOCUMENT_PASSWORD/RUNTIME_PASSWORD) logs into
+    a server without a token. `jupyterhub`/`hub_user` (``--jupyterhub``/``--user``, or JUPYTERHUB_URL/
+    JUPYTERHUB_USER, with the token from JUPYTERHUB_API_TOKEN) put both on that hub user's server. Empty
+    variables count as unset. `options` are the other `Settings` fields.
     """
     env = os.environ if env is None else env
 
     def get(name: str) -> str | None:
         return env.get(name) or None
+
+    hub_url, hub_user = _hub_target(
+        jupyterhub or get("JUPYTERHUB_URL"), hub_user or get("JUPYTERHUB_USER"), bool(hub_user)
+    )
+    if hub_url:
+        if server_url or get("DOCUMENT_URL") or get("RUNTIME_URL"):
+            raise UsageError(
+                "--jupyterhub (or JUPYTERHUB_URL) and --server-url, DOCUMENT_URL or RUNTIME_URL all say where the "
+                "notebook is; give only one"
+            )
+        # Where the hub puts a user's server unless told otherwise; the hub's own answer replaces it at start-up.
+        server_url = f"{hub_url}/user/{hub_user}"
+        server_token = server_token or get("JUPYTERHUB_API_TOKEN")
 
     document_url = server_url or get("DOCUMENT_URL")
     document_token = server_token or get("DOCUMENT_TOKEN")
@@ -176,6 +227,15 @@ def settings_from_env(
         raise UsageError("--gateway and RUNTIME_URL both say where code runs; unset RUNTIME_URL to use the gateway")
     if gateway_url:  # --server-url then holds the notebook only
         runtime_url = runtime_token = None
+    document_password = server_password or get("DOCUMENT_PASSWORD")
+    runtime_password = server_password or get("RUNTIME_PASSWORD")
+    if runtime_url and not runtime_password and document_url and runtime_url.rstrip("/") == document_url.rstrip("/"):
+        runtime_password = document_password
+    if (document_password or runtime_password) and not (document_url or runtime_url):
+        raise UsageError(
+            "--server-password (DOCUMENT_PASSWORD, RUNTIME_PASSWORD) is for a Jupyter server: give its URL too "
+            "(--server-url, DOCUMENT_URL or RUNTIME_URL)"
+        )
     if not document_url and document_token:
         raise UsageError("DOCUMENT_TOKEN (or --server-token) is set but DOCUMENT_URL (or --server-url) is not")
     if not runtime_url and (get("RUNTIME_ID") or get("RUNTIME_TOKEN")):
@@ -200,13 +260,30 @@ def settings_from_env(
         document_token=document_token,
         runtime_url=runtime_url,
         runtime_token=runtime_token,
+        document_password=document_password if document_url else None,
+        runtime_password=runtime_password if runtime_url else None,
         runtime_id=get("RUNTIME_ID") if runtime_url else None,
         start_new_runtime=_flag("START_NEW_RUNTIME", env.get("START_NEW_RUNTIME", "")),
         gateway_url=gateway_url,
         gateway_token=(gateway_token or get("JUPYTER_GATEWAY_AUTH_TOKEN")) if gateway_url else None,
         kernel_env=tuple(_name_value(item) for item in kernel_env),
+        hub_url=hub_url,
+        hub_user=hub_user,
         **options,
     )
+
+
+def _hub_target(url: str | None, user: str | None, user_given: bool) -> tuple[str | None, str | None]:
+    """(the hub's base URL, the user) from --jupyterhub and --user (or their variables); (None, None) without a hub."""
+    if not url:
+        if user_given:
+            raise UsageError("--user NAME names a JupyterHub user; give the hub too: --jupyterhub URL")
+        return None, None
+    from .jupyter.hub import hub_base
+
+    if not user:
+        raise UsageError("--jupyterhub needs the hub user whose server to use: --user NAME (or JUPYTERHUB_USER)")
+    return hub_base(url), user
 
 
 def _name_value(item: str) -> tuple[str, str]:

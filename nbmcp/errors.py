@@ -25,7 +25,8 @@ one place (`nbmcp.server.tools.registry`). Each subclasses the builtin it resemb
     │   ├── ServerUnreachableError(ConnectionError)  nothing answers at the server's URL
     │   ├── ServerAuthError(PermissionError)  the server refused the token (401/403)
     │   ├── NotJupyterError(ValueError)       a redirect or a non-JSON answer: not a Jupyter server's API
-    │   └── ServerResponseError(RuntimeError) any other unexpected answer
+    │   ├── ServerResponseError(RuntimeError) any other unexpected answer
+    │   └── HubError(RuntimeError)            JupyterHub could not give a user's running server
     └── UsageError(ValueError)                bad arguments or configuration
         ├── PathError                         a notebook path outside the served folder
         └── ToolDisabledError                 a tool this server does not expose (--tools, --read-only)
@@ -40,6 +41,7 @@ __all__ = [
     "CellIndexError",
     "CellNotFoundError",
     "DeadKernelError",
+    "HubError",
     "KernelBusyError",
     "KernelError",
     "KernelStartError",
@@ -275,11 +277,12 @@ class ServerUnreachableError(ServerError, ConnectionError):
 class ServerAuthError(ServerError, PermissionError):
     """The Jupyter server refused our token."""
 
-    def __init__(self, url: str, status: int, *, option: str) -> None:
+    def __init__(self, url: str, status: int, *, option: str, what: str = "the token") -> None:
         self.url = url
         self.status = status
         # Never --token: that is nbmcp's own HTTP bearer token, not the Jupyter server's (issue 25).
-        super().__init__(f"the Jupyter server at {url} refused the token (HTTP {status}); give its token in {option}")
+        fix = "its token" if what == "the token" else "the right password"
+        super().__init__(f"the Jupyter server at {url} refused {what} (HTTP {status}); give {fix} in {option}")
 
 
 class NotJupyterError(ServerError, ValueError):
@@ -292,6 +295,10 @@ class ServerResponseError(ServerError, RuntimeError):
     def __init__(self, what: str, status: int, message: str) -> None:
         self.status = status
         super().__init__(f"{what} failed: the Jupyter server answered HTTP {status}: {message}")
+
+
+class HubError(ServerError, RuntimeError):
+    """JupyterHub could not give a user's running server (no such user, a missing scope, a failed or slow start)."""
 
 
 class UsageError(NbmcpError, ValueError):

@@ -37,7 +37,7 @@ from nbmcp.jupyter import client as remote
 from nbmcp.jupyter.client import JupyterServer
 from nbmcp.kernels import channels as remote_kernel
 from nbmcp.kernels.remote import RemoteKernel
-from nbmcp.notebook.contents import CONFLICT_RETRIES, ContentsStore
+from nbmcp.notebook.contents import CONFLICT_RETRIES, RECHECK_AFTER, ContentsStore
 from nbmcp.server.app import build_server, make_session
 
 from .conftest import text_of
@@ -345,6 +345,7 @@ def test_a_save_during_an_edit_is_kept_and_the_edit_applied_again(jupyter: Jupyt
         calls += 1
         if calls == 1:
             put_external(jupyter, notebook, "saved meanwhile")  # lands between our read and our PUT
+            time.sleep(RECHECK_AFTER)  # a change slow to apply (a quick one is not checked twice)
         nb.cells.append(nbformat.v4.new_markdown_cell("ours"))
         return len(nb.cells)
 
@@ -366,6 +367,7 @@ def test_an_edit_that_keeps_losing_the_race_gives_up_after_conflict_retries(jupy
         nonlocal calls
         calls += 1
         put_external(jupyter, notebook, f"theirs {calls}")
+        time.sleep(RECHECK_AFTER)
 
     with pytest.raises(NotebookWriteError, match="kept changing"):
         store.edit(apply)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -72,8 +73,12 @@ environment variables:
                     a notebook on a Jupyter server (URL, token, path relative to the server's root)
   RUNTIME_URL, RUNTIME_TOKEN, RUNTIME_ID, START_NEW_RUNTIME
                     run code on a Jupyter server's kernel (that kernel id; or a new kernel of our own)
+  DOCUMENT_PASSWORD, RUNTIME_PASSWORD
+                    those servers' passwords, when they have no token (default for --server-password)
   JUPYTER_GATEWAY_AUTH_TOKEN
                     default for --gateway-token
+  JUPYTERHUB_URL, JUPYTERHUB_USER, JUPYTERHUB_API_TOKEN
+                    defaults for --jupyterhub, --user and (with the hub) --server-token
 
 examples:
   nbmcp analysis.ipynb                     serve analysis.ipynb over stdio
@@ -93,6 +98,9 @@ examples:
   nbmcp --server-url http://127.0.0.1:8888 work/analysis.ipynb
                                            a notebook and kernel on a running Jupyter server
                                            (token in DOCUMENT_TOKEN, or --server-token)
+  nbmcp --jupyterhub https://hub.example.org --user ada work/analysis.ipynb
+                                           the same on ada's server on a JupyterHub, started if stopped
+                                           (the hub's API token in JUPYTERHUB_API_TOKEN)
   nbmcp analysis.ipynb --gateway http://gateway:8888 --kernel-env KERNEL_NAMESPACE=team
                                            the notebook here, its kernel on a Kernel/Enterprise Gateway
   nbmcp history analysis.ipynb             list the changes nbmcp made to it, newest first
@@ -119,15 +127,16 @@ def _check_servers(settings: Settings) -> str | None:
     from ..jupyter.client import JupyterServer, probe
     from ..kernels.gateway import GATEWAY_TOKEN_OPTION
 
-    servers = {settings.document_url: settings.document_token, settings.runtime_url: settings.runtime_token}
-    servers[settings.gateway_url] = settings.gateway_token
-    for url, token in servers.items():
-        if url is None:
-            continue
+    servers = []
+    if settings.document_url:
+        servers.append(settings.document_server())
+    if settings.runtime_url:
+        servers.append(settings.runtime_server())
+    if settings.gateway_url:
+        gateway = settings.gateway_url, settings.gateway_token
+        servers.append(JupyterServer(*gateway, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION))
+    for server in servers:
         try:
-            server = JupyterServer(url, token)
-            if url == settings.gateway_url:
-                server = JupyterServer(url, token, url_option="--gateway", token_option=GATEWAY_TOKEN_OPTION)
             with server.client() as http:
                 probe(server, http)
         except NbmcpError as exc:
@@ -135,13 +144,32 @@ def _check_servers(settings: Settings) -> str | None:
     return None
 
 
+def _hub_server(settings: Settings) -> tuple[Settings, str | None]:
+    """--jupyterhub: the settings with the user's server, found (and started) through the hub's API; or a message."""
+    if not settings.hub_url:
+        return settings, None
+    from ..jupyter.hub import user_server_url
+
+    assert settings.hub_user
+    try:
+        url = user_server_url(settings.hub_url, settings.hub_user, settings.document_token).rstrip("/")
+    except NbmcpError as exc:
+        return settings, str(exc)
+    runtime_url = url if settings.runtime_url else None  # None: kernels from --gateway
+    return dataclasses.replace(settings, document_url=url, runtime_url=runtime_url), None
+
+
+def _checked(settings: Settings) -> tuple[Settings, str | None]:
+    """The settings (with the hub user's server, --jupyterhub) and the first problem found before serving."""
+    settings, problem = _hub_server(settings)
+    return settings, problem or _check_kernel(settings) or _check_view(settings) or _check_servers(settings)
+
+
 def _check_remote(settings: Settings) -> str | None:
     """A message if the Jupyter server holding the notebook cannot be used, else None."""
-    from ..jupyter.client import JupyterServer
     from ..notebook.contents import ContentsStore
 
-    assert settings.document_url is not None
-    store = ContentsStore(JupyterServer(settings.document_url, settings.document_token), settings.path.as_posix())
+    store = ContentsStore(settings.document_server(), settings.path.as_posix())
     try:
         store.changed_on_disk()  # one GET: reachable, token accepted, a notebook (or nothing) there
     except NbmcpError as exc:
@@ -298,17 +326,15 @@ def cli(*args: str) -> int:
             f"{ns.path} does not exist in {Path.cwd()} (the current folder, where GUI clients often start "
             "servers); refusing to create a notebook there. Give its full path, e.g. nbmcp ~/project/analysis.ipynb"
         )
-    problem = _check_kernel(settings) or _check_view(settings) or _check_servers(settings)
+    settings, problem = _checked(settings)
     if problem:
         return _fail(problem)
     refusal = token_refusal(settings.host, settings.token)
     if refusal and (settings.transport == "streamable-http" or settings.view):
         return _fail(refusal)
     problem, store = _check_path(settings)
-    if problem:
-        # Like every start-up error (bad flags too): exit code 2, one line, nothing served.
-        print(f"nbmcp: error: {problem}", file=sys.stderr)
-        return 2
+    if problem:  # like every start-up error (bad flags too): exit code 2, one line, nothing served
+        return _fail(problem)
     if sys.stdin.isatty() and settings.transport == "stdio":
         what = " (every notebook under it)" if settings.path.is_dir() else ""
         print(

@@ -148,8 +148,21 @@ def _add_remote_options(p: argparse.ArgumentParser) -> None:
     remote.add_argument(
         "--server-token",
         metavar="TOKEN",
-        help="that server's token (prefer DOCUMENT_TOKEN: flags show in `ps`)",
+        help="that server's token (prefer DOCUMENT_TOKEN: flags show in `ps`); with --jupyterhub the hub's API token "
+        "(default: $JUPYTERHUB_API_TOKEN)",
     )
+    remote.add_argument(
+        "--server-password",
+        metavar="PASSWORD",
+        help="that server's password, when it has no token: nbmcp logs in with its login form (prefer "
+        "DOCUMENT_PASSWORD: flags show in `ps`)",
+    )
+    remote.add_argument(
+        "--jupyterhub",
+        metavar="URL",
+        help="a JupyterHub (default: $JUPYTERHUB_URL): use --user's server there, started if it is stopped",
+    )
+    remote.add_argument("--user", metavar="NAME", help="the hub user whose server to use (default: $JUPYTERHUB_USER)")
     gateway = p.add_argument_group("kernels from a Kernel or Enterprise Gateway (the notebook stays where it is)")
     gateway.add_argument(
         "--gateway",
@@ -250,6 +263,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         gateway_url=args.gateway,
         gateway_token=args.gateway_token,
         kernel_env=args.kernel_env,
+        server_password=args.server_password,
+        jupyterhub=args.jupyterhub,
+        hub_user=args.user,
         transport=args.transport,
         kernel=args.kernel,
         python=args.python,

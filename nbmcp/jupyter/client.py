@@ -4,6 +4,11 @@ Shared by the Contents-API store (`nbmcp.notebook.contents`) and the remote kern
 The token travels only in the ``Authorization`` header: never in a URL,
 an error message or a log line, and `JupyterServer`'s repr leaves it out.
 
+A server with a password and no token (issue 25) is logged into as a browser does: ``GET /login`` for the
+``_xsrf`` cookie, ``POST /login`` with the password and that value; its login cookie then goes with every
+request and websocket, with ``X-XSRFToken`` (Jupyter's check on cookie-authenticated writes). The password
+is sent once, in that form's body; a refusal mid-session forgets the cookie, so the next call logs in again.
+
 HTTP goes through httpx2, which the MCP SDK already depends on: one API for the store's synchronous
 calls (it runs on worker threads, like the local store) and the kernel's asynchronous ones.
 
@@ -16,11 +21,13 @@ a few seconds, naming the server, and the next call reconnects.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import anyio
 import httpx2
 
 from ..errors import NotJupyterError, ServerAuthError, ServerResponseError, ServerUnreachableError, UsageError
@@ -28,6 +35,7 @@ from .explain import explain_api_answer, explain_hub_api, explain_redirect
 
 __all__ = [
     "HTTP_TIMEOUT",
+    "PASSWORD_OPTION",
     "JupyterServer",
     "api_error_message",
     "json_body",
@@ -39,13 +47,18 @@ __all__ = [
 #: Seconds an HTTP request to the Jupyter server may take (connect, read or write) before it fails.
 HTTP_TIMEOUT = 30.0
 
+#: Where the user gives a Jupyter server's password.
+PASSWORD_OPTION = "--server-password, DOCUMENT_PASSWORD or RUNTIME_PASSWORD"
+
 
 @dataclass(frozen=True)
 class JupyterServer:
-    """A Jupyter server's base URL (``http://host:8888`` or with a base path) and its token."""
+    """A Jupyter server's base URL (``http://host:8888`` or with a base path) and its token or password."""
 
     url: str
     token: str | None = field(default=None, repr=False)
+    #: Logged into through the server's login form when there is no token.
+    password: str | None = field(default=None, repr=False)
     #: Where the user gives this server's URL, for the message when nothing answers there.
     url_option: str = field(default="DOCUMENT_URL, RUNTIME_URL or --server-url", repr=False)
     #: Where the user gives this server's token, and which token it is: the message when it is refused.
@@ -54,6 +67,8 @@ class JupyterServer:
         "(`jupyter server list` shows it), or on JupyterHub an API token from the hub's /hub/token page",
         repr=False,
     )
+    #: Starts the server again when a request finds it stopped (a JupyterHub user server: --jupyterhub).
+    restart: Callable[[], object] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -66,10 +81,33 @@ class JupyterServer:
                 "(e.g. http://127.0.0.1:8888) and the token separately (--token, DOCUMENT_TOKEN, RUNTIME_TOKEN)"
             )
         object.__setattr__(self, "url", self.url.rstrip("/"))
+        # The login's cookies (name: value), filled on first use; guarded, as threads and the event loop share it.
+        object.__setattr__(self, "_login", {})
+        object.__setattr__(self, "_login_lock", threading.Lock())
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"} if self.token else {}
+        """What authenticates a request: the token; or the login cookie (logging in first) and its XSRF header."""
+        if self.token or not self.password:
+            return {"Authorization": f"token {self.token}"} if self.token else {}
+        cookies = self.log_in()
+        return {
+            "Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items()),
+            "X-XSRFToken": cookies.get("_xsrf", ""),
+        }
+
+    def log_in(self) -> dict[str, str]:
+        """The cookies of a login with the password (logging in once); `ServerAuthError` when it is refused."""
+        login: dict[str, str] = self._login  # type: ignore[attr-defined]
+        with self._login_lock:  # type: ignore[attr-defined]
+            if not login:
+                login.update(_password_login(self))
+            return dict(login)
+
+    def forget_login(self) -> None:
+        """Drop the login cookie (refused: a new server secret, or expired); the next request logs in again."""
+        with self._login_lock:  # type: ignore[attr-defined]
+            self._login.clear()  # type: ignore[attr-defined]
 
     def api_url(self, *parts: str) -> str:
         """The URL of ``/api/<parts>``, each part percent-encoded (slashes inside a path are kept)."""
@@ -80,10 +118,41 @@ class JupyterServer:
         return "ws" + url[len("http") :]
 
     def client(self) -> httpx2.Client:
-        return httpx2.Client(headers=self.headers, timeout=HTTP_TIMEOUT)
+        return httpx2.Client(auth=_ServerAuth(self), timeout=HTTP_TIMEOUT)
 
     def async_client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(headers=self.headers, timeout=HTTP_TIMEOUT)
+        return httpx2.AsyncClient(auth=_ServerAuth(self), timeout=HTTP_TIMEOUT)
+
+
+class _ServerAuth(httpx2.Auth):
+    """`JupyterServer.headers` on each request: a login dropped after a refusal is renewed by the next one.
+
+    With `JupyterServer.restart`, a request that the hub redirects because the user server is stopped
+    (culled, or stopped by the person) starts it again and is sent once more (issue 25).
+    """
+
+    def __init__(self, server: JupyterServer) -> None:
+        self.server = server
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers.update(self.server.headers)
+        response = yield request
+        if self.server.restart is not None and _stopped_on_hub(response):
+            self.server.restart()
+            request.headers.update(self.server.headers)
+            yield request
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        request.headers.update(self.server.headers)
+        response = yield request
+        if self.server.restart is not None and _stopped_on_hub(response):
+            await anyio.to_thread.run_sync(self.server.restart)  # seconds of waiting: not on the event loop
+            yield request
+
+
+def _stopped_on_hub(response: httpx2.Response) -> bool:
+    """Whether JupyterHub answered for a user server that is not running (a redirect to /hub/user/...)."""
+    return response.is_redirect and "/hub/user/" in response.headers.get("location", "")
 
 
 @contextlib.contextmanager
@@ -94,6 +163,24 @@ def translate_errors(server: JupyterServer) -> Iterator[None]:
     except httpx2.TransportError as exc:
         reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         raise ServerUnreachableError(server.url, reason, option=server.url_option) from None
+
+
+def _password_login(server: JupyterServer) -> dict[str, str]:
+    """Log in through the server's form: its ``_xsrf`` cookie, then the password; the cookies it sets."""
+    login = f"{server.url}/login"
+    with httpx2.Client(timeout=HTTP_TIMEOUT) as http, translate_errors(server):
+        form = http.get(login)
+        xsrf = http.cookies.get("_xsrf")
+        if form.status_code != 200 or not xsrf:
+            raise NotJupyterError(
+                f"{server.url} has no Jupyter login form at /login (HTTP {form.status_code}) for the password in "
+                f"{PASSWORD_OPTION}; give its token instead (--server-token, DOCUMENT_TOKEN or RUNTIME_TOKEN)"
+            )
+        answer = http.post(login, data={"password": server.password or "", "_xsrf": xsrf})
+    cookies = {c.name: c.value for c in http.cookies.jar if c.value is not None}
+    if not answer.is_redirect or len(cookies) < 2:  # a refusal shows the form again (HTTP 401), sets no login cookie
+        raise ServerAuthError(server.url, answer.status_code, option=PASSWORD_OPTION, what="the password")
+    return cookies
 
 
 def api_error_message(response: httpx2.Response) -> str:
@@ -113,6 +200,9 @@ def raise_for_status(server: JupyterServer, response: httpx2.Response, what: str
     if response.is_redirect:
         raise NotJupyterError(f"{what} failed: {explain_redirect(server.url, response)}")
     if response.status_code in (401, 403):
+        if server.password and not server.token:
+            server.forget_login()
+            raise ServerAuthError(server.url, response.status_code, option=PASSWORD_OPTION, what="the login")
         raise ServerAuthError(server.url, response.status_code, option=server.token_option)
     if response.is_error:
         raise ServerResponseError(what, response.status_code, api_error_message(response))

@@ -2,11 +2,11 @@
 
 It has the local store's operations (`read`, `edit`, `create_if_missing`, `changed_on_disk`), so the
 session does not know where the notebook lives. The server has no lock and no conditional PUT, so
-the local store's check (is the file what we last saw?) becomes: before each PUT, ask the server for the
+the local store's check (is the file what we last saw?) becomes: before each edit, ask the server for the
 notebook's ``last_modified``, ``size`` and ``hash`` (`GET ?content=0&hash=1`, cheap) and compare them with what
-we last read or wrote; on a mismatch someone else saved meanwhile, so reload and apply the change
-again to their version instead of overwriting it. Reads make the same check, so a tool never answers
-from a stale copy; this polling is what replaces the file watcher for remote notebooks.
+we last read or wrote; on a mismatch someone else saved, so reload and apply the change to their version
+instead of overwriting it (a change slow to apply is checked again before its PUT). Reads make the same
+check, so a tool never answers from a stale copy; this polling is what replaces the file watcher for remote notebooks.
 
 What remains is the gap of one round trip between that check and the PUT, which no Jupyter server
 lets a client close.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,11 +28,15 @@ from ..errors import NotebookFormatError, NotebookNotFoundError, NotebookWriteEr
 from ..jupyter.client import JupyterServer, api_error_message, json_body, translate_errors
 from .store import CachedStore, new_notebook
 
-__all__ = ["CONFLICT_RETRIES", "ContentsStore"]
+__all__ = ["CONFLICT_RETRIES", "RECHECK_AFTER", "ContentsStore"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Seconds an edit's change may take to apply before the server's version is checked again ahead of the PUT.
+#: A quicker change adds less to the gap between the check and the PUT than the round trip a second check costs.
+RECHECK_AFTER = 0.05
 
 #: How many times an edit is applied again to a newer version saved by someone else before giving up.
 CONFLICT_RETRIES = 5
@@ -95,24 +100,28 @@ class ContentsStore(CachedStore):
     def edit(self, apply: Callable[[NotebookNode], T]) -> T:
         """Apply `apply` to the freshest notebook and save it, unless someone saved a newer one meanwhile.
 
-        In that case the newer version is downloaded and `apply` runs again on it (at most
-        CONFLICT_RETRIES times), so their change and ours both survive. If `apply` raises, nothing is
-        saved and the in-memory copy is dropped.
+        One read (the server's version, and its content only when it changed) and one write (issue 25: it
+        was two reads). An `apply` slower than RECHECK_AFTER is followed by a second look at the version, as
+        someone may have saved meanwhile; if so, the newer version is downloaded and `apply` runs again on it
+        (at most CONFLICT_RETRIES times), so their change and ours both survive. If `apply` raises, nothing
+        is saved and the in-memory copy is dropped.
         """
         with self._mutex:
             for _ in range(CONFLICT_RETRIES + 1):
                 nb = self._refresh()
+                started = time.monotonic()
                 try:
                     result = apply(nb)
                 except BaseException:
                     self._forget()
                     raise
-                latest = self._get(content=False)
-                assert latest is not None
-                if not _same(self._seen, _version(latest)):
-                    logger.info("%s was saved by someone else meanwhile; applying the change to theirs", self.path)
-                    self._forget()
-                    continue
+                if time.monotonic() - started > RECHECK_AFTER:
+                    latest = self._get(content=False)
+                    assert latest is not None
+                    if not _same(self._seen, _version(latest)):
+                        logger.info("%s was saved by someone else meanwhile; applying the change to theirs", self.path)
+                        self._forget()
+                        continue
                 self._put(nb)
                 return result
         raise NotebookWriteError(

@@ -84,16 +84,12 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
     kernel_factory: KernelFactory | None = None
     if settings.document_url or settings.runtime_url:
         # Imported only for a Jupyter server: httpx and tornado's websocket client cost a local start-up.
-        from ..jupyter.client import JupyterServer
         from ..kernels.remote import RemoteKernel
         from ..notebook.contents import ContentsStore
     if settings.document_url:
-        store = ContentsStore(
-            JupyterServer(settings.document_url, settings.document_token),
-            settings.path.as_posix(),
-        )
+        store = ContentsStore(settings.document_server(), settings.path.as_posix())
     if settings.runtime_url:
-        server = JupyterServer(settings.runtime_url, settings.runtime_token)
+        server = settings.runtime_server()
         # The session on the runtime server is named after the notebook's path there (or its file name).
         session_path = settings.path.as_posix() if settings.document_url else settings.path.name
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from nbformat import NotebookNode
 
-from ...config import Settings
+from ...config import SECRET_VARS, Settings
 from ...errors import NbmcpError
 from ..options import add_server_arguments, command_parser, configure_logging, settings_from_args
 from .gateway import check_gateway
 from .kernel import check_local_kernel
 from .local import check_http, check_lock_dir, check_notebook
-from .remote import check_remote
+from .remote import check_hub, check_remote
 from .report import Check, Verdict, render_json, render_text, scrub
 from .view import check_view
 
@@ -33,6 +33,12 @@ def run_checks(settings: Settings) -> list[Check]:
     """Every check that applies to `settings`, in the order a first run meets them."""
     checks: list[Check] = []
     nb: NotebookNode | None = None
+    if settings.hub_url:
+        hub, found = check_hub(settings)
+        checks.append(hub)
+        if found is None:
+            return [*checks, Check("jupyter", Verdict.SKIP, "not checked: the hub gave no running server")]
+        settings = found
     if settings.document_url or settings.runtime_url:
         checks += check_remote(settings)
     if settings.gateway_url:
@@ -65,8 +71,8 @@ def doctor_cli(*args: str) -> int:
     ns = parser.parse_args(args)
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port {ns.port}: valid ports are 0 to 65535")
-    secrets = [ns.token, ns.server_token, ns.gateway_token]
-    secrets += [os.environ.get(name) for name in ("DOCUMENT_TOKEN", "RUNTIME_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN")]
+    secrets = [ns.token, ns.server_token, ns.server_password, ns.gateway_token]
+    secrets += [os.environ.get(name) for name in (*SECRET_VARS, "JUPYTER_GATEWAY_AUTH_TOKEN")]
     try:
         settings = settings_from_args(ns)
     except NbmcpError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import httpx2
@@ -10,13 +11,14 @@ import nbformat
 from nbformat import NotebookNode
 
 from ...config import Settings
-from ...jupyter.client import JupyterServer, api_error_message
+from ...errors import NbmcpError
+from ...jupyter.client import PASSWORD_OPTION, JupyterServer, api_error_message
 from ...jupyter.explain import explain_api_answer
 from ...kernels.remote import RemoteKernel
 from .kernel import KERNEL_CHECK_TIMEOUT, run_kernel_check
 from .report import Check, Verdict
 
-__all__ = ["SERVER_CHECK_TIMEOUT", "check_remote"]
+__all__ = ["SERVER_CHECK_TIMEOUT", "check_hub", "check_remote"]
 
 #: Seconds each request to a Jupyter server may take in the checks.
 SERVER_CHECK_TIMEOUT = 10.0
@@ -174,6 +176,26 @@ def _check_kernels_api(settings: Settings, server: JupyterServer, http: httpx2.C
     return Check("kernels API", Verdict.PASS, detail)
 
 
+def check_hub(settings: Settings) -> tuple[Check, Settings | None]:
+    """--jupyterhub: the user's server through the hub's API (never started by a check), and the settings with
+    its URL when it runs (None: the server checks cannot be made)."""
+    from ...jupyter.hub import running_server_url
+
+    assert settings.hub_url and settings.hub_user
+    user = settings.hub_user
+    try:
+        url = running_server_url(settings.hub_url, user, settings.document_token)
+    except NbmcpError as exc:
+        return Check("hub", Verdict.FAIL, str(exc), "correct --jupyterhub, --user or the hub's token"), None
+    if url is None:
+        detail = f"{user}'s server on {settings.hub_url} is stopped (nbmcp starts it; a check does not)"
+        return Check("hub", Verdict.WARN, detail), None
+    url = url.rstrip("/")
+    runtime = url if settings.runtime_url else None
+    found = dataclasses.replace(settings, document_url=url, runtime_url=runtime)
+    return Check("hub", Verdict.PASS, f"{user}'s server runs at {url}"), found
+
+
 def check_remote(settings: Settings) -> list[Check]:
     """The document and runtime servers: access, their APIs, the notebook, and a run on a kernel there."""
     checks: list[Check] = []
@@ -189,10 +211,16 @@ def check_remote(settings: Settings) -> list[Check]:
         else:
             servers.append((settings.runtime_url, settings.runtime_token, "runtime"))
     runtime_ok = False
-    for url, token, role in servers:
-        server = JupyterServer(url, token)
+    for *_, role in servers:
+        server = settings.runtime_server() if role == "runtime" else settings.document_server()
         label = "jupyter" if role == "server" else f"{role} server"
-        with httpx2.Client(headers=server.headers, timeout=SERVER_CHECK_TIMEOUT) as http:
+        try:
+            headers = server.headers  # with a password: the login
+        except NbmcpError as exc:
+            fix = f"give the right password in {PASSWORD_OPTION}" if isinstance(exc, PermissionError) else None
+            checks.append(Check(label, Verdict.FAIL, str(exc), fix or _server_fix(server)))
+            continue
+        with httpx2.Client(headers=headers, timeout=SERVER_CHECK_TIMEOUT) as http:
             access = _check_server_access(server, label, http)
             checks += access
             usable = access[-1].verdict is Verdict.PASS and len(access) == 2
@@ -225,7 +253,7 @@ def _check_remote_run(settings: Settings, nb: NotebookNode | None) -> Check:
     # A kernel of our own (deleted afterwards) unless RUNTIME_ID names one: the check must not run code
     # in the kernel a person has open in JupyterLab.
     kernel = RemoteKernel(
-        JupyterServer(settings.runtime_url, settings.runtime_token),
+        settings.runtime_server(),
         settings.path.as_posix() if settings.document_url else settings.path.name,
         kernel_id=settings.runtime_id,
         start_new=settings.runtime_id is None,
