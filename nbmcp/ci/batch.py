@@ -28,6 +28,7 @@ from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
 from ..kernels.base import DEFAULT_TIMEOUT
+from ..notebook.encoder import file_format_of
 from ..notebook.reader import parse_notebook
 from ..notebook.store import LocalStore
 from ..session.cells import ensure_ids
@@ -211,16 +212,19 @@ def prepare(job: NotebookJob, started: str) -> Any:
     if job.in_place:
         if job.records_metadata:
             # Through the file's store: its lock, and its check that nobody saved the file meanwhile.
-            LocalStore(job.output).edit(lambda current: _prepare_notebook(current, job, started))
+            store = LocalStore(job.output, keep_format=True)
+            store.edit(lambda current: _prepare_notebook(current, job, started))
         return execution  # a plain re-run: the notebook was only checked; the session reads it again
+    # The copy keeps the input's nbformat_minor, and has cell ids only if the input had them.
+    file_format = file_format_of(nb)
     _prepare_notebook(nb, job, started)
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    LocalStore(job.output).replace(nb)
+    LocalStore(job.output).replace(nb, file_format=file_format)
     return execution
 
 
 def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
-    # The injected cell has an id, so a 4.4 notebook is upgraded first (ids for every cell).
+    # Cells are followed by id; a 4.4 notebook gets them in memory only (the store writes it back as 4.4).
     ensure_ids(nb)
     if job.parameters:
         # papermill injects a cell only when there are parameters; an empty set is still recorded.
@@ -247,7 +251,7 @@ def _finish_metadata(job: NotebookJob, run: RunAll, duration: float) -> None:
         # papermill: True once a cell raised (allowed errors included), else it stays null.
         meta["exception"] = True if run.errors else None
 
-    LocalStore(job.output).edit(apply)
+    LocalStore(job.output, keep_format=True).edit(apply)
 
 
 async def run_notebook(

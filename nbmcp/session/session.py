@@ -120,7 +120,8 @@ class NotebookSession:
     ) -> None:
         self.path = Path(path).absolute()
         #: A headless run (`nbmcp exec`, `Notebook.run`), as papermill's and nbclient's: the kernelspec the
-        #: notebook names must be installed (else NoSuchKernelError), and IPython's history stays in memory.
+        #: notebook names must be installed (else NoSuchKernelError), IPython's history stays in memory, and
+        #: the file is written back in its own format (no cell ids or nbformat_minor added).
         self.headless = headless
         # The kernel's working folder, and where a .venv is looked for: the notebook's own folder,
         # unless the file run is a copy elsewhere (`nbmcp exec -o`), whose code expects the original's.
@@ -130,7 +131,7 @@ class NotebookSession:
         self._kernel_factory = kernel_factory
         #: --read-only: no kernel starts and no program is run, not even to choose one (issue 12).
         self.read_only = read_only
-        self.document = Document(store or LocalStore(self.path))
+        self.document = Document(store or LocalStore(self.path, keep_format=headless))
         self.changes = History(self.document, self.path)
         self.runner = Executions(self.document, self.path, timeout)
         if headless:
