@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,10 @@ def test_exit_codes_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -
         assert f"\n  {int(code):<3}  " in help_text, code
     cli_help = Path(__file__).parent.parent / "README.md"
     readme = cli_help.read_text()
+    start = readme.index("Exit codes (")
+    line = readme[start : readme.index("\n\n", start)]
     for code in ExitCode:
-        assert f"| {int(code)} |" in readme, code
+        assert re.search(rf"\b{int(code)}\s[a-zA-Z]", line), code
 
 
 def test_plain_nbmcp_path_still_rejects_a_non_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
-from ..kernels.base import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT, KERNEL_START_TIMEOUT
 from ..notebook.encoder import file_format_of
 from ..notebook.reader import parse_notebook
 from ..notebook.store import LocalStore
@@ -177,6 +177,12 @@ class RunOptions:
     """A cell that shows an error output without raising fails (nbmake's rule)."""
     default_timeout: float = DEFAULT_TIMEOUT
     """The timeout when neither this nor the notebook gives one ($NBMCP_TIMEOUT for `nbmcp exec`)."""
+    start_timeout: float = KERNEL_START_TIMEOUT
+    """Seconds the kernel may take to start."""
+    cwd: Path | None = None
+    """The kernel's working folder; None: the input's folder."""
+    prepare_only: bool = False
+    """Write the prepared notebook (parameters injected, metadata) and run nothing (papermill's --prepare-only)."""
 
     def resolve(self, metadata: Any, path: Path) -> tuple[float, bool]:
         """The timeout and allow_errors for a notebook whose `metadata.execution` is `metadata`."""
@@ -230,7 +236,13 @@ def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
         # papermill injects a cell only when there are parameters; an empty set is still recorded.
         inject_parameters(nb, job.parameters)
     if job.records_metadata:
+        from .. import __version__
+
+        # papermill's keys, all of them: it too leaves default_parameters and environment_variables empty.
         nb.metadata["papermill"] = {
+            "default_parameters": {},
+            "environment_variables": {},
+            "version": __version__,
             "parameters": dict(job.parameters or {}),
             "input_path": _as_given(job.input),
             "output_path": _as_given(job.output),
@@ -278,8 +290,19 @@ async def run_notebook(
     try:
         execution = await anyio.to_thread.run_sync(prepare, job, started)
         timeout, allow_errors = options.resolve(execution, job.input)
+        if options.prepare_only:
+            result = NotebookResult(job, None, time.monotonic() - clock)
+            if reporter is not None:
+                await reporter.notebook_finished(result)
+            return result
         session = NotebookSession(
-            job.output, kernel_name=kernel_name, python=python, timeout=timeout, cwd=job.input.parent, headless=True
+            job.output,
+            kernel_name=kernel_name,
+            python=python,
+            timeout=timeout,
+            cwd=options.cwd or job.input.parent,
+            headless=True,
+            start_timeout=options.start_timeout,
         )
         await session.open(create=False)
         if reporter is not None and session.kernel_choice is not None:
