@@ -2,9 +2,11 @@
 
 `OutputCollector` is fed the iopub messages of one execution and keeps the cell's outputs the way
 nbclient (`NotebookClient.process_message`) builds them: streams, display_data, execute_result,
-error, `clear_output(wait=...)`, `update_display_data` by display_id, and the execution count.
-Consecutive stream outputs of the same name are merged and carriage returns resolved, as nbclient's
-`coalesce_streams` and JupyterLab's saved files do, so a progress bar is one output, not thousands.
+error, `clear_output(wait=...)`, `update_display_data` by display_id, and the execution count; what
+lasts beyond one execution (display ids shown by earlier cells, widgets, Output-widget capture) is
+its `Frontend`'s (`nbmcp.kernels.frontend`). Consecutive stream outputs of the same name are merged
+and carriage returns resolved, as nbclient's `coalesce_streams` and JupyterLab's saved files do, so a
+progress bar is one output, not thousands.
 """
 
 from __future__ import annotations
