@@ -113,4 +113,5 @@ def test_stdin_to_stdout_with_nbmake_spellings(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     nb = json.loads(done.stdout)
+    assert (nb["metadata"]["papermill"]["input_path"], nb["metadata"]["papermill"]["output_path"]) == ("-", "-")
     assert nb["cells"][-1]["outputs"][0]["text"] == [f"{tmp_path}\n"]  # run in the current folder

@@ -59,6 +59,8 @@ class NotebookJob:
     """The file the run writes; the input itself for an in-place run (then the input is changed)."""
     parameters: dict[str, Any] | None = None
     """None: no parameters cell is injected. A dict (even empty): a papermill-style run."""
+    recorded_as: tuple[str | None, str | None] = (None, None)
+    """The input and output paths metadata.papermill records, when not the files' (`-`: stdin, stdout)."""
 
     @property
     def in_place(self) -> bool:
@@ -244,8 +246,8 @@ def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
             "environment_variables": {},
             "version": __version__,
             "parameters": dict(job.parameters or {}),
-            "input_path": _as_given(job.input),
-            "output_path": _as_given(job.output),
+            "input_path": job.recorded_as[0] or _as_given(job.input),
+            "output_path": job.recorded_as[1] or _as_given(job.output),
             "start_time": started,
             "end_time": None,
             "duration": None,

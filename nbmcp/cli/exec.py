@@ -362,7 +362,7 @@ def _templated(path: str, parameters: dict[str, Any]) -> str:
 
 def _make_jobs(ns: argparse.Namespace, inputs: list[Path], parameters: dict[str, Any] | None) -> list[NotebookJob]:
     if ns.output:
-        return [NotebookJob(inputs[0], Path(ns.output).expanduser().absolute(), parameters)]
+        return [NotebookJob(inputs[0], Path(ns.output).expanduser().absolute(), parameters, ns.recorded_as)]
     if ns.output_dir:
         outputs = output_paths(inputs, Path(ns.output_dir).expanduser().absolute())
         return [NotebookJob(i, o, parameters) for i, o in zip(inputs, outputs, strict=True)]
@@ -461,16 +461,19 @@ def exec_cli(*args: str) -> int:
 
 def _exec(parser: argparse.ArgumentParser, ns: argparse.Namespace, scratch: Path) -> int:
     """The command, once its arguments are read; `scratch` holds a notebook read from stdin or bound for stdout."""
+    ns.recorded_as = (None, None)
     if ns.paths == ["-"]:
         # papermill's `-`: the notebook comes on stdin; it runs in the current folder, and goes to stdout
         # unless -o says otherwise.
         (scratch / "stdin.ipynb").write_bytes(sys.stdin.buffer.read())
         ns.paths, ns.cwd = [str(scratch / "stdin.ipynb")], ns.cwd or os.getcwd()
+        ns.recorded_as = ("-", None)
         if not ns.output and not ns.output_dir:
             ns.output = "-"
     to_stdout = ns.output == "-"
     if to_stdout:
         ns.output = str(scratch / "stdout.ipynb")
+        ns.recorded_as = (ns.recorded_as[0], "-")
     skip = Path(ns.output_dir).expanduser().absolute() if ns.output_dir else None
     inputs, problem = _find_notebooks(ns.paths, skip)
     if problem:
