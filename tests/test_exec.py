@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +169,46 @@ def test_exit_codes_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -
         assert f"\n  {int(code):<3}  " in help_text, code
     cli_help = Path(__file__).parent.parent / "README.md"
     readme = cli_help.read_text()
+    start = readme.index("Exit codes (")
+    line = readme[start : readme.index("\n\n", start)]
     for code in ExitCode:
-        assert f"| {int(code)} |" in readme, code
+        assert re.search(rf"\b{int(code)}\s[a-zA-Z]", line), code
 
 
 def test_plain_nbmcp_path_still_rejects_a_non_notebook(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # `exec` is only a subcommand as the first argument; `nbmcp PATH` parses exactly as before.
     assert cli(str(tmp_path / "work" / "notes.txt")) == 2
     assert "does not end in .ipynb" in capsys.readouterr().err
+
+
+def _v4_4(path: Path, *sources: str) -> bytes:
+    """A 4.4 notebook (no cell ids) as an older Jupyter saved it; returns its bytes."""
+    raw = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s} for s in sources
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 4,
+    }
+    nbformat.write(nbformat.from_dict(raw), path)
+    return path.read_bytes()
+
+
+def test_runs_keep_the_format_of_the_file_they_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In place and with -o, as `jupyter execute --inplace` does: no cell ids added, nbformat_minor kept
+    (issue 26: git noise); the copy has ids only when the input had them."""
+    old = tmp_path / "work" / "old.ipynb"
+    _v4_4(old, "print(1)", "parameters = 0")
+    assert cli("exec", str(old)) == ExitCode.OK, capsys.readouterr().err
+    assert cli("exec", str(old), "-o", str(tmp_path / "copy.ipynb"), "-p", "x", "2") == ExitCode.OK
+    for path, first in ((old, 0), (tmp_path / "copy.ipynb", 1)):  # the copy starts with the injected cell
+        raw = json.loads(path.read_text())
+        assert raw["nbformat_minor"] == 4
+        assert not any("id" in c for c in raw["cells"])
+        assert raw["cells"][first]["outputs"] == [{"name": "stdout", "output_type": "stream", "text": ["1\n"]}]
+    assert read_nb(tmp_path / "copy.ipynb").cells[0].source.startswith("# Parameters")
+    new = _notebook(tmp_path / "work" / "new.ipynb", "print(2)")
+    assert cli("exec", str(new), "-o", str(tmp_path / "new-copy.ipynb")) == ExitCode.OK
+    ids = [c.id for c in read_nb(new).cells]
+    assert [c.get("id") for c in read_nb(tmp_path / "new-copy.ipynb").cells] == ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbmcp.kernels.frontend import WIDGET_STATE_MIME, Frontend
 from nbmcp.kernels.outputs import OutputCollector, normalize_stream_text
 
 
@@ -105,3 +106,64 @@ def test_carriage_returns_resolve_like_nbclients_rule_even_on_a_very_long_line()
     # The regex would take hours on this line; a slow implementation fails by the per-test timeout.
     long_line = "x" * 2_000_000 + "\r\n"
     assert normalize_stream_text(long_line) == long_line
+
+
+def comm(msg_type: str, comm_id: str, state: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    data = {} if state is None else {"state": state, "buffer_paths": extra.pop("buffer_paths", [])}
+    return {**msg(msg_type, comm_id=comm_id, data=data, **extra), "buffers": extra.get("buffers", [])}
+
+
+def test_an_update_reaches_an_earlier_cell_through_the_shared_frontend() -> None:
+    frontend = Frontend()
+    first = OutputCollector(frontend, "cell-a")
+    first.process(display("old", "d1"))
+    second = OutputCollector(frontend, "cell-b")
+    second.process(display("mine", "d1"))
+    second.process(display("new", "d1", kind="update_display_data"))
+    assert second.outputs[0].data["text/plain"] == "new"
+    assert frontend.take_pending() == {"cell-a": {0: ({"text/plain": "new"}, {})}}
+    # A cell run again no longer shows what it showed: its old positions get no update.
+    OutputCollector(frontend, "cell-b").process(display("x", "d1", kind="update_display_data"))
+    again = OutputCollector(frontend, "cell-a")
+    again.process(display("y", "d1", kind="update_display_data"))
+    assert frontend.take_pending() == {} and again.outputs == []
+
+
+def test_widget_state_and_buffers_are_kept_as_nbclient_keeps_them() -> None:
+    c = OutputCollector()
+    model = {"_model_name": "IntSliderModel", "_model_module": "@jupyter-widgets/controls", "value": 1}
+    c.process(comm("comm_open", "w1", model, target_name="jupyter.widget"))
+    c.process(comm("comm_msg", "w1", {"value": 2, "data": None}, buffer_paths=[["data"]], buffers=[b"\x00\x01"]))
+    c.process(comm("comm_msg", "w1", None))  # a custom message (widget.send): not state
+    c.process(comm("comm_open", "other", {"x": 1}, target_name="jupyter.widget"))  # no _model_name: left out
+    saved = c.frontend.widgets_metadata()
+    assert saved is not None and list(saved) == [WIDGET_STATE_MIME]
+    entry = saved[WIDGET_STATE_MIME]["state"]["w1"]
+    assert entry["model_name"] == "IntSliderModel" and entry["state"]["value"] == 2
+    assert entry["buffers"] == [{"data": "AAE=", "encoding": "base64", "path": ["data"]}]
+    assert list(saved[WIDGET_STATE_MIME]["state"]) == ["w1"]
+    assert Frontend().widgets_metadata() is None
+
+
+def test_output_widget_takes_the_output_and_its_clear_output() -> None:
+    c = OutputCollector()
+    sent: list[dict[str, Any]] = []
+    c.send_comm = lambda content, parent: sent.append(content)
+    output_model = {"_model_name": "OutputModel", "_model_module": "@jupyter-widgets/output", "outputs": []}
+    c.process(comm("comm_open", "out", output_model, target_name="jupyter.widget"))
+    inside = {"msg_id": "run-1"}
+
+    def routed(m: dict[str, Any]) -> dict[str, Any]:
+        return {**m, "parent_header": inside}
+
+    c.process(stream("cell line\n"))
+    c.process(comm("comm_msg", "out", {"msg_id": "run-1"}))
+    c.process(routed(stream("hello\n")))
+    c.process(routed(msg("clear_output", wait=True)))
+    c.process(routed(stream("world\n")))
+    c.process(comm("comm_msg", "out", {"msg_id": ""}))
+    c.process(routed(stream("after\n")))
+    assert [o.text for o in c.outputs] == ["cell line\nafter\n"]
+    state = c.frontend.widget_state["out"]
+    assert [o["text"] for o in state["outputs"]] == ["world\n"]
+    assert sent[-1]["data"]["state"]["outputs"] == state["outputs"]  # the kernel's widget is told

@@ -144,6 +144,21 @@ async def test_update_display_by_display_id(client: Client, nb_path: Path) -> No
     assert outputs[1].text == "between\n"
 
 
+async def test_an_update_from_a_later_call_reaches_the_earlier_cell_in_the_file(client: Client, nb_path: Path) -> None:
+    """As nbclient and JupyterLab do (issue 26): a display id is followed across executions, into the file;
+    the kernel's language_info and ipywidgets' state are saved in the notebook's metadata."""
+    await call(client, "append_execute_code_cell", cell_source="h = display('first', display_id=True)")
+    await call(client, "append_execute_code_cell", cell_source="h.update('second'); print('ok')")
+    await call(client, "append_execute_code_cell", cell_source="import ipywidgets\nipywidgets.IntSlider(7)")
+    nb = read_nb(nb_path)
+    assert nb.cells[0].outputs[0].data["text/plain"] == "'second'"
+    assert [o.text for o in nb.cells[1].outputs] == ["ok\n"]
+    assert nb.metadata.language_info["name"] == "python"
+    model_id = nb.cells[2].outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"][model_id]
+    assert state["model_name"] == "IntSliderModel" and state["state"]["value"] == 7
+
+
 async def test_timeout_interrupts_and_the_kernel_stays_usable(client: Client, nb_path: Path) -> None:
     await call(client, "append_markdown_cell", cell_source="placeholder")
     await call(client, "append_execute_code_cell", cell_source="print('started')")

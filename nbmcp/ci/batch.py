@@ -27,7 +27,8 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellExecutionError, KernelError, NbmcpError, NotebookFormatError
-from ..kernels.base import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT, KERNEL_START_TIMEOUT
+from ..notebook.encoder import file_format_of
 from ..notebook.reader import parse_notebook
 from ..notebook.store import LocalStore
 from ..session.cells import ensure_ids
@@ -58,6 +59,8 @@ class NotebookJob:
     """The file the run writes; the input itself for an in-place run (then the input is changed)."""
     parameters: dict[str, Any] | None = None
     """None: no parameters cell is injected. A dict (even empty): a papermill-style run."""
+    recorded_as: tuple[str | None, str | None] = (None, None)
+    """The input and output paths metadata.papermill records, when not the files' (`-`: stdin, stdout)."""
 
     @property
     def in_place(self) -> bool:
@@ -176,6 +179,12 @@ class RunOptions:
     """A cell that shows an error output without raising fails (nbmake's rule)."""
     default_timeout: float = DEFAULT_TIMEOUT
     """The timeout when neither this nor the notebook gives one ($NBMCP_TIMEOUT for `nbmcp exec`)."""
+    start_timeout: float = KERNEL_START_TIMEOUT
+    """Seconds the kernel may take to start."""
+    cwd: Path | None = None
+    """The kernel's working folder; None: the input's folder."""
+    prepare_only: bool = False
+    """Write the prepared notebook (parameters injected, metadata) and run nothing (papermill's --prepare-only)."""
 
     def resolve(self, metadata: Any, path: Path) -> tuple[float, bool]:
         """The timeout and allow_errors for a notebook whose `metadata.execution` is `metadata`."""
@@ -211,25 +220,34 @@ def prepare(job: NotebookJob, started: str) -> Any:
     if job.in_place:
         if job.records_metadata:
             # Through the file's store: its lock, and its check that nobody saved the file meanwhile.
-            LocalStore(job.output).edit(lambda current: _prepare_notebook(current, job, started))
+            store = LocalStore(job.output, keep_format=True)
+            store.edit(lambda current: _prepare_notebook(current, job, started))
         return execution  # a plain re-run: the notebook was only checked; the session reads it again
+    # The copy keeps the input's nbformat_minor, and has cell ids only if the input had them.
+    file_format = file_format_of(nb)
     _prepare_notebook(nb, job, started)
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    LocalStore(job.output).replace(nb)
+    LocalStore(job.output).replace(nb, file_format=file_format)
     return execution
 
 
 def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
-    # The injected cell has an id, so a 4.4 notebook is upgraded first (ids for every cell).
+    # Cells are followed by id; a 4.4 notebook gets them in memory only (the store writes it back as 4.4).
     ensure_ids(nb)
     if job.parameters:
         # papermill injects a cell only when there are parameters; an empty set is still recorded.
         inject_parameters(nb, job.parameters)
     if job.records_metadata:
+        from .. import __version__
+
+        # papermill's keys, all of them: it too leaves default_parameters and environment_variables empty.
         nb.metadata["papermill"] = {
+            "default_parameters": {},
+            "environment_variables": {},
+            "version": __version__,
             "parameters": dict(job.parameters or {}),
-            "input_path": _as_given(job.input),
-            "output_path": _as_given(job.output),
+            "input_path": job.recorded_as[0] or _as_given(job.input),
+            "output_path": job.recorded_as[1] or _as_given(job.output),
             "start_time": started,
             "end_time": None,
             "duration": None,
@@ -247,7 +265,7 @@ def _finish_metadata(job: NotebookJob, run: RunAll, duration: float) -> None:
         # papermill: True once a cell raised (allowed errors included), else it stays null.
         meta["exception"] = True if run.errors else None
 
-    LocalStore(job.output).edit(apply)
+    LocalStore(job.output, keep_format=True).edit(apply)
 
 
 async def run_notebook(
@@ -274,8 +292,19 @@ async def run_notebook(
     try:
         execution = await anyio.to_thread.run_sync(prepare, job, started)
         timeout, allow_errors = options.resolve(execution, job.input)
+        if options.prepare_only:
+            result = NotebookResult(job, None, time.monotonic() - clock)
+            if reporter is not None:
+                await reporter.notebook_finished(result)
+            return result
         session = NotebookSession(
-            job.output, kernel_name=kernel_name, python=python, timeout=timeout, cwd=job.input.parent, headless=True
+            job.output,
+            kernel_name=kernel_name,
+            python=python,
+            timeout=timeout,
+            cwd=options.cwd or job.input.parent,
+            headless=True,
+            start_timeout=options.start_timeout,
         )
         await session.open(create=False)
         if reporter is not None and session.kernel_choice is not None:

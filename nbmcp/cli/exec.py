@@ -15,6 +15,7 @@ import enum
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from ..ci.batch import NotebookJob, NotebookResult, RunOptions, output_paths, ru
 from ..ci.parameters import declared_parameters, merge_parameters, unknown_parameters
 from ..config import default_timeout
 from ..errors import NbmcpError, UsageError
-from ..kernels.base import DEFAULT_TIMEOUT
+from ..kernels.base import DEFAULT_TIMEOUT, KERNEL_START_TIMEOUT
 from ..kernels.choice import choose_kernel
 from .exec_report import CellLines, NotebookLines, report_many, report_one, say, shown
 from .options import add_kernel_options, add_log_level_option, command_parser, configure_logging
@@ -131,15 +132,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NOTEBOOK",
         nargs="+",
         help="notebooks (.ipynb) to run; a folder means every notebook under it (hidden folders and "
-        ".ipynb_checkpoints skipped)",
+        ".ipynb_checkpoints skipped); - reads one from stdin (written to stdout unless -o is given)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument(
         "-o",
         "--output",
         metavar="OUTPUT",
-        help="write the run into OUTPUT (replaced if it exists) and leave the notebook itself untouched; "
-        "one notebook only",
+        help="write the run into OUTPUT (replaced if it exists; - for stdout; {NAME} is parameter NAME's value, "
+        "as in papermill) and leave the notebook itself untouched; one notebook only",
+    )
+    out.add_argument(
+        "--inplace", action="store_true", help="write the run into the notebook itself (the default; jupyter execute's)"
     )
     out.add_argument(
         "--output-dir",
@@ -195,11 +199,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--junit-xml",
+        "--junitxml",
         metavar="FILE",
         help="write a JUnit XML report: one testcase per notebook, a failing cell's traceback in its <failure>",
     )
+    _add_run_options(p)
+    # papermill's -k/--kernel, jupyter execute's --kernel_name and nbmake's --nbmake-kernel spell --kernel.
+    add_kernel_options(p, "-k", "--kernel_name", "--kernel-name", "--nbmake-kernel")
+    add_log_level_option(p, "WARNING", "nbmcp's own log lines on stderr")
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How each cell and kernel runs; papermill's, jupyter execute's and nbmake's spellings beside nbmcp's."""
     p.add_argument(
         "--timeout",
+        "--execution-timeout",
+        "--execution_timeout",
+        "--nbmake-timeout",
         metavar="SECONDS",
         type=float,
         help="time limit of each cell (default: the notebook's metadata.execution.timeout, else NBMCP_TIMEOUT, "
@@ -216,9 +233,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a cell that shows an error output without raising (a traceback printed by a library) fails, as in nbmake",
     )
-    add_kernel_options(p)
-    add_log_level_option(p, "WARNING", "nbmcp's own log lines on stderr")
-    return p
+    p.add_argument(
+        "--startup-timeout",
+        "--startup_timeout",
+        "--start-timeout",
+        "--start_timeout",
+        metavar="SECONDS",
+        type=float,
+        default=KERNEL_START_TIMEOUT,
+        help="time the kernel may take to start (default: %(default)g)",
+    )
+    p.add_argument("--cwd", metavar="DIR", help="the kernel's working folder (default: the notebook's folder)")
+    p.add_argument(
+        "--prepare-only",
+        "--prepare_only",
+        action="store_true",
+        help="write the notebook with its parameters and metadata, and run nothing (papermill's)",
+    )
+    p.add_argument(
+        "--log-output", "--log_output", action="store_true", help="show each cell's output text on stderr after it"
+    )
 
 
 # -- the command --------------------------------------------------------------------------------------
@@ -315,9 +349,20 @@ def _find_notebooks(paths: Sequence[str], skip: Path | None = None) -> tuple[lis
     return unique, None
 
 
+def _templated(path: str, parameters: dict[str, Any]) -> str:
+    """papermill's output path templating: `out/{region}.ipynb` with the parameter `region`."""
+    try:
+        return path.format(**parameters)
+    except KeyError as exc:
+        name = exc.args[0]
+        raise UsageError(f"-o {path} names parameter {name}, which is not given (-p {name} VALUE)") from None
+    except (IndexError, ValueError) as exc:
+        raise UsageError(f"-o {path}: {exc} (braces name parameters: out/{{region}}.ipynb)") from None
+
+
 def _make_jobs(ns: argparse.Namespace, inputs: list[Path], parameters: dict[str, Any] | None) -> list[NotebookJob]:
     if ns.output:
-        return [NotebookJob(inputs[0], Path(ns.output).expanduser().absolute(), parameters)]
+        return [NotebookJob(inputs[0], Path(ns.output).expanduser().absolute(), parameters, ns.recorded_as)]
     if ns.output_dir:
         outputs = output_paths(inputs, Path(ns.output_dir).expanduser().absolute())
         return [NotebookJob(i, o, parameters) for i, o in zip(inputs, outputs, strict=True)]
@@ -330,6 +375,9 @@ def _options(ns: argparse.Namespace) -> RunOptions:
         allow_errors=ns.allow_errors,
         error_outputs_fail=ns.fail_on_error_output,
         default_timeout=default_timeout(),
+        start_timeout=ns.startup_timeout,
+        cwd=Path(ns.cwd).expanduser().absolute() if ns.cwd else None,
+        prepare_only=ns.prepare_only,
     )
 
 
@@ -372,7 +420,7 @@ async def _run(ns: argparse.Namespace, jobs: list[NotebookJob]) -> tuple[list[No
     results: list[NotebookResult] = []
     with _Stop() as stop, stop.scope:
         if len(jobs) == 1:
-            results = await run_notebooks(jobs, reporter=CellLines(), **options)
+            results = await run_notebooks(jobs, reporter=CellLines(log_output=ns.log_output), **options)
         else:
             results = await _run_many(ns, jobs, options)
     return results, time.monotonic() - started, stop.signal
@@ -402,7 +450,30 @@ def exec_cli(*args: str) -> int:
         setattr(ns, name, _restore(getattr(ns, name), verbatim))
     if ns.timeout is not None and ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if ns.startup_timeout <= 0:
+        parser.error("--startup-timeout must be a positive number of seconds")
+    if ns.cwd and not Path(ns.cwd).expanduser().is_dir():
+        parser.error(f"--cwd {ns.cwd}: no such folder")
     configure_logging(ns.log_level)
+    with tempfile.TemporaryDirectory(prefix="nbmcp-exec-") as scratch:
+        return _exec(parser, ns, Path(scratch))
+
+
+def _exec(parser: argparse.ArgumentParser, ns: argparse.Namespace, scratch: Path) -> int:
+    """The command, once its arguments are read; `scratch` holds a notebook read from stdin or bound for stdout."""
+    ns.recorded_as = (None, None)
+    if ns.paths == ["-"]:
+        # papermill's `-`: the notebook comes on stdin; it runs in the current folder, and goes to stdout
+        # unless -o says otherwise.
+        (scratch / "stdin.ipynb").write_bytes(sys.stdin.buffer.read())
+        ns.paths, ns.cwd = [str(scratch / "stdin.ipynb")], ns.cwd or os.getcwd()
+        ns.recorded_as = ("-", None)
+        if not ns.output and not ns.output_dir:
+            ns.output = "-"
+    to_stdout = ns.output == "-"
+    if to_stdout:
+        ns.output = str(scratch / "stdout.ipynb")
+        ns.recorded_as = (ns.recorded_as[0], "-")
     skip = Path(ns.output_dir).expanduser().absolute() if ns.output_dir else None
     inputs, problem = _find_notebooks(ns.paths, skip)
     if problem:
@@ -410,6 +481,14 @@ def exec_cli(*args: str) -> int:
         return ExitCode.USAGE
     if ns.output and len(inputs) > 1:
         parser.error(f"-o names one output file, but {len(inputs)} notebooks were given; use --output-dir DIR")
+    code = _exec_jobs(ns, inputs)
+    if to_stdout and Path(ns.output).exists():
+        sys.stdout.buffer.write(Path(ns.output).read_bytes())
+        sys.stdout.flush()
+    return code
+
+
+def _exec_jobs(ns: argparse.Namespace, inputs: list[Path]) -> int:
     started_at = datetime.now(timezone.utc)
     try:
         given = ns.parameters or ns.parameters_raw or ns.parameters_yaml or ns.parameters_file
@@ -425,6 +504,8 @@ def exec_cli(*args: str) -> int:
         )
         if parameters:
             _check_parameter_names(inputs, parameters, strict=ns.strict_parameters)
+            if ns.output:
+                ns.output = _templated(ns.output, parameters)
         if ns.kernel or ns.python:
             choose_kernel(kernel_name=ns.kernel, python=ns.python)  # a bad one fails once, before any run
         jobs = _make_jobs(ns, inputs, parameters)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import anyio
 
 from ..ci.batch import NotebookJob, NotebookResult
+from ..kernels.outputs import output_text
 from ..session.results import CellRef, Execution
 
 __all__ = [
@@ -80,10 +81,12 @@ def what_happened(result: NotebookResult) -> str:
 class CellLines:
     """The stderr lines of a single-notebook run: one per cell, plus a heartbeat while a cell runs long."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_output: bool = False) -> None:
         self.started = time.monotonic()
         self.current = ""
         self.next_heartbeat = 0.0
+        #: Each cell's output text follows its line (papermill's --log-output).
+        self.log_output = log_output
 
     async def notebook_started(self, job: NotebookJob) -> None:
         self.started = time.monotonic()
@@ -108,6 +111,10 @@ class CellLines:
         count = f", execution_count {res.execution_count}" if res.execution_count is not None else ""
         total = time.monotonic() - self.started
         say(f"{self.current} {status} in {res.elapsed:.2f} s{count} (elapsed {total:.1f} s)")
+        if self.log_output:
+            text = "".join(output_text(o) for o in res.outputs)
+            if text:
+                print(text.rstrip("\n"), file=sys.stderr, flush=True)
 
     async def notebook_finished(self, result: NotebookResult) -> None:
         pass
@@ -118,7 +125,9 @@ def report_one(result: NotebookResult) -> None:
     if result.problem is not None:
         say(f"error: {result.problem}")
         return
-    assert run is not None
+    if run is None:
+        say(f"prepared {shown(job.output)} (--prepare-only: no cell was run)")
+        return
     for note in run.notes:
         say(f"note: {note}")
     where = shown(job.output)

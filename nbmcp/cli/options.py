@@ -60,11 +60,12 @@ def command_parser(prog: str, description: str, epilog: str) -> argparse.Argumen
     )
 
 
-def add_kernel_options(p: argparse.ArgumentParser) -> None:
-    """--kernel NAME | --python PATH, shared by `nbmcp`, `nbmcp exec` and `nbmcp doctor`."""
+def add_kernel_options(p: argparse.ArgumentParser, *aliases: str) -> None:
+    """--kernel NAME | --python PATH, shared by `nbmcp`, `nbmcp exec` and `nbmcp doctor`; `aliases` of --kernel."""
     kernel = p.add_mutually_exclusive_group()
     kernel.add_argument(
         "--kernel",
+        *aliases,
         metavar="NAME",
         help="installed Jupyter kernel to run code with (see `jupyter kernelspec list`); default: a specific "
         "kernelspec named in the notebook if installed, else the project's .venv/venv (from the notebook's folder up "

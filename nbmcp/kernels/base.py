@@ -16,12 +16,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from nbformat import NotebookNode
 
 from ..errors import KernelStartError, NbmcpError, UsageError
 from .choice import KernelChoice
+from .frontend import CommSender
 from .outputs import OutputCollector
 
 __all__ = [
@@ -121,6 +123,10 @@ class Run(ABC):
                 return False
         return True
 
+    def comm_sender(self) -> CommSender | None:
+        """How comm messages reach the kernel during this run (an Output widget's outputs); None: they do not."""
+        return None
+
     @abstractmethod
     def death_note(self) -> str:
         """The note for an execution whose kernel died (and the log line that says so)."""
@@ -182,6 +188,8 @@ class Kernel(ABC):
 
     state: KernelState
     error: str | None
+    #: The kernel's `language_info` (its kernel_info reply) once it has started; None if unknown.
+    language_info: dict[str, Any] | None = None
 
     def __init__(self) -> None:
         self._exec_lock = asyncio.Lock()
@@ -232,6 +240,7 @@ class Kernel(ABC):
         """
         async with self._exec_lock:
             run = await self.begin_run(collector or OutputCollector())
+            run.collector.send_comm = run.comm_sender()
             try:
                 self.state = KernelState.BUSY
                 await run.send(code, store_history=store_history)

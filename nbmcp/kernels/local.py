@@ -43,6 +43,7 @@ from .base import (
     leave_failure_to_next_call,
 )
 from .choice import KernelChoice, ipykernel_python
+from .frontend import CommSender
 from .iopub import queue_every_message, send_every_message
 from .outputs import OutputCollector
 
@@ -237,6 +238,8 @@ class LocalKernel(Kernel):
             # No stdin channel: executions run with allow_stdin=False.
             inst.kc.start_channels(hb=False, stdin=False)
             await inst.kc.wait_for_ready(timeout=self.start_timeout)
+            # The notebook's metadata.language_info is refreshed from the kernel, as nbclient does.
+            language_info = await _language_info(inst.kc, timeout=self.start_timeout)
             if ipykernel_python(self.choice) is not None:
                 await send_every_message(inst.kc, timeout=self.start_timeout)
         except Exception as exc:
@@ -253,6 +256,7 @@ class LocalKernel(Kernel):
             await inst.close()
             raise
         if self._inst is inst:
+            self.language_info = language_info
             self.state = KernelState.IDLE
             logger.info("kernel %s ready in %.2f s", self.choice.describe(), time.monotonic() - started)
 
@@ -517,6 +521,16 @@ class _Run(Run):
                 return "error" if content.get("status") == "error" else "ok"
         return "error" if any(o.get("output_type") == "error" for o in collector.outputs) else "ok"
 
+    def comm_sender(self) -> CommSender | None:
+        kc = self.inst.kc
+
+        def send(content: dict[str, Any], parent: dict[str, Any]) -> None:
+            # On the shell channel, as a front end sends it; the kernel handles it after the running code.
+            if not self.inst.closed:
+                kc.shell_channel.send(kc.session.msg("comm_msg", content=content, parent=parent))
+
+        return send
+
     def death_note(self) -> str:
         logger.warning("the kernel died while running code")
         return DEATH_NOTE
@@ -545,6 +559,21 @@ class _Run(Run):
             # It ignored an interrupt: replace it in the background, as one more life-cycle step.
             with anyio.CancelScope(shield=True):
                 await kernel._replace_stuck(inst)
+
+
+async def _language_info(kc: Any, *, timeout: float) -> dict[str, Any] | None:
+    """The kernel's `language_info`, from its kernel_info reply (None if it gives none in time)."""
+    msg_id = kc.kernel_info()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = await kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.001))
+        except queue.Empty:
+            break
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            info = reply.get("content", {}).get("language_info")
+            return info if isinstance(info, dict) else None
+    return None
 
 
 def _stray_cancel(inst: _Instance) -> bool:

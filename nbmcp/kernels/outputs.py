@@ -2,9 +2,11 @@
 
 `OutputCollector` is fed the iopub messages of one execution and keeps the cell's outputs the way
 nbclient (`NotebookClient.process_message`) builds them: streams, display_data, execute_result,
-error, `clear_output(wait=...)`, `update_display_data` by display_id, and the execution count.
-Consecutive stream outputs of the same name are merged and carriage returns resolved, as nbclient's
-`coalesce_streams` and JupyterLab's saved files do, so a progress bar is one output, not thousands.
+error, `clear_output(wait=...)`, `update_display_data` by display_id, and the execution count; what
+lasts beyond one execution (display ids shown by earlier cells, widgets, Output-widget capture) is
+its `Frontend`'s (`nbmcp.kernels.frontend`). Consecutive stream outputs of the same name are merged
+and carriage returns resolved, as nbclient's `coalesce_streams` and JupyterLab's saved files do, so a
+progress bar is one output, not thousands.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 from typing import Any
 
 from nbformat import NotebookNode
+
+from .frontend import CommSender, Frontend, output_from_msg
 
 __all__ = ["OutputCollector", "joined_text", "normalize_stream_text", "output_text", "strip_ansi"]
 
@@ -75,44 +79,27 @@ def normalize_stream_text(text: str) -> str:
     return text
 
 
-def output_from_msg(msg: dict[str, Any]) -> NotebookNode:
-    """The nbformat output of an iopub message: `nbformat.v4.output_from_msg` without its validation.
-
-    nbformat validates every output against the JSON schema as it builds it (about 3 ms each): a cell
-    that calls display() ten thousand times spent more time there than in the kernel. The kernel's
-    messages already have the output's shape; notebooks are validated when they are read.
-    """
-    msg_type = msg["header"]["msg_type"]
-    content = msg["content"]
-    out = NotebookNode(output_type=msg_type)
-    if msg_type in ("execute_result", "display_data"):
-        out.metadata = content["metadata"]
-        out.data = content["data"]
-        if msg_type == "execute_result":
-            out.execution_count = content["execution_count"]
-    elif msg_type == "stream":
-        out.name = content["name"]
-        out.text = content["text"]
-    elif msg_type == "error":
-        out.ename = content["ename"]
-        out.evalue = content["evalue"]
-        out.traceback = content["traceback"]
-    else:
-        raise ValueError(f"not an output message: {msg_type!r}")
-    return out
-
-
 class OutputCollector:
-    """Builds one cell's outputs from the iopub messages of its execution."""
+    """Builds one cell's outputs from the iopub messages of its execution.
 
-    def __init__(self) -> None:
+    `frontend` is what lasts across executions (display ids, widgets; see `nbmcp.kernels.frontend`):
+    shared by the executions of one notebook, so an update of a display id reaches earlier cells and
+    widget state is saved; a collector given none has one of its own. `cell_id` names the cell run
+    (None for code run without one).
+    """
+
+    def __init__(self, frontend: Frontend | None = None, cell_id: str | None = None) -> None:
         self.outputs: list[NotebookNode] = []
         self.execution_count: int | None = None
         self.idle = False
         #: Bumped on every change, so a caller can tell whether there is anything new to save.
         self.version = 0
         self._clear_before_next_output = False
-        self._display_positions: dict[str, list[int]] = {}
+        self.frontend = frontend if frontend is not None else Frontend()
+        self.cell_id = cell_id
+        self.frontend.forget_cell(cell_id)
+        #: How comm messages reach the kernel (an Output widget's new outputs), set by the kernel's run.
+        self.send_comm: CommSender | None = None
 
     @property
     def last_line(self) -> str:
@@ -132,14 +119,19 @@ class OutputCollector:
         return ""
 
     def process(self, msg: dict[str, Any]) -> None:
-        """Apply one iopub message that belongs to this execution."""
+        """Apply one iopub message that belongs to this execution (nbclient's process_message)."""
         msg_type = msg["msg_type"]
         content = msg.get("content", {})
         transient = content.get("transient")
         display_id = transient.get("display_id") if transient else None
+        frontend = self.frontend
 
-        if display_id and msg_type in {"execute_result", "display_data", "update_display_data"}:
-            self._update_display(display_id, msg)
+        if (
+            display_id
+            and msg_type in {"execute_result", "display_data", "update_display_data"}
+            and frontend.update_display(display_id, msg, self.cell_id, self.outputs)
+        ):
+            self.version += 1
         if "execution_count" in content and content["execution_count"] is not None:
             self.execution_count = content["execution_count"]
             self.version += 1
@@ -148,12 +140,21 @@ class OutputCollector:
             if content.get("execution_state") == "idle":
                 self.idle = True
         elif msg_type == "clear_output":
-            if content.get("wait"):
+            hook = frontend.hook_for(msg)
+            if hook is not None:
+                hook.clear_output(msg, self.send_comm)
+            elif content.get("wait"):
                 self._clear_before_next_output = True
             else:
                 self._clear()
         elif msg_type in _OUTPUT_TYPES:
-            self._append(msg, display_id)
+            hook = frontend.hook_for(msg)
+            if hook is not None:
+                hook.output(msg, self.send_comm)
+            else:
+                self._append(msg, display_id)
+        elif msg_type.startswith("comm"):
+            frontend.handle_comm(msg)
 
     def finish(self) -> list[NotebookNode]:
         """The final outputs, with stream text normalized."""
@@ -166,7 +167,7 @@ class OutputCollector:
 
     def _clear(self) -> None:
         self.outputs = []
-        self._display_positions = {}
+        self.frontend.forget_cell(self.cell_id)
         self._clear_before_next_output = False
         self.version += 1
 
@@ -187,22 +188,6 @@ class OutputCollector:
             last["text"] += out.text
         else:
             if display_id:
-                self._display_positions.setdefault(display_id, []).append(len(self.outputs))
+                self.frontend.shown(display_id, self.cell_id, len(self.outputs))
             self.outputs.append(out)
-        self.version += 1
-
-    def _update_display(self, display_id: str, msg: dict[str, Any]) -> None:
-        positions = self._display_positions.get(display_id)
-        if not positions:
-            return
-        # output_from_msg only knows display_data; an update carries the same content.
-        msg = {**msg, "msg_type": "display_data", "header": {**msg.get("header", {}), "msg_type": "display_data"}}
-        try:
-            out = output_from_msg(msg)
-        except ValueError:
-            return
-        for pos in positions:
-            if pos < len(self.outputs):
-                self.outputs[pos]["data"] = out["data"]
-                self.outputs[pos]["metadata"] = out["metadata"]
         self.version += 1

@@ -24,6 +24,7 @@ __all__ = [
     "TRANSIENT_METADATA",
     "IncrementalWriter",
     "dumps_notebook",
+    "file_format_of",
     "mark_changed",
     "mark_unknown",
     "noting_changes",
@@ -72,6 +73,11 @@ def noting_changes(apply: Callable[[NotebookNode], T], nb: NotebookNode) -> tupl
     finally:
         _hints.changed = outer
     return result, said if isinstance(said, set) else None
+
+
+def file_format_of(nb: NotebookNode) -> tuple[int, bool]:
+    """The notebook's nbformat_minor and whether its cells have ids: what `IncrementalWriter.file_format` keeps."""
+    return int(nb.get("nbformat_minor", 0)), any("id" in cell for cell in nb.cells)
 
 
 def dumps_notebook(nb: NotebookNode) -> bytes:
@@ -182,6 +188,9 @@ class IncrementalWriter:
     MAX_RUNS = 256
 
     def __init__(self) -> None:
+        #: (nbformat_minor, cell ids kept) of the file as it was read, written back so, whatever the
+        #: notebook in memory became (ids given to follow its cells): None writes the notebook as it is.
+        self.file_format: tuple[int, bool] | None = None
         self.clear()
 
     def clear(self) -> None:
@@ -246,7 +255,17 @@ class IncrementalWriter:
             return self._encode(nb, changed)
         except Exception:
             self.clear()
-            return Chunks.of(dumps_notebook(nb))  # nbformat serializes what the fast encoder does not know, or raises
+            return Chunks.of(dumps_notebook(self._as_file(nb)))  # nbformat serializes what we cannot, or raises
+
+    def _as_file(self, nb: NotebookNode) -> NotebookNode:
+        """`nb` in the file's own format (see `file_format`): a copy of its top level and cells, if needed."""
+        if self.file_format is None:
+            return nb
+        minor, ids = self.file_format
+        copy = NotebookNode(nb, nbformat_minor=minor)
+        if not ids:
+            copy["cells"] = [NotebookNode({k: v for k, v in cell.items() if k != "id"}) for cell in nb.cells]
+        return copy
 
     def _encode(self, nb: NotebookNode, changed_ids: Collection[int] | None) -> Chunks:
         cells = list(nb.cells)
@@ -277,12 +296,16 @@ class IncrementalWriter:
         else:
             changed = list(itertools.compress(itertools.count(), map(operator.ne, copies, cells)))  # in C
         self.encoded_bytes = 0
+        drop_id = self.file_format is not None and not self.file_format[1]
         for i in changed:
             copies[i] = _copy_containers(cells[i])
-            bufs[i] = _encode(_cell_for_disk(cells[i]), _CELL_NEWLINE).encode("utf-8")
+            disk = _cell_for_disk(cells[i])
+            if drop_id:  # the file keeps its cells without ids (`file_format`)
+                disk.pop("id", None)
+            bufs[i] = _encode(disk, _CELL_NEWLINE).encode("utf-8")
             starts[i], lengths[i] = 0, len(bufs[i])
             self.encoded_bytes += lengths[i]
-        head, tail = _frame(nb)
+        head, tail = _frame(nb, self.file_format[0] if self.file_format is not None else None)
         self._cells, self._copies = cells, copies
         if not cells:
             self._bufs, self._starts, self._lengths, self._bounds = [], [], [], []
@@ -318,9 +341,14 @@ class IncrementalWriter:
         return chunks
 
 
-def _frame(nb: NotebookNode) -> tuple[bytes, bytes]:
-    """The file's bytes before and after the cells list, as `_encode` writes the top level (sorted keys)."""
+def _frame(nb: NotebookNode, minor: int | None = None) -> tuple[bytes, bytes]:
+    """The file's bytes before and after the cells list, as `_encode` writes the top level (sorted keys).
+
+    `minor`: the nbformat_minor written instead of the notebook's own (`IncrementalWriter.file_format`).
+    """
     top = dict(nb)
+    if minor is not None:
+        top["nbformat_minor"] = minor
     top["metadata"] = {k: v for k, v in nb.metadata.items() if k not in TRANSIENT_METADATA}
     del top["cells"]
     if not all(isinstance(k, str) for k in top):

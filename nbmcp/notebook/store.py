@@ -39,7 +39,7 @@ from nbformat import NotebookNode
 from ..errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
 from .atomic import TEMP_MARKER, file_mode, write_atomic
 from .chunks import Chunks
-from .encoder import IncrementalWriter, noting_changes
+from .encoder import IncrementalWriter, file_format_of, noting_changes
 from .fingerprint import Fingerprint
 from .memory import release_free_memory
 from .reader import parse_notebook
@@ -162,8 +162,11 @@ class CachedStore:
 class LocalStore(CachedStore):
     """A notebook file on the local disk, with cross-process locking and atomic writes."""
 
-    def __init__(self, path: Path | str, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    def __init__(self, path: Path | str, *, lock_timeout: float = LOCK_TIMEOUT, keep_format: bool = False) -> None:
         self.path = Path(path).absolute()
+        #: Write the file back in the format it was read in (its nbformat_minor, cells without ids if it had
+        #: none), whatever the notebook in memory became: a headless run adds no git noise (issue 26).
+        self.keep_format = keep_format
         self.lock_timeout = lock_timeout
         self._lock = _lock_for(self.path.resolve(), lock_timeout)
         self._mutex = threading.RLock()
@@ -285,15 +288,18 @@ class LocalStore(CachedStore):
             f"{self.path} kept changing on disk during {EDIT_ATTEMPTS} attempts to save; nothing was written"
         )
 
-    def replace(self, nb: NotebookNode) -> None:
+    def replace(self, nb: NotebookNode, *, file_format: tuple[int, bool] | None = None) -> None:
         """Write `nb` as the whole file, atomically under the lock, whatever the file held (or if none).
 
         For a file nbmcp produces from another (`nbmcp exec -o OUT`): an old OUT, even one that no
-        longer parses, is simply replaced, as papermill replaces its output notebook.
+        longer parses, is simply replaced, as papermill replaces its output notebook. `file_format`
+        (`file_format_of` the notebook it came from): written in that format.
         """
         if not self.path.parent.is_dir():
             raise NotebookWriteError(f"cannot create {self.path}: folder {self.path.parent} does not exist")
         with self._locked():
+            self._writer.clear()
+            self._writer.file_format = file_format
             self._write(nb)
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
@@ -407,6 +413,8 @@ class LocalStore(CachedStore):
             if self._nb is not None:
                 logger.info("%s changed on disk; reloaded", self.path)
             self._nb = nb
+            if self.keep_format:
+                self._writer.file_format = file_format_of(nb)
             self._writer.seed(nb, data)
             self._remember(st, Chunks.of(data), seen_at)
             return nb

@@ -311,19 +311,35 @@ class Document:
         return cleared
 
     async def write_outputs(
-        self, cell_id: str, outputs: list[NotebookNode], count: int | None, *, hint: int | None = None
+        self,
+        cell_id: str,
+        outputs: list[NotebookNode],
+        count: int | None,
+        *,
+        hint: int | None = None,
+        also: Callable[[NotebookNode], bool] | None = None,
     ) -> int | None:
-        """Save outputs into the cell with `cell_id` (last seen at `hint`); its index, or None if it is gone."""
+        """Save outputs into the cell with `cell_id` (last seen at `hint`); its index, or None if it is gone.
 
-        def apply(nb: NotebookNode) -> int:
-            i = find_id(nb, cell_id, hint)
+        `also` makes more changes in the same write (other cells' display updates, the notebook's
+        metadata) and says whether it changed anything: those are saved even if the cell is gone.
+        """
+
+        def apply(nb: NotebookNode) -> int | None:
+            changed = also(nb) if also is not None else False
+            try:
+                i = find_id(nb, cell_id, hint)
+            except CellNotFoundError:
+                if changed:
+                    return None
+                raise
             mark_changed(nb.cells[i])
             nb.cells[i]["outputs"] = outputs
             nb.cells[i]["execution_count"] = count
             return i
 
         try:
-            index: int = await self.edit(apply)
+            index: int | None = await self.edit(apply)
         except CellNotFoundError:
             return None
         return index

@@ -25,6 +25,7 @@ from ..kernels.base import INTERRUPT_GRACE, ExecutionResult, Kernel, KernelState
 from ..kernels.outputs import OutputCollector
 from .cells import cell_source, check_index, locate
 from .document import Document
+from .frontend import SavedFrontend
 from .results import CANCELLED_NOTE, BackgroundExecution, CellRef, Execution, ProgressCallback, cancelled_output
 
 __all__ = ["DEFAULT_MAX_WAIT", "KEPT_EXECUTIONS", "WRITEBACK_INTERVAL", "Executions"]
@@ -55,6 +56,8 @@ class Executions:
         self._foreground: tuple[str, float] | None = None
         #: Who cancelled, in the line a cancelled cell keeps (a headless run: a signal, not an MCP client).
         self.cancelled_by = CANCELLED_NOTE
+        #: Display ids, widget state and Output widgets across this notebook's executions (issue 26).
+        self.frontend = SavedFrontend()
 
     async def cancel_all(self) -> None:
         """Cancel the background executions still running (each interrupts the kernel, saves nothing more)."""
@@ -144,11 +147,13 @@ class Executions:
                 saved_version, last_save = collector.version, now
                 # Partial outputs: a person watching the notebook sees progress as it happens.
                 outputs = [NotebookNode(dict(o)) for o in collector.outputs]
-                await self.document.write_outputs(run_id, outputs, collector.execution_count, hint=i)
+                await self.document.write_outputs(
+                    run_id, outputs, collector.execution_count, hint=i, also=self.frontend.changes(self.kernel)
+                )
             if on_progress is not None:
                 await on_progress(elapsed, collector.last_line)
 
-        collector = OutputCollector()
+        collector = OutputCollector(self.frontend, run_id)
         started = time.monotonic()
         # The live view shows the running cell and its outputs as they arrive (issue 22).
         self.document.activity.cell_started(run_id, collector)
@@ -168,7 +173,9 @@ class Executions:
             raise
         finally:
             self.document.activity.cell_finished(run_id)
-        final_index = await self.document.write_outputs(run_id, result.outputs, result.execution_count, hint=i)
+        final_index = await self.document.write_outputs(
+            run_id, result.outputs, result.execution_count, hint=i, also=self.frontend.changes(self.kernel)
+        )
         execution = Execution(CellRef(final_index if final_index is not None else i, run_id, "code"), result)
         if final_index is None:
             execution.saved = False
@@ -218,6 +225,7 @@ class Executions:
             on_progress=hook if on_progress or on_collector else None,
             progress_every=progress_every,
             store_history=False,
+            collector=OutputCollector(self.frontend),
         )
 
     # -- executions that outlive the call (issue 15) ----------------------------------------------

@@ -111,6 +111,8 @@ async def run_all(
             if headless:
                 await _clear(executions, [cell_id for cell_id, _ in plan[k:]])
             break
+        # What the last cells left for other cells or the metadata (language_info when no cell ran).
+        await executions.frontend.save(executions.document, executions.kernel)
         run.elapsed = time.monotonic() - started
         return run
 

@@ -30,7 +30,7 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import NoSuchKernelError
-from ..kernels.base import DEFAULT_TIMEOUT, Kernel, MissingKernel, NoKernel
+from ..kernels.base import DEFAULT_TIMEOUT, KERNEL_START_TIMEOUT, Kernel, MissingKernel, NoKernel
 from ..kernels.choice import KernelChoice, choose_kernel, has_ipykernel
 from ..kernels.local import LocalKernel
 from ..notebook.store import LocalStore, NotebookStore
@@ -117,10 +117,12 @@ class NotebookSession:
         cwd: Path | str | None = None,
         read_only: bool = False,
         headless: bool = False,
+        start_timeout: float = KERNEL_START_TIMEOUT,
     ) -> None:
         self.path = Path(path).absolute()
         #: A headless run (`nbmcp exec`, `Notebook.run`), as papermill's and nbclient's: the kernelspec the
-        #: notebook names must be installed (else NoSuchKernelError), and IPython's history stays in memory.
+        #: notebook names must be installed (else NoSuchKernelError), IPython's history stays in memory, and
+        #: the file is written back in its own format (no cell ids or nbformat_minor added).
         self.headless = headless
         # The kernel's working folder, and where a .venv is looked for: the notebook's own folder,
         # unless the file run is a copy elsewhere (`nbmcp exec -o`), whose code expects the original's.
@@ -128,9 +130,10 @@ class NotebookSession:
         self._kernel_name = kernel_name
         self._python = python
         self._kernel_factory = kernel_factory
+        self._start_timeout = start_timeout
         #: --read-only: no kernel starts and no program is run, not even to choose one (issue 12).
         self.read_only = read_only
-        self.document = Document(store or LocalStore(self.path))
+        self.document = Document(store or LocalStore(self.path, keep_format=headless))
         self.changes = History(self.document, self.path)
         self.runner = Executions(self.document, self.path, timeout)
         if headless:
@@ -191,7 +194,13 @@ class NotebookSession:
             # The server still serves the notebook (reading, editing); each execution answers with this.
             logger.error("%s", exc)
             return MissingKernel(exc.name, str(exc))
-        return LocalKernel(choice, self.cwd, chooser=self._choose_kernel, history_in_memory=self.headless)
+        return LocalKernel(
+            choice,
+            self.cwd,
+            start_timeout=self._start_timeout,
+            chooser=self._choose_kernel,
+            history_in_memory=self.headless,
+        )
 
     async def _choose_kernel(self, nb: NotebookNode | None = None) -> KernelChoice:
         """The local kernel for the notebook as it is now (chosen again at each restart)."""
