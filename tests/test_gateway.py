@@ -126,6 +126,26 @@ async def test_a_local_notebook_runs_on_gateway_kernels_twice_in_a_row_and_none_
     assert [c.source for c in nbformat.read(nb, as_version=4).cells] == [ENV_CELL, ENV_CELL]
 
 
+async def test_two_projects_with_notebooks_of_the_same_name_each_get_their_own_kernel(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    # Sessions matched on the file name once sent the second project to the first one's session (HTTP 500).
+    options = {"gateway_url": gateway.url, "timeout": 60, "structured_output": True}
+    notebooks = [tmp_path / project / "analysis.ipynb" for project in ("sales", "churn")]
+    for nb in notebooks:
+        nb.parent.mkdir()
+    async with (
+        Client(build_server(settings_from_env({}, path=str(notebooks[0]), **options))) as a,
+        Client(build_server(settings_from_env({}, path=str(notebooks[1]), **options))) as b,
+    ):
+        answers = [await c.call_tool("append_execute_code_cell", {"cell_source": ENV_CELL}) for c in (a, b)]
+        infos = [(await c.call_tool("get_notebook_info", {})).structured_content for c in (a, b)]
+    dirs = [json.loads(text_of(r).strip().splitlines()[-1])["KERNEL_WORKING_DIR"] for r in answers]
+    assert dirs == [str(nb.parent) for nb in notebooks]
+    kernels = [kernel_id_of(info) for info in infos if info is not None]
+    assert len(set(kernels)) == 2 and not any(gateway.kernel_exists(k) for k in kernels)
+
+
 @pytest.mark.timeout(120)
 async def test_the_kernel_is_deleted_when_the_nbmcp_process_exits(gateway: Gateway, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"}
