@@ -244,19 +244,25 @@ async def test_the_seed_variables_with_a_gateway_use_its_kernels_api_alone(gatew
         assert info is not None
         kernel_id = kernel_id_of(info)
     assert not gateway.kernel_exists(kernel_id)
-    # Without START_NEW_RUNTIME nbmcp would look for the notebook's session, which a gateway refuses.
-    async with Client(build_server(settings_from_env({"RUNTIME_URL": gateway.url}, path=nb))) as c:
-        r = await c.call_tool("execute_code", {"code": "1"})
-    assert r.is_error and "refuses the sessions API" in text_of(r) and "--gateway" in text_of(r), text_of(r)
+    # Without START_NEW_RUNTIME: the gateway refuses the sessions API, which tells nbmcp what it is.
+    settings = settings_from_env({"RUNTIME_URL": gateway.url}, path=nb, timeout=60, structured_output=True)
+    async with Client(build_server(settings)) as c:
+        r = await c.call_tool("execute_code", {"code": "print(6 * 7)"})
+        assert not r.is_error and "42" in text_of(r), text_of(r)
+        info = (await c.call_tool("get_notebook_info", {})).structured_content
+        assert info is not None
+        kernel_id = kernel_id_of(info)
+        assert gateway.kernel_exists(kernel_id)
+    assert not gateway.kernel_exists(kernel_id)
 
 
 def test_doctor_checks_the_seed_variables_pointing_at_a_gateway(
     gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RUNTIME_URL", gateway.url)
-    assert doctor_cli(str(tmp_path / "a.ipynb")) == 1
+    assert doctor_cli(str(tmp_path / "a.ipynb")) == 0
     out = capsys.readouterr().out
-    assert "[FAIL] kernels API" in out and "--gateway URL" in out and "/api/status" not in out, out
+    assert "[ ok ] kernels API" in out and "a kernel of its own there" in out and "/api/status" not in out, out
     monkeypatch.setenv("START_NEW_RUNTIME", "true")
     assert doctor_cli(str(tmp_path / "a.ipynb")) == 0
     out = capsys.readouterr().out

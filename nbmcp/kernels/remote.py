@@ -274,10 +274,14 @@ class RemoteKernel(Kernel):
             return self.kernel_id
         listed = await self._sessions()
         if listed is None and self._wanted_id is None and not self._start_new:
-            raise KernelStartError(
-                f"{self.server.url} refuses the sessions API, as a Kernel or Enterprise Gateway does by default: "
-                "use --gateway URL (or START_NEW_RUNTIME=true) to run code on a kernel of nbmcp's own there"
+            # A Kernel or Enterprise Gateway on its default settings: no sessions, so no notebook session
+            # to find. Its kernels API alone serves, as with START_NEW_RUNTIME=true (or --gateway).
+            logger.info(
+                "%s refuses the sessions API, as a Kernel or Enterprise Gateway does by default: nbmcp starts a "
+                "kernel of its own there, deleted when it exits (--gateway URL says so outright)",
+                self.server.url,
             )
+            self._start_new = True
         # Older servers and gateways put the path under "notebook".
         mine = [
             s

@@ -160,12 +160,8 @@ def _check_kernels_api(settings: Settings, server: JupyterServer, http: httpx2.C
     detail = f"kernelspecs: {', '.join(names) or 'none'} (default {body.get('default')}); "
     detail += "running kernels not listed (a gateway?)" if unlisted else f"{len(running)} running"
     if unlisted and not settings.runtime_id and not settings.start_new_runtime:
-        return Check(
-            "kernels API",
-            Verdict.FAIL,
-            f"{detail}; the notebook's session cannot be found on a server that refuses the sessions API",
-            "use --gateway URL instead of RUNTIME_URL, or set START_NEW_RUNTIME=true",
-        )
+        # No sessions there: nbmcp starts a kernel of its own on it, as with START_NEW_RUNTIME=true.
+        detail += "; no sessions API, so nbmcp will start a kernel of its own there (deleted on exit)"
     if settings.runtime_id and not unlisted and not any(k.get("id") == settings.runtime_id for k in running):
         return Check(
             "kernels API",
