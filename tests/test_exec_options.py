@@ -48,7 +48,19 @@ def _notebook(path: Path, *sources: str) -> Path:
 #: What each run below passes: the spellings the README lists must all be among them.
 PAPERMILL = ["-k", "python3", "--execution-timeout", "30", "--start-timeout", "30", "--cwd", "--log-output"]
 JUPYTER_EXECUTE = ["--kernel_name=python3", "--timeout=30", "--startup_timeout=30", "--inplace", "--allow-errors"]
-PREPARE = ["--prepare-only", "--kernel", "python3", "--startup-timeout", "5"]
+#: base64 of the YAML mapping `count: 3` (papermill's -b).
+B64 = "Y291bnQ6IDM="
+PREPARE = [
+    "--prepare-only",
+    "--kernel",
+    "python3",
+    "--startup-timeout",
+    "5",
+    "--report-mode",
+    "--inject-paths",
+    "-b",
+    B64,
+]
 NBMAKE = ["--nbmake-kernel", "python3", "--nbmake-timeout", "30"]
 
 
@@ -90,13 +102,29 @@ def test_jupyter_execute_spellings(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_papermill_prepare_only_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--prepare-only, with -b, --inject-paths and --report-mode: the same notebook as papermill's."""
     source = _notebook(tmp_path / "work" / "nb.ipynb", "print(name)")
     out = tmp_path / "prepared.ipynb"
     assert cli("exec", str(source), *PREPARE, "-p", "name", "x", "-o", str(out)) == ExitCode.OK
     nb = nbformat.read(out, as_version=4)
-    assert nb.cells[1].source == '# Parameters\nname = "x"\n'
+    assert nb.cells[1].source.startswith("# Parameters\n") and 'name = "x"\n' in nb.cells[1].source
     assert all(c.execution_count is None and not c.outputs for c in nb.cells)
     assert "--prepare-only" in capsys.readouterr().err
+    theirs = tmp_path / "papermill.ipynb"
+    papermill = [sys.executable, "-m", "papermill", str(source), str(out), "-p", "name", "x", "-b", B64]
+    papermill += ["--inject-paths", "--report-mode", "--prepare-only", "-k", "python3"]
+    done = subprocess.run(papermill, capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    pm = nbformat.read(out, as_version=4)  # papermill wrote the same output path (its paths are injected)
+    out.rename(theirs)
+    assert cli("exec", str(source), *PREPARE, "-p", "name", "x", "-o", str(out)) == ExitCode.OK
+    ours = nbformat.read(out, as_version=4)
+    assert ours.cells[1].source == pm.cells[1].source  # count, the paths, name: papermill's order and format
+    assert "PAPERMILL_INPUT_PATH" in ours.cells[1].source and "count = 3" in ours.cells[1].source
+    hidden = [c.metadata.get("jupyter", {}).get("source_hidden") for c in ours.cells if c.cell_type == "code"]
+    assert hidden == [c.metadata.get("jupyter", {}).get("source_hidden") for c in pm.cells if c.cell_type == "code"]
+    assert hidden == [True] * 3
+    assert ours.metadata.papermill["parameters"] == pm.metadata.papermill["parameters"]
 
 
 def test_stdin_to_stdout_with_nbmake_spellings(tmp_path: Path) -> None:

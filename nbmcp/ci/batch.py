@@ -61,6 +61,10 @@ class NotebookJob:
     """None: no parameters cell is injected. A dict (even empty): a papermill-style run."""
     recorded_as: tuple[str | None, str | None] = (None, None)
     """The input and output paths metadata.papermill records, when not the files' (`-`: stdin, stdout)."""
+    inject_paths: tuple[bool, bool] = (False, False)
+    """Add the input's and the output's paths as PAPERMILL_INPUT_PATH, PAPERMILL_OUTPUT_PATH (papermill's)."""
+    report_mode: bool = False
+    """Hide the code cells' input (`metadata.jupyter.source_hidden`), as papermill's --report-mode."""
 
     @property
     def in_place(self) -> bool:
@@ -151,6 +155,11 @@ def _common_folder(folders: Sequence[Path]) -> str:
     return os.path.commonpath([str(f) for f in folders])
 
 
+def _recorded_paths(job: NotebookJob) -> tuple[str, str]:
+    """The input and output paths as papermill records and injects them."""
+    return job.recorded_as[0] or _as_given(job.input), job.recorded_as[1] or _as_given(job.output)
+
+
 def _as_given(path: Path) -> str:
     """A path as papermill records it (as typed): relative to the current folder when under it."""
     try:
@@ -234,9 +243,19 @@ def prepare(job: NotebookJob, started: str) -> Any:
 def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
     # Cells are followed by id; a 4.4 notebook gets them in memory only (the store writes it back as 4.4).
     ensure_ids(nb)
-    if job.parameters:
+    parameters = job.parameters
+    if parameters is not None and any(job.inject_paths):
+        # papermill's order: the paths first, so that a parameter given by name overrides them.
+        names = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
+        paths = zip(names, job.inject_paths, _recorded_paths(job), strict=True)
+        parameters = {name: path for name, wanted, path in paths if wanted} | parameters
+    if parameters:
         # papermill injects a cell only when there are parameters; an empty set is still recorded.
-        inject_parameters(nb, job.parameters)
+        inject_parameters(nb, parameters)
+    if job.report_mode:
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     if job.records_metadata:
         from .. import __version__
 
@@ -245,9 +264,9 @@ def _prepare_notebook(nb: NotebookNode, job: NotebookJob, started: str) -> None:
             "default_parameters": {},
             "environment_variables": {},
             "version": __version__,
-            "parameters": dict(job.parameters or {}),
-            "input_path": job.recorded_as[0] or _as_given(job.input),
-            "output_path": job.recorded_as[1] or _as_given(job.output),
+            "parameters": dict(parameters or {}),
+            "input_path": _recorded_paths(job)[0],
+            "output_path": _recorded_paths(job)[1],
             "start_time": started,
             "end_time": None,
             "duration": None,

@@ -13,6 +13,8 @@ unformatted text (papermill's own text without Black). And only Python kernels a
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -103,6 +105,7 @@ def read_parameters_file(path: Path | str) -> dict[str, Any]:
 
 def merge_parameters(
     *,
+    base64_texts: Iterable[str] = (),
     files: Iterable[str] = (),
     yaml_texts: Iterable[str] = (),
     values: Iterable[tuple[str, str]] = (),
@@ -110,10 +113,16 @@ def merge_parameters(
 ) -> dict[str, Any]:
     """All parameters of one command line, later sources overriding earlier ones in papermill's order.
 
-    papermill applies its options by kind, whatever their order on the command line: files (-f),
-    then YAML strings (-y), then -p values (typed), then -r values (raw strings).
+    papermill applies its options by kind, whatever their order on the command line: base64-encoded
+    YAML (-b), files (-f), then YAML strings (-y), then -p values (typed), then -r values (raw strings).
     """
     merged: dict[str, Any] = {}
+    for encoded in base64_texts:
+        try:
+            text = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise UsageError(f"-b {encoded[:40]!r}: not base64-encoded UTF-8 YAML ({exc})") from None
+        merged.update(load_yaml(text, origin="-b"))
     for path in files:
         merged.update(read_parameters_file(path))
     for text in yaml_texts:

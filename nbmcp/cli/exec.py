@@ -185,6 +185,22 @@ def _parser() -> argparse.ArgumentParser:
         help="parameters from a YAML or JSON file",
     )
     params.add_argument(
+        "-b",
+        "--parameters-base64",
+        "--parameters_base64",
+        action="append",
+        default=[],
+        metavar="BASE64",
+        help="parameters as a base64-encoded YAML mapping",
+    )
+    params.add_argument(
+        "--inject-input-path", action="store_true", help="add the input's path as the parameter PAPERMILL_INPUT_PATH"
+    )
+    params.add_argument(
+        "--inject-output-path", action="store_true", help="add the output's path as the parameter PAPERMILL_OUTPUT_PATH"
+    )
+    params.add_argument("--inject-paths", action="store_true", help="both of the above")
+    params.add_argument(
         "--strict-parameters",
         action="store_true",
         help="a parameter that the notebook's `parameters` cell does not define is an error (exit 2), not a warning",
@@ -249,6 +265,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--prepare_only",
         action="store_true",
         help="write the notebook with its parameters and metadata, and run nothing (papermill's)",
+    )
+    p.add_argument(
+        "--report-mode",
+        "--report_mode",
+        action="store_true",
+        help="hide the code cells' input in the written notebook (papermill's)",
     )
     p.add_argument(
         "--log-output", "--log_output", action="store_true", help="show each cell's output text on stderr after it"
@@ -362,11 +384,17 @@ def _templated(path: str, parameters: dict[str, Any]) -> str:
 
 def _make_jobs(ns: argparse.Namespace, inputs: list[Path], parameters: dict[str, Any] | None) -> list[NotebookJob]:
     if ns.output:
-        return [NotebookJob(inputs[0], Path(ns.output).expanduser().absolute(), parameters, ns.recorded_as)]
-    if ns.output_dir:
+        outputs = [Path(ns.output).expanduser().absolute()]
+    elif ns.output_dir:
         outputs = output_paths(inputs, Path(ns.output_dir).expanduser().absolute())
-        return [NotebookJob(i, o, parameters) for i, o in zip(inputs, outputs, strict=True)]
-    return [NotebookJob(i, i, parameters) for i in inputs]
+    else:
+        outputs = inputs
+    recorded = ns.recorded_as if ns.output else (None, None)
+    inject = (ns.inject_paths or ns.inject_input_path, ns.inject_paths or ns.inject_output_path)
+    return [
+        NotebookJob(i, o, parameters, recorded, inject_paths=inject, report_mode=ns.report_mode)
+        for i, o in zip(inputs, outputs, strict=True)
+    ]
 
 
 def _options(ns: argparse.Namespace) -> RunOptions:
@@ -446,7 +474,7 @@ def exec_cli(*args: str) -> int:
     parser = _parser()
     protected, verbatim = _protect_values(args)
     ns = parser.parse_args(protected)
-    for name in ("parameters", "parameters_raw", "parameters_yaml", "parameters_file"):
+    for name in ("parameters", "parameters_raw", "parameters_yaml", "parameters_file", "parameters_base64"):
         setattr(ns, name, _restore(getattr(ns, name), verbatim))
     if ns.timeout is not None and ns.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
@@ -491,9 +519,11 @@ def _exec(parser: argparse.ArgumentParser, ns: argparse.Namespace, scratch: Path
 def _exec_jobs(ns: argparse.Namespace, inputs: list[Path]) -> int:
     started_at = datetime.now(timezone.utc)
     try:
-        given = ns.parameters or ns.parameters_raw or ns.parameters_yaml or ns.parameters_file
+        given = ns.parameters or ns.parameters_raw or ns.parameters_yaml or ns.parameters_file or ns.parameters_base64
+        given = given or ns.inject_paths or ns.inject_input_path or ns.inject_output_path
         parameters = (
             merge_parameters(
+                base64_texts=ns.parameters_base64,
                 files=ns.parameters_file,
                 yaml_texts=ns.parameters_yaml,
                 values=[tuple(v) for v in ns.parameters],
