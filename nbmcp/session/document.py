@@ -344,6 +344,30 @@ class Document:
             return None
         return index
 
+    async def write_many_outputs(
+        self,
+        outputs: list[tuple[str, list[NotebookNode], int | None]],
+        *,
+        also: Callable[[NotebookNode], bool] | None = None,
+    ) -> None:
+        """Save the outputs of several cells (by id, `(cell_id, outputs, count)`) in one write.
+
+        A headless run's cells, saved together: a cell deleted meanwhile is skipped.
+        """
+
+        def apply(nb: NotebookNode) -> None:
+            where = {cell.get("id"): cell for cell in nb.cells}
+            for cell_id, cell_outputs, count in outputs:
+                cell = where.get(cell_id)
+                if cell is not None:
+                    mark_changed(cell)
+                    cell["outputs"] = cell_outputs
+                    cell["execution_count"] = count
+            if also is not None:
+                also(nb)  # after the outputs: display updates may change the ones just written
+
+        await self.edit(apply)
+
     async def index_of(self, cell_id: str) -> int | None:
         """Where the cell with `cell_id` is now, or None if it is gone."""
         try:

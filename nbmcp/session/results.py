@@ -109,6 +109,8 @@ class RunAll:
     notes: list[str] = field(default_factory=list)
     exited: Execution | None = None
     """The cell that ended a headless run early with `sys.exit(0)` (a success, as papermill has it)."""
+    stopped_after: int | None = None
+    """In a headless run stopped early: how many planned cells were reached (the rest are cleared)."""
 
     @property
     def ok(self) -> bool:

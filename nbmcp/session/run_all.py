@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellNotFoundError
 from ..notebook.encoder import mark_changed
 from .cells import RAISES_TAG, check_range, ensure_ids, runnable
-from .executions import Executions
+from .executions import HEADLESS_SAVE_INTERVAL, Executions
 from .results import AfterCell, BeforeCell, CellRef, Execution, ProgressCallback, RunAll, cell_name
 
 __all__ = ["clean_exit", "run_all"]
@@ -77,44 +78,91 @@ async def run_all(
             if runnable(nb.cells[i])
         ]
         run = RunAll([], len(plan), 0.0)
-        for k, (cell_id, may_raise) in enumerate(plan, 1):
-            if before_cell is not None:
-                index = await executions.document.index_of(cell_id)
-                if index is not None:
-                    await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
-            try:
-                # By id: the callback (or a person) may have moved it since the plan was made.
-                i, code, run_id = await executions.prepare_cell(None, cell_id)
-                execution = await executions.run_cell(i, code, run_id, timeout, on_progress, progress_every)
-            except CellNotFoundError:
-                run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
-                continue
-            if error_outputs_fail and _shows_error(execution):
-                execution.result.status = "error"
-                note = "it shows an error output without raising (failed by --fail-on-error-output)"
-                execution.result.note = "; ".join(filter(None, [execution.result.note, note]))
-            run.executions.append(execution)
-            if execution.result.note and k == 1:
-                # What the kernel says of itself before the first cell (it is not the project's Python,
-                # it had died) would otherwise be lost in a run's answer, which lists cells, not notes.
-                run.notes.append(execution.result.note)
-            if after_cell is not None:
-                await after_cell(k, len(plan), execution)
-            status = execution.result.status
-            if headless and clean_exit(execution):
-                run.exited = execution
-                run.notes.append(f"{cell_name(execution.cell)} ended the run with {_exit_call(execution)}")
-            elif status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
-                continue
-            else:
-                run.failed = execution
-            if headless:
-                await _clear(executions, [cell_id for cell_id, _ in plan[k:]])
-            break
+        try:
+            await _run_plan(
+                executions,
+                plan,
+                run,
+                timeout,
+                stop_on_error,
+                before_cell,
+                after_cell,
+                on_progress,
+                progress_every,
+                headless,
+                error_outputs_fail,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                # A headless run saves its cells together: what it has not saved yet is saved now, however
+                # it ends (a signal, a failure), before the cells after a failure are cleared.
+                await executions.save_unsaved()
+        if run.stopped_after is not None:
+            await _clear(executions, [cell_id for cell_id, _ in plan[run.stopped_after :]])
         # What the last cells left for other cells or the metadata (language_info when no cell ran).
         await executions.frontend.save(executions.document, executions.kernel)
         run.elapsed = time.monotonic() - started
         return run
+
+
+async def _run_plan(
+    executions: Executions,
+    plan: list[tuple[str, bool]],
+    run: RunAll,
+    timeout: float | None,
+    stop_on_error: bool,
+    before_cell: BeforeCell | None,
+    after_cell: AfterCell | None,
+    on_progress: ProgressCallback | None,
+    progress_every: float,
+    headless: bool,
+    error_outputs_fail: bool,
+) -> None:
+    """The loop of `run_all`: each cell of `plan` in turn, until one stops the run.
+
+    A headless run leaves each cell's outputs unsaved and saves them together every
+    HEADLESS_SAVE_INTERVAL seconds (`run_all` saves the rest when the loop ends).
+    """
+    last_save = time.monotonic()
+    for k, (cell_id, may_raise) in enumerate(plan, 1):
+        if before_cell is not None:
+            index = await executions.document.index_of(cell_id)
+            if index is not None:
+                await before_cell(k, len(plan), CellRef(index, cell_id, "code"))
+        try:
+            # By id: the callback (or a person) may have moved it since the plan was made.
+            i, code, run_id = await executions.prepare_cell(None, cell_id)
+            execution = await executions.run_cell(
+                i, code, run_id, timeout, on_progress, progress_every, save=not headless
+            )
+        except CellNotFoundError:
+            run.notes.append(f"cell id {cell_id} was deleted before its turn; it was not run")
+            continue
+        if headless and time.monotonic() - last_save >= HEADLESS_SAVE_INTERVAL:
+            await executions.save_unsaved()
+            last_save = time.monotonic()
+        if error_outputs_fail and _shows_error(execution):
+            execution.result.status = "error"
+            note = "it shows an error output without raising (failed by --fail-on-error-output)"
+            execution.result.note = "; ".join(filter(None, [execution.result.note, note]))
+        run.executions.append(execution)
+        if execution.result.note and k == 1:
+            # What the kernel says of itself before the first cell (it is not the project's Python,
+            # it had died) would otherwise be lost in a run's answer, which lists cells, not notes.
+            run.notes.append(execution.result.note)
+        if after_cell is not None:
+            await after_cell(k, len(plan), execution)
+        status = execution.result.status
+        if headless and clean_exit(execution):
+            run.exited = execution
+            run.notes.append(f"{cell_name(execution.cell)} ended the run with {_exit_call(execution)}")
+        elif status == "ok" or (status == "error" and (may_raise or not stop_on_error)):
+            continue
+        else:
+            run.failed = execution
+        if headless:
+            run.stopped_after = k
+        break
 
 
 def _exit_call(execution: Execution) -> str:
