@@ -119,11 +119,7 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
                 notebook_kernel=nb.metadata.get("kernelspec", {}).get("name"),
                 notebook_dir=Path.cwd(),
             )
-            logger.info(
-                "notebook %s: kernel %s",
-                store.path if store else settings.path,
-                choice.describe(),
-            )
+            logger.info("notebook %s: kernel %s", store.path if store else settings.path, choice.describe())
             return LocalKernel(choice, Path.cwd())
 
         kernel_factory = local_kernel
@@ -141,13 +137,7 @@ def make_session(settings: Settings, local_store: LocalStore | None = None) -> N
 class NotebookHost:
     """The server-side state of one open notebook: its session, its watcher and who to tell of changes."""
 
-    def __init__(
-        self,
-        session: NotebookSession,
-        bus: InMemorySubscriptionBus,
-        *,
-        watch: bool = True,
-    ) -> None:
+    def __init__(self, session: NotebookSession, bus: InMemorySubscriptionBus, *, watch: bool = True) -> None:
         self.session = session
         self.watch = watch
         # A notebook on a Jupyter server is named by its Contents-API URL; a local one by its file URI.
@@ -424,10 +414,7 @@ class Workspace:
         return found, False
 
     async def health(self) -> dict[str, Any]:
-        return {
-            "root": str(self.root),
-            "notebooks": [await h.health() for h in list(self.hosts.values())],
-        }
+        return {"root": str(self.root), "notebooks": [await h.health() for h in list(self.hosts.values())]}
 
     def _register_resource(self, host: NotebookHost) -> None:
         if self._server is None:

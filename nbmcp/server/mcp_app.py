@@ -37,14 +37,7 @@ from mcp.server.apps import APP_MIME_TYPE, Apps, ResourceCsp, client_supports_ap
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resources import FunctionResource
-from mcp.types import (
-    CallToolResult,
-    ListResourcesResult,
-    ListToolsResult,
-    TextContent,
-    Tool,
-    ToolAnnotations,
-)
+from mcp.types import CallToolResult, ListResourcesResult, ListToolsResult, TextContent, Tool, ToolAnnotations
 from pydantic import Field
 
 from ..errors import NbmcpError
@@ -156,11 +149,7 @@ class _Views:
         return feed
 
     def view(
-        self,
-        session: NotebookSession,
-        known: set[str],
-        state: str | None,
-        ids: list[str] | None,
+        self, session: NotebookSession, known: set[str], state: str | None, ids: list[str] | None
     ) -> dict[str, Any]:
         """What the app shows (called in a worker thread: reading and rendering take a moment)."""
         feed = self.feed(session)
@@ -226,13 +215,11 @@ def notebook_app(get_session: SessionGetter, requested_notebook: ContextVar[str 
     async def view_notebook(
         ctx: Context,
         known: Annotated[
-            list[str] | None,
-            Field(description="Hashes of the cells the app has rendered already."),
+            list[str] | None, Field(description="Hashes of the cells the app has rendered already.")
         ] = None,
         state: Annotated[str | None, Field(description="The `state` of the app's last answer.")] = None,
         ids: Annotated[
-            list[str] | None,
-            Field(description="The ids of the cells the app shows (default: all cells)."),
+            list[str] | None, Field(description="The ids of the cells the app shows (default: all cells).")
         ] = None,
         notebook_path: str | None = None,
     ) -> CallToolResult:

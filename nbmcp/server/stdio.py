@@ -40,11 +40,8 @@ __all__ = [
     "STDIN_HANGUP_POLL",
     "LineReader",
     "StdinLines",
-    "cancel_on_signals",
-    "cancel_when_stdin_closes",
     "claimed_stdin",
     "drop_abandoned_probe",
-    "dup_stdin",
     "run_stdio",
     "serve_stdio",
 ]
@@ -154,10 +151,7 @@ def drop_abandoned_probe(reader: LineReader) -> list[bytes]:
     while (line := reader.readline(block=False)) and _method(line) != "initialize":
         following.append(line)
     if line:
-        return [
-            *following,
-            line,
-        ]  # the probe is dropped: its client moved on to the handshake
+        return [*following, line]  # the probe is dropped: its client moved on to the handshake
     return [first, *following]
 
 
@@ -201,7 +195,7 @@ async def run_stdio(server: MCPServer) -> None:
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
-async def cancel_on_signals(scope: anyio.CancelScope) -> None:
+async def _cancel_on_signals(scope: anyio.CancelScope) -> None:
     # SIGTERM would otherwise end Python without running the lifespan's clean-up: kernels would be
     # orphaned. Turn it (and SIGINT) into a cancellation that shuts the kernels down first.
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -215,7 +209,7 @@ async def cancel_on_signals(scope: anyio.CancelScope) -> None:
 STDIN_HANGUP_POLL = 0.2
 
 
-def dup_stdin() -> int | None:
+def _dup_stdin() -> int | None:
     if not hasattr(select, "poll"):
         return None  # Windows: the SDK's own end-of-file handling is all there is
     try:
@@ -224,7 +218,7 @@ def dup_stdin() -> int | None:
         return None
 
 
-async def cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
+async def _cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
     """Stop serving as soon as the client closes stdin, even with requests still unread in the pipe.
 
     The SDK reads stdin a line at a time and notices the end only after the last queued request, so
@@ -244,12 +238,12 @@ async def cancel_when_stdin_closes(fd: int, scope: anyio.CancelScope) -> None:
 async def serve_stdio(server: MCPServer, beside: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Serve over stdio, with `beside` running alongside, until the client leaves or a signal arrives."""
     # A duplicate of stdin, taken before the SDK claims fd 0, to watch for the client hanging up.
-    hangup_fd = dup_stdin()
+    hangup_fd = _dup_stdin()
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_on_signals, tg.cancel_scope)
+            tg.start_soon(_cancel_on_signals, tg.cancel_scope)
             if hangup_fd is not None:
-                tg.start_soon(cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
+                tg.start_soon(_cancel_when_stdin_closes, hangup_fd, tg.cancel_scope)
             tg.start_soon(beside)
             await run_stdio(server)
             tg.cancel_scope.cancel()
