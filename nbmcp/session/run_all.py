@@ -8,7 +8,6 @@ import anyio
 from nbformat import NotebookNode
 
 from ..errors import CellNotFoundError
-from ..notebook.encoder import mark_changed
 from .cells import RAISES_TAG, check_range, ensure_ids, runnable
 from .executions import HEADLESS_SAVE_INTERVAL, Executions
 from .results import AfterCell, BeforeCell, CellRef, Execution, ProgressCallback, RunAll, cell_name
@@ -54,9 +53,10 @@ async def run_all(
     The cells are chosen once, then followed by id, so cells inserted or moved meanwhile do not
     shift the run; a cell deleted before its turn is noted and skipped.
 
-    `headless` (`nbmcp exec`, as papermill): a clean SystemExit (`clean_exit`) ends the run early as a
-    success (`RunAll.exited`), and the cells that were to run after the cell that stopped the run get
-    their outputs and execution counts cleared, so none can be mistaken for this run's.
+    `headless` (`nbmcp exec`, as papermill): outputs are saved together, every HEADLESS_SAVE_INTERVAL
+    seconds and when the run ends; a clean SystemExit (`clean_exit`) ends the run early as a success
+    (`RunAll.exited`); and the cells that were to run after the cell that stopped the run get their
+    outputs and execution counts cleared, so none can be mistaken for this run's.
     `error_outputs_fail` (nbmake's rule): a cell that shows an error output without raising fails.
     """
     executions.require_kernel()
@@ -93,12 +93,13 @@ async def run_all(
                 error_outputs_fail,
             )
         finally:
+            if run.stopped_after is not None:
+                # The cells that were to run after the one that stopped it lose an older run's outputs.
+                executions.unsaved += [(cell_id, [], None) for cell_id, _ in plan[run.stopped_after :]]
             with anyio.CancelScope(shield=True):
-                # A headless run saves its cells together: what it has not saved yet is saved now, however
-                # it ends (a signal, a failure), before the cells after a failure are cleared.
+                # A headless run saves its cells together: what it has not saved yet is saved now, in one
+                # write, however it ends (a signal, a failure).
                 await executions.save_unsaved()
-        if run.stopped_after is not None:
-            await _clear(executions, [cell_id for cell_id, _ in plan[run.stopped_after :]])
         # What the last cells left for other cells or the metadata (language_info when no cell ran).
         await executions.frontend.save(executions.document, executions.kernel)
         run.elapsed = time.monotonic() - started
@@ -168,19 +169,3 @@ async def _run_plan(
 def _exit_call(execution: Execution) -> str:
     value = next(o.get("evalue") for o in execution.result.outputs if o.get("ename") == "SystemExit")
     return f"SystemExit({value})"
-
-
-async def _clear(executions: Executions, cell_ids: list[str]) -> None:
-    """Clear the outputs and counts of the cells that were to run (by id: they may have moved)."""
-    wanted = set(cell_ids)
-    if not wanted:
-        return
-
-    def apply(nb: NotebookNode) -> None:
-        for cell in nb.cells:
-            if cell.get("id") in wanted and (cell.get("outputs") or cell.get("execution_count") is not None):
-                mark_changed(cell)
-                cell["outputs"] = []
-                cell["execution_count"] = None
-
-    await executions.document.edit(apply)
