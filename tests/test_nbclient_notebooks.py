@@ -30,8 +30,6 @@ from nbclient import NotebookClient
 from .conftest import FILES, USER_DIR_VARS
 
 NBCLIENT_FILES = FILES / "nbclient"
-#: The checkout, where `tests` is importable (for nbclient's run in a process of its own).
-ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted(p.name for p in NBCLIENT_FILES.glob("*.ipynb"))
 #: Those issue 26 names: each must be here and match.
 REQUIRED = {"Clear Output.ipynb", "update-display-id.ipynb", "JupyterWidgets.ipynb", "Output.ipynb"}
@@ -131,39 +129,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, nbformat.N
         command = [sys.executable, "-m", "nbmcp", "exec", "--output-dir", str(out), "--jobs", "2"]
         command += ["--allow-errors", "--kernel", "python3", *(str(inputs / n) for n in NOTEBOOKS)]
         nbmcp = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # nbclient in a fresh process of its own: in a test worker that already ran kernels for other
-        # modules, Output.ipynb's widget cells sometimes waited for their replies until the timeout.
-        done = base / "nbclient"
-        done.mkdir()
-        nbclient = subprocess.Popen(
-            [sys.executable, "-c", NBCLIENT_SCRIPT, str(inputs), str(done)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
         try:
-            _, nbclient_err = nbclient.communicate(timeout=100)
+            reference = asyncio.run(_nbclient_runs(inputs))
             _, err = nbmcp.communicate(timeout=100)
         finally:
-            for proc in (nbclient, nbmcp):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-    assert nbclient.returncode == 0, nbclient_err
+            if nbmcp.poll() is None:
+                nbmcp.kill()
+                nbmcp.wait()
     assert nbmcp.returncode == 0, err
-    return {name: nbformat.read(done / name, as_version=4) for name in NOTEBOOKS}, out
-
-
-#: Runs `_nbclient_runs(IN)` and writes each notebook into OUT (argv: IN OUT), from the checkout's root.
-NBCLIENT_SCRIPT = """\
-import asyncio, sys
-from pathlib import Path
-import nbformat
-from tests.test_nbclient_notebooks import _nbclient_runs
-for name, nb in asyncio.run(_nbclient_runs(Path(sys.argv[1]))).items():
-    nbformat.write(nb, Path(sys.argv[2]) / name)
-"""
+    return reference, out
 
 
 def _model_ids(nb: nbformat.NotebookNode) -> list[str]:
