@@ -339,3 +339,20 @@ async def test_a_created_notebook_without_a_similar_name_is_said_alone(nb_path: 
     assert (
         text.splitlines()[-1] == f"Note: notebook.ipynb did not exist in {nb_path.parent}, so nbmcp created it (empty)"
     )
+
+
+async def test_two_servers_in_one_process_keep_their_own_notebook_and_limits(tmp_path: Path) -> None:
+    # Servers in one process share the tools' descriptions (made once) but each calls its own toolbox.
+    first, second = tmp_path / "work" / "first.ipynb", tmp_path / "work" / "second.ipynb"
+    async with (
+        Client(build_server(Settings(path=first, max_output_chars=1000, read_only=False))) as a,
+        Client(build_server(Settings(path=second, read_only=True))) as b,
+    ):
+        assert [t.name for t in (await a.list_tools()).tools] != [t.name for t in (await b.list_tools()).tools]
+        await call(a, "append_markdown_cell", cell_source="only in first")
+        refused = await b.call_tool("append_markdown_cell", {"cell_source": "not in second"})
+        assert refused.is_error and "read-only" in text_of(refused)
+        read = await call(a, "read_cell", cell_index=0, max_chars=5000)
+        assert "only in first" in text_of(read)
+    assert [c.source for c in read_nb(first).cells] == ["only in first"]
+    assert not second.exists() or read_nb(second).cells == []

@@ -35,7 +35,7 @@ from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
 from .stdio import serve_stdio
-from .tools import register_tools, requested_notebook
+from .tools import make_tools, requested_notebook
 
 __all__ = [
     "INSTRUCTIONS",
@@ -464,21 +464,7 @@ class Workspace:
 def create_server(settings: Settings, session: NotebookSession | None = None) -> tuple[MCPServer, Workspace]:
     """An MCPServer serving the notebook (or folder) of `settings`, and its workspace."""
     workspace = Workspace(settings, session)
-    server = NotebookServer(
-        "nbmcp",
-        version=__version__,
-        instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
-        lifespan=workspace.lifespan,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        subscriptions=workspace.bus,
-        warn_on_duplicate_resources=False,
-        extensions=[notebook_app(workspace.get_session, requested_notebook)],
-    )
-    server.listed = workspace.settled
-    workspace.register(server)
-    workspace.client_log.register(server)
-    server.exposed = register_tools(
-        server,
+    tools, exposed = make_tools(
         workspace.get_session,
         max_output_chars=settings.max_output_chars,
         max_image_bytes=settings.max_image_bytes,
@@ -491,6 +477,21 @@ def create_server(settings: Settings, session: NotebookSession | None = None) ->
         view_url=settings.view_url,
         structured_output=settings.structured_output,
     )
+    server = NotebookServer(
+        "nbmcp",
+        version=__version__,
+        instructions=INSTRUCTIONS if workspace.default is not None else INSTRUCTIONS + FOLDER_INSTRUCTIONS,
+        lifespan=workspace.lifespan,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        subscriptions=workspace.bus,
+        warn_on_duplicate_resources=False,
+        extensions=[notebook_app(workspace.get_session, requested_notebook)],
+        tools=tools,
+    )
+    server.exposed = exposed
+    server.listed = workspace.settled
+    workspace.register(server)
+    workspace.client_log.register(server)
     return server, workspace
 
 

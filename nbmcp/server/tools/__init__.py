@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 
 from ...kernels.base import DEFAULT_TIMEOUT
 from ...session.executions import DEFAULT_MAX_WAIT
@@ -55,13 +55,12 @@ __all__ = [
     "WORKSPACE_TOOLS",
     "SessionGetter",
     "exposed_tools",
-    "register_tools",
+    "make_tools",
     "requested_notebook",
 ]
 
 
-def register_tools(
-    server: MCPServer,
+def make_tools(
     get_session: SessionGetter,
     *,
     max_output_chars: int = MAX_OUTPUT_CHARS,
@@ -74,8 +73,8 @@ def register_tools(
     max_wait: float = DEFAULT_MAX_WAIT,
     view_url: str | None = None,
     structured_output: bool = False,
-) -> frozenset[str]:
-    """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
+) -> tuple[list[Tool], frozenset[str]]:
+    """Every tool, for a server's `tools=`, and the names it should list (`--tools`, `--read-only`).
 
     `get_session` gives the notebook a call works on. Tools outside the exposed set stay registered
     so that a call by name gets a clear refusal instead of "unknown tool". `structured_output`: tools list
@@ -92,4 +91,4 @@ def register_tools(
         view_url,
         structured_output,
     )
-    return install(server, box, tools=tools, read_only=read_only)
+    return install(box, tools=tools, read_only=read_only)

@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Strict
 
@@ -301,27 +302,43 @@ def _guarded(name: str, fn: Callable[..., Awaitable[Any]], box: Toolbox, refusal
 
 
 def install(
-    server: MCPServer,
     box: Toolbox,
     *,
     tools: Collection[str] | None = None,
     read_only: bool = False,
-) -> frozenset[str]:
-    """Register every tool on `server`; returns the names it should list (`--tools`, `--read-only`).
+) -> tuple[list[Tool], frozenset[str]]:
+    """Every tool, for the server of `box`, and the names it should list (`--tools`, `--read-only`).
 
     Tools outside the exposed set stay registered so that a call by name gets a clear refusal
     instead of "unknown tool". The workspace tools exist only on a server of a folder.
     """
     exposed = exposed_tools(tools, read_only=read_only)
+    made = []
     for name in ALL_TOOLS:
         if name in WORKSPACE_TOOLS and box.workspace is None:
             continue
         refusal = None if name in exposed else _refusal(name, tools, read_only)
+        made.append(_described(name, _guarded(name, TOOLS[name], box, refusal), structured=box.structured))
+    return made, (exposed if box.workspace is not None else exposed - set(WORKSPACE_TOOLS))
+
+
+#: The SDK's description of each tool, by (name, structured), made once per process.
+_DESCRIBED: dict[tuple[str, bool], Tool] = {}
+
+
+def _described(name: str, fn: Callable[..., Any], *, structured: bool) -> Tool:
+    """Tool `name`, running `fn`, as the SDK describes it: its argument model and JSON schemas.
+
+    Making the description builds pydantic models from the signature, milliseconds per tool; a process
+    that makes many servers (one per HTTP session, or per test) makes it once and gives each server a
+    copy with its own function (the `_guarded` one bound to that server's toolbox).
+    """
+    described = _DESCRIBED.get((name, structured))
+    if described is None:
         # The tools that run or read cells name the notebook view app (MCP Apps): their answers stay the same.
         meta = APP_TOOL_META if name in APP_LINKED_TOOLS else None
         # Without --structured-output no tool lists an outputSchema (its answer model stays in the annotation).
-        structured = None if box.structured else False
-        server.tool(annotations=TOOL_ANNOTATIONS[name], meta=meta, structured_output=structured)(
-            _guarded(name, TOOLS[name], box, refusal)
+        described = _DESCRIBED[name, structured] = Tool.from_function(
+            fn, annotations=TOOL_ANNOTATIONS[name], meta=meta, structured_output=None if structured else False
         )
-    return exposed if box.workspace is not None else exposed - set(WORKSPACE_TOOLS)
+    return described.model_copy(update={"fn": fn})
