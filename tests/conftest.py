@@ -20,6 +20,7 @@ from nbmcp.config import Settings
 from nbmcp.server.app import build_server
 
 FILES = Path(__file__).parent / "files"
+SITE = Path(__file__).parent / "site"
 # Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests; tests/clients drives
 # real agent clients installed from npm by hand (see its README), never with the tests either.
 collect_ignore = ["bench", "clients"]
@@ -32,6 +33,38 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     server to stop. With one worker per core the cores sat idle for about 40 % of a run.
     """
     return 2 * (os.cpu_count() or 1)
+
+
+#: The modules that take a worker longest (about 15 to 60 s each on 2 cores, most of it spent on real
+#: servers, kernels and subprocesses), slowest first. They are handed out first (tox.ini turns off xdist's
+#: own order, by number of tests, which sent them last): a run then ends with short modules on every
+#: worker, not with one long module alone while the other workers idle.
+SLOW_MODULES = (
+    "test_consistency",
+    "test_exec_verdicts",
+    "test_remote_reconnect",
+    "test_http",
+    "test_long_running",
+    "test_hub",
+    "test_remote",
+    "test_tools",
+    "test_examples",
+    "test_faults",
+    "test_stdio",
+    "test_gateway",
+    "test_exec_process",
+    "test_answers",
+    "test_view",
+    "test_remote_faults",
+    "test_doctor",
+    "test_view_app",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    # A stable sort: each module's tests keep their order.
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 @pytest.fixture
@@ -64,6 +97,8 @@ def _user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     base = tmp_path_factory.mktemp("user")
     for var, name in USER_DIR_VARS.items():
         monkeypatch.setenv(var, str(base / name))
+    # Every Python the test starts runs tests/site/sitecustomize.py (it skips an import that costs each a second).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.fixture
