@@ -21,6 +21,10 @@ from nbmcp.server.app import build_server
 
 FILES = Path(__file__).parent / "files"
 SITE = Path(__file__).parent / "site"
+# Every Python the tests start (servers a module shares included) runs tests/site/sitecustomize.py, which
+# skips an import that costs each about a second of CPU; tox.ini sets the same for pytest and its workers.
+if str(SITE) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
 # Benchmarks run with `tox -e bench` (python -m tests.bench.run), never with the tests; tests/clients drives
 # real agent clients installed from npm by hand (see its README), never with the tests either.
 collect_ignore = ["bench", "clients"]
@@ -92,13 +96,20 @@ USER_DIR_VARS = {
 }
 
 
+def isolated_env(base: Path) -> dict[str, str]:
+    """os.environ with the per-user folders and nbmcp's lock and state folders under `base`.
+
+    For a process a module's tests share: it starts before the per-test fixtures point them into a test's folder.
+    """
+    env = {var: str(base / name) for var, name in USER_DIR_VARS.items()}
+    return os.environ | env | {"NBMCP_LOCK_DIR": str(base / "locks"), "NBMCP_STATE_DIR": str(base / "state")}
+
+
 @pytest.fixture(autouse=True)
 def _user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tmp_path_factory.mktemp("user")
     for var, name in USER_DIR_VARS.items():
         monkeypatch.setenv(var, str(base / name))
-    # Every Python the test starts runs tests/site/sitecustomize.py (it skips an import that costs each a second).
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from nbmcp.server.http import MAX_REQUEST_BODY_BYTES
 from nbmcp.web import MAX_CONNECTIONS, REQUEST_TIMEOUT, is_loopback
 
-from .conftest import child_pids, read_nb, text_of
+from .conftest import child_pids, isolated_env, read_nb, text_of
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -31,7 +31,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, path: Path, *extra: str) -> None:
+    def __init__(self, path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.path = path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = path.parent.parent / f"server-{self.port}.log"
@@ -45,6 +46,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            env=env,
         )
         # Generous: on a loaded 2-core machine importing nbmcp alone has taken 30 s.
         deadline = time.monotonic() + 90
@@ -78,18 +80,24 @@ class ServerProcess:
         return self.proc.returncode
 
 
-@pytest.fixture
-def server(nb_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(nb_path)
+def _shared(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("http-server")
+    (base / "work").mkdir()
+    s = ServerProcess(base / "work" / "notebook.ipynb", *extra, env=isolated_env(base))
     yield s
     s.stop()
 
 
-@pytest.fixture
-def token_server(nb_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(nb_path, "--token", TOKEN)
-    yield s
-    s.stop()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module's tests of the HTTP front (hosts, origins, limits, timeouts): each starts a kernel."""
+    yield from _shared(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with --token for the module's tests (they add no cell to its notebook)."""
+    yield from _shared(tmp_path_factory, "--token", TOKEN)
 
 
 def post_initialize(url: str, **headers: str) -> httpx2.Response:
@@ -104,11 +112,11 @@ def post_initialize(url: str, **headers: str) -> httpx2.Response:
 
 
 @pytest.mark.anyio
-async def test_tool_calls_over_streamable_http(server: ServerProcess, nb_path: Path) -> None:
+async def test_tool_calls_over_streamable_http(server: ServerProcess) -> None:
     async with Client(f"{server.url}/mcp") as client:
         r = await client.call_tool("append_execute_code_cell", {"cell_source": "print('over http'); 2 ** 10"})
         assert not r.is_error and "over http" in text_of(r) and "1024" in text_of(r)
-    assert read_nb(nb_path).cells[0].outputs[-1].data["text/plain"] == "1024"
+    assert read_nb(server.path).cells[-1].outputs[-1].data["text/plain"] == "1024"
 
 
 @pytest.mark.anyio
