@@ -167,6 +167,24 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert words in help_text
 
 
+def test_a_subcommand_collects_garbage_as_usual(capsys: pytest.CaptureFixture[str]) -> None:
+    # `main` holds garbage collection off for a server's start (issue 23); `nbmcp exec` may run for hours.
+    import gc
+
+    from nbmcp.server import collector
+
+    collector.hold()
+    try:
+        with pytest.raises(SystemExit):
+            cli("history", "--help")
+        assert gc.isenabled() and not collector.held()
+    finally:
+        collector.release()
+        gc.enable()
+        gc.unfreeze()
+    capsys.readouterr()
+
+
 def test_a_file_that_is_not_a_notebook_is_refused_and_untouched(
     nb_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -380,30 +398,41 @@ async def test_over_stdio_the_kernel_starts_once_the_client_has_its_tools(
     nb_path: Path,
 ) -> None:
     # Starting a kernel loads jupyter_client and zmq, which held up `tools/list` by tens of
-    # milliseconds while clients such as Codex give a server about a second (issue 23).
+    # milliseconds while clients such as Codex give a server about a second (issue 23). Garbage
+    # collection, held off by the command while the server starts, resumes at the same moment.
+    import gc
+
     import anyio
 
     from nbmcp.config import Settings
+    from nbmcp.server import collector
     from nbmcp.server.app import SETTLE_WAIT, create_server
 
     nbformat.write(nbformat.v4.new_notebook(), nb_path)
     for lists_tools in (True, False):
-        server, workspace = create_server(Settings(path=nb_path, timeout=60, watch=False))
-        assert workspace.default is not None
-        session = workspace.default.session
-        async with Client(server) as client:
-            await anyio.sleep(SETTLE_WAIT / 5)
-            assert session.kernel is None, "the kernel started before the client listed the tools"
-            started = time.monotonic()
-            if lists_tools:
-                assert any(t.name == "execute_code" for t in (await client.list_tools()).tools)
-            with anyio.fail_after(60):
-                await _kernel_ready(session)
-            waited = time.monotonic() - started
-            # Without a tools/list it starts anyway, SETTLE_WAIT after the server did.
-            assert lists_tools or waited >= SETTLE_WAIT * 0.8 - SETTLE_WAIT / 5
-            r = await client.call_tool("execute_code", {"code": "print(6 * 7)"})
-            assert "42" in text_of(r)
+        collector.hold()  # as `main` does
+        try:
+            server, workspace = create_server(Settings(path=nb_path, timeout=60, watch=False))
+            assert workspace.default is not None
+            session = workspace.default.session
+            async with Client(server) as client:
+                await anyio.sleep(SETTLE_WAIT / 5)
+                assert session.kernel is None, "the kernel started before the client listed the tools"
+                assert collector.held() and not gc.isenabled()
+                started = time.monotonic()
+                if lists_tools:
+                    assert any(t.name == "execute_code" for t in (await client.list_tools()).tools)
+                with anyio.fail_after(60):
+                    await _kernel_ready(session)
+                assert gc.isenabled() and not collector.held()
+                waited = time.monotonic() - started
+                # Without a tools/list it starts anyway, SETTLE_WAIT after the server did.
+                assert lists_tools or waited >= SETTLE_WAIT * 0.8 - SETTLE_WAIT / 5
+                r = await client.call_tool("execute_code", {"code": "print(6 * 7)"})
+                assert "42" in text_of(r)
+        finally:
+            collector.release()
+            gc.unfreeze()  # the test process's objects, frozen by the release, are collected as before
 
 
 _MODERN_META = {

@@ -33,13 +33,17 @@ if "jsonschema" not in sys.modules:
     ):
         sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]
 
+from typing import TYPE_CHECKING
+
 from .. import __version__
-from ..config import Settings, default_max_wait
 from ..errors import NbmcpError, UsageError
-from ..kernels.choice import check_kernel_options
-from ..notebook.store import LocalStore
-from ..server.render import MIN_OUTPUT_CHARS
-from .options import add_server_arguments, command_parser, configure_logging, settings_from_args, token_refusal
+from ..server import collector
+
+# The settings' defaults come from every layer (nbformat, the kernels, the session): they are imported
+# in the functions that need them, so that they load after `main` held garbage collection off.
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..notebook.store import LocalStore
 
 __all__ = ["cli", "main"]
 
@@ -111,6 +115,8 @@ Logs go to stderr; stdout carries only MCP messages. Docs: README.md in the nbmc
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .options import add_server_arguments, command_parser
+
     p = command_parser("nbmcp", DESCRIPTION, EPILOG)
     add_server_arguments(p)
     return p
@@ -186,6 +192,8 @@ def _check_path(settings: Settings) -> tuple[str | None, LocalStore | None]:
     """
     if settings.document_url:
         return _check_remote(settings), None
+    from ..notebook.store import LocalStore
+
     path = settings.path
     if path.is_dir():
         return None, None  # a folder: every notebook under it is served, each checked when it is used
@@ -209,6 +217,8 @@ def _check_kernel(settings: Settings) -> str | None:
     """A message if --kernel or --python cannot work (checked before serving, before any kernel starts)."""
     if settings.runtime_url or settings.gateway_url:
         return None  # the kernel runs on a Jupyter server or gateway, which checks its own kernel names
+    from ..kernels.choice import check_kernel_options
+
     try:
         # Under --read-only nothing runs, not even `--python` to see whether it has ipykernel.
         check_kernel_options(kernel_name=settings.kernel, python=settings.python, probe=not settings.read_only)
@@ -262,8 +272,14 @@ def _fail(message: str) -> int:
     return 2
 
 
+#: The first arguments that name a subcommand rather than a notebook to serve.
+SUBCOMMANDS = (("exec",), ("view",), ("doctor",), ("history",), ("undo",))
+
+
 def cli(*args: str) -> int:
     """Run nbmcp with command-line `args`; returns the exit code."""
+    if args[:1] in SUBCOMMANDS:
+        collector.release()  # `main` held it off for a server's start; a subcommand runs as usual
     if args[:1] == ("exec",):
         # A subcommand, told apart before parsing so that `nbmcp PATH` works exactly as before
         # (a notebook path ends in .ipynb, so it is never "exec").
@@ -284,6 +300,10 @@ def cli(*args: str) -> int:
         from .undo import history_cli, undo_cli
 
         return (history_cli if args[0] == "history" else undo_cli)(*args[1:])
+    from ..config import default_max_wait
+    from ..server.render import MIN_OUTPUT_CHARS
+    from .options import configure_logging, settings_from_args, token_refusal
+
     parser = _parser()
     ns = parser.parse_args(args)
     if ns.timeout <= 0:
@@ -398,6 +418,8 @@ THREAD_JOIN_SECONDS = 5.0
 
 def main() -> None:
     """Console-script entry point."""
+    # Garbage collection is held off until the client has the server's tools (nbmcp.server.collector).
+    collector.hold()
     try:
         code = cli(*sys.argv[1:])
     except BrokenPipeError:

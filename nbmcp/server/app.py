@@ -31,6 +31,7 @@ from ..notebook.memory import tune_memory
 from ..notebook.store import LocalStore, NotebookStore
 from ..notebook.watcher import NotebookWatcher
 from ..session.session import KernelFactory, NotebookSession
+from . import collector
 from .client_log import ClientLog
 from .mcp_app import NotebookServer, notebook_app
 from .paths import confine, relative_name
@@ -278,7 +279,7 @@ class Workspace:
                 # Opened in the background (its kernel starts at once), so that `initialize` is answered
                 # without waiting for it (issue 14); a tool call meanwhile waits for the opening to end.
                 self.default.opening_in_background = True
-                tg.start_soon(self._open_default, self.default)
+            tg.start_soon(self._settle, self.default)
             try:
                 yield
             finally:
@@ -288,13 +289,17 @@ class Workspace:
                 tg.cancel_scope.cancel()
                 self._tg = None
 
-    async def _open_default(self, host: NotebookHost) -> None:
+    async def _settle(self, host: NotebookHost | None) -> None:
         # Over stdio the kernel starts once the client has its tool list, or SETTLE_WAIT after the
         # server started: starting it loads jupyter_client and zmq, which would otherwise hold up the
         # answers to `initialize` and `tools/list` by tens of milliseconds, and some clients give a
         # server only about a second to list its tools. A tool call before then opens the notebook itself.
+        # Garbage collection, held off by the command while the server started, resumes then too.
         with anyio.move_on_after(SETTLE_WAIT):
             await self.settled.wait()
+        collector.release()
+        if host is None:
+            return
         try:
             await self.open(host.session.path)
         except Exception as exc:
@@ -514,6 +519,8 @@ async def serve(
     `store`: the notebook's store, already read by the command line's check (parsed once).
     `sock`: the socket the command line bound for HTTP or --view (a port in use is found before a kernel starts).
     """
+    if settings.transport != "stdio":
+        collector.release()  # an HTTP server starts before its clients: nothing to answer sooner
     view = None
     if settings.view or settings.transport != "stdio":
         # The view's web server (uvicorn, h11) is loaded only when something is served over HTTP: a
