@@ -349,8 +349,10 @@ def cli(*args: str) -> int:
     settings, problem = _checked(settings)
     if problem:
         return _fail(problem)
-    refusal = token_refusal(settings.host, settings.token)
-    if refusal and (settings.transport == "streamable-http" or settings.view):
+    listens = settings.transport == "streamable-http" or settings.view
+    # Only a server that listens is asked (the web layer it loads, uvicorn's, costs a stdio start 7 ms).
+    refusal = token_refusal(settings.host, settings.token) if listens else None
+    if refusal:
         return _fail(refusal)
     problem, store = _check_path(settings)
     if problem:  # like every start-up error (bad flags too): exit code 2, one line, nothing served

@@ -64,9 +64,15 @@ LEFT_OUT_NAMED = 3
 LEFT_OUT_CHARS = 800
 
 
+#: The answer models build their validators on first use, not when the server starts (issue 23: 15 models,
+#: about 9 ms before `tools/list`, used only once a tool answers, or for --structured-output's schemas).
+_DEFERRED = ConfigDict(defer_build=True)
+
+
 class ImageInfo(BaseModel):
     """An image output: shown as image content in this answer, or named so that it can be fetched."""
 
+    model_config = _DEFERRED
     output_index: int
     mime_type: str
     bytes: int
@@ -77,6 +83,7 @@ class ImageInfo(BaseModel):
 class Answer(BaseModel):
     """What every tool answers."""
 
+    model_config = _DEFERRED
     text: str = Field(description="The whole answer as the model should read it; the same text as the content.")
     images: list[ImageInfo] = Field(
         default_factory=list, description="Images shown as image content in this answer (not in this JSON)."
@@ -169,7 +176,7 @@ class OutputPageAnswer(Answer):
 class InfoAnswer(Answer):
     """The notebook's facts; more keys may appear as nbmcp learns more."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     path: str
     total_cells: int

@@ -1,0 +1,64 @@
+"""What a client sees of the server does not change with how fast it starts (issue 23).
+
+The start was made cheaper (garbage collection held off, models built on first use, modules loaded
+later); the tools a client lists must stay exactly as they were. `tests/files/tools_list.json` holds
+the `tools/list` answers (names, descriptions, input and output schemas, annotations) of a notebook's
+server, of one with --structured-output and of a folder's, as the code before that work gave them.
+A change to a tool on purpose updates it: `python -m tests.test_startup` writes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nbformat
+import pytest
+
+from nbmcp.config import Settings
+from nbmcp.server.app import create_server
+
+GOLDEN = Path(__file__).parent / "files" / "tools_list.json"
+
+
+async def tool_lists(folder: Path) -> dict[str, Any]:
+    """The `tools/list` answers of the servers the golden file holds, as JSON."""
+    notebook = folder / "start.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), notebook)
+    servers = {
+        "notebook": Settings(path=notebook, watch=False),
+        "structured": Settings(path=notebook, watch=False, structured_output=True),
+        "folder": Settings(path=folder, watch=False),
+    }
+    lists: dict[str, Any] = {}
+    for name, settings in servers.items():
+        server, _ = create_server(settings)
+        tools = await server.list_tools()  # what the tools/list handler answers with
+        lists[name] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    return lists
+
+
+@pytest.mark.anyio
+async def test_the_tool_list_is_what_it_was(tmp_path: Path) -> None:
+    lists = await tool_lists(tmp_path)
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert set(lists) == set(golden)
+    for name, tools in lists.items():
+        assert [t["name"] for t in tools] == [t["name"] for t in golden[name]], name
+        for tool, expected in zip(tools, golden[name], strict=True):
+            assert tool == expected, f"{name}: {tool['name']} changed (python -m tests.test_startup writes it again)"
+
+
+def _write_golden() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        lists = anyio.run(tool_lists, Path(folder))
+    GOLDEN.write_text(json.dumps(lists, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {GOLDEN}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    _write_golden()
