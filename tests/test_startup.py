@@ -10,6 +10,7 @@ A change to a tool on purpose updates it: `python -m tests.test_startup` writes 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,14 @@ async def test_the_tool_list_is_what_it_was(tmp_path: Path) -> None:
         assert [t["name"] for t in tools] == [t["name"] for t in golden[name]], name
         for tool, expected in zip(tools, golden[name], strict=True):
             assert tool == expected, f"{name}: {tool['name']} changed (python -m tests.test_startup writes it again)"
+
+
+def test_the_command_module_leaves_the_notebook_stack_to_cli() -> None:
+    # `main` holds garbage collection off first, so what the module imports itself is not covered.
+    heavy = ("nbformat", "jsonschema", "mcp", "pydantic", "nbmcp.config", "nbmcp.notebook.store")
+    code = f"import sys, nbmcp.cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "[]"
 
 
 def _write_golden() -> None:
