@@ -8,8 +8,9 @@ Clients give a new stdio server little time: `codex exec` about 1 s before its f
 `notifications/initialized` and `tools/list` as a client does, and times the two answers from the
 spawn, over raw JSON-RPC lines (no client library in the measured path). The floor is the same
 exchange with `tests.bench.floor_server`, an empty server on the same SDK and interpreter. Rounds
-alternate between the two so that load from other processes hits both alike. The numbers are
-printed, not asserted: the target is the floor + 100 ms for both answers.
+alternate between the two so that load from other processes hits both alike; the median of the rounds'
+differences and the CPU time each start used (Linux) are printed too, both less moved by that load.
+The numbers are printed, not asserted: the target is the floor + 100 ms for both answers.
 """
 
 from __future__ import annotations
@@ -56,8 +57,19 @@ def _answer(stdout: IO[bytes], request_id: int) -> None:
             return
 
 
-def one_start(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Seconds from spawn to the `initialize` answer and to the `tools/list` answer."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU time the process's threads have used so far (Linux's schedstat, in ns); NaN elsewhere."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9 if total else float("nan")
+
+
+def one_start(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Seconds from spawn to the `initialize` answer and to the `tools/list` answer, and CPU seconds until then."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -75,10 +87,11 @@ def one_start(command: list[str], env: dict[str, str]) -> tuple[float, float]:
         _send(proc.stdin, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         _answer(proc.stdout, 2)
         listed = time.perf_counter() - started
+        cpu = _cpu_seconds(proc.pid)
     finally:
         proc.stdin.close()  # nbmcp ends when the client closes stdin (and shuts its kernel down)
         proc.wait(timeout=60)
-    return initialized, listed
+    return initialized, listed, cpu
 
 
 def main() -> int:
@@ -114,7 +127,7 @@ def main() -> int:
             ],
             "nbmcp": [sys.executable, "-m", "nbmcp", str(notebook)],
         }
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
         one_start(commands["nbmcp"], env)  # warm the file cache and the bytecode of both
         one_start(commands["floor (empty SDK server)"], env)
         for _ in range(ns.repeat):
@@ -137,6 +150,13 @@ def main() -> int:
     pairs = list(zip(times["floor (empty SDK server)"], times["nbmcp"], strict=True))
     paired = [statistics.median((n[i] - f[i]) * 1000 for f, n in pairs) for i in (0, 1)]
     print(f"  median of the rounds' differences: initialize {paired[0]:+.0f} ms, tools/list {paired[1]:+.0f} ms")
+    # CPU time is what a start costs an idle machine; other processes' load moves it less than the wall clock.
+    cpu = {name: statistics.median(t[2] * 1000 for t in rounds) for name, rounds in times.items()}
+    floor_cpu, our_cpu = cpu["floor (empty SDK server)"], cpu["nbmcp"]
+    print(
+        f"  CPU time to tools/list (all threads): floor {floor_cpu:.0f}, nbmcp {our_cpu:.0f} ms"
+        f" ({our_cpu - floor_cpu:+.0f} ms)"
+    )
     return 0
 
 
