@@ -492,6 +492,55 @@ async def test_a_line_being_appended_is_not_an_entry_yet(session: NotebookSessio
     assert _cells(nb_path)[0]["source"] == "one"
 
 
+def _entry(summary: str) -> journal.Entry:
+    return journal.Entry("overwrite", summary, {"cell_id": "a", "index": 0, "before": "x", "after": summary})
+
+
+def test_journal_appends_without_reading_unless_someone_else_wrote(
+    nb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 23: an append is a write to the end of the file; the file is read again only when another
+    # writer (another nbmcp process: here another Journal object) changed it since this one's last write.
+    reads: list[int] = []
+    read_all = journal._read_all
+    monkeypatch.setattr(journal, "_read_all", lambda fd: reads.append(fd) or read_all(fd))
+    ours, theirs = Journal(nb_path), Journal(nb_path)
+
+    def summaries() -> list[str]:
+        return [e.summary for e in Journal(nb_path).entries()]
+
+    ours.append(_entry("1"))
+    assert len(reads) == 1  # nothing known yet: read (there was no file)
+    ours.append(_entry("2"))
+    ours.append(_entry("3"))
+    assert len(reads) == 1
+    theirs.append(_entry("4"))  # another writer: reads the file it did not write
+    assert len(reads) == 2
+    ours.append(_entry("5"))  # notices that append (the size changed)
+    assert len(reads) == 3 and summaries() == ["1", "2", "3", "4", "5"]
+
+    theirs.drop({Journal(nb_path).entries()[0].id})  # `nbmcp history --drop`: a new file
+    ours.append(_entry("6"))
+    assert len(reads) == 4 and summaries() == ["2", "3", "4", "5", "6"]
+
+    # Rewritten in place to the same size by someone else: the last line is not ours any more.
+    data = Journal(nb_path).path.read_bytes()
+    with open(Journal(nb_path).path, "r+b") as f:
+        f.write(data.replace(b'"summary":"6"', b'"summary":"7"'))
+    ours.append(_entry("8"))
+    assert len(reads) == 5 and summaries() == ["2", "3", "4", "5", "7", "8"]
+
+    # The bound on entries counts the other writer's appends too.
+    for i in range(MAX_JOURNAL_ENTRIES - 6):
+        (ours if i % 3 else theirs).append(_entry(f"fill {i}"))
+    assert len(summaries()) == MAX_JOURNAL_ENTRIES
+    ours.append(_entry("over"))
+    assert len(summaries()) == int(MAX_JOURNAL_ENTRIES * TRIM_TO) and summaries()[-1] == "over"
+    before = len(reads)
+    ours.append(_entry("after the trim"))  # the trimmed file is this object's own write: no read
+    assert len(reads) == before and summaries()[-2:] == ["over", "after the trim"]
+
+
 async def test_undo_needs_a_local_file() -> None:
     # A notebook on a Jupyter server has no cross-process lock for the journal: refused before any I/O.
     store = ContentsStore(JupyterServer("http://127.0.0.1:9", None), "work/a.ipynb")

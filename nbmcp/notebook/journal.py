@@ -151,6 +151,27 @@ def barrier(why: str, entry_id: str | None = None) -> Entry:
     return Entry(BARRIER, f"not recorded: {why}; undo cannot go past this change", {}, id=entry_id or _new_id())
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What this process knows of the journal file after its own last write: enough to append blind.
+
+    Valid while the file is the one it describes: the same inode and size, ending with the line written
+    last. Another writer changes the size (an append grows the file, a drop or a trim shrinks it) or
+    replaces the file (a new inode); a file that kept all three was not touched.
+    """
+
+    inode: int
+    size: int
+    newlines: int
+    last: bytes
+
+    def describes(self, fd: int, st: os.stat_result) -> bool:
+        """Whether the file open at `fd`, whose stat is `st`, is still as described."""
+        if (st.st_ino, st.st_size) != (self.inode, self.size):
+            return False
+        return os.pread(fd, len(self.last), self.size - len(self.last)) == self.last
+
+
 class Journal:
     """The journal file of one notebook. Write it only while holding the notebook's lock."""
 
@@ -158,6 +179,8 @@ class Journal:
         self.notebook = Path(notebook).resolve()
         key = hashlib.sha256(str(self.notebook).encode()).hexdigest()[:24]
         self.path = state_dir() / "journal" / f"{key}.jsonl"
+        #: The file as this object last wrote it, so that an append need not read it (issue 23).
+        self._known: _Known | None = None
 
     def entries(self) -> list[Entry]:
         """Every recorded change, oldest first."""
@@ -168,25 +191,39 @@ class Journal:
         return [Entry.from_line(line) for line in _complete_lines(data)]
 
     def append(self, entry: Entry) -> None:
-        """Record `entry` as the newest change, dropping the oldest ones beyond the bounds."""
+        """Record `entry` as the newest change, dropping the oldest ones beyond the bounds.
+
+        The common case is one `write` to the end of the file. The file is read only when this object
+        did not write it last (another nbmcp process, `nbmcp history --drop`, a torn line) or when a
+        bound is reached.
+        """
         line = entry.to_line(self.notebook)
         if len(line) > MAX_JOURNAL_BYTES:
             size = len(line)
             entry = barrier(f"{entry.summary} ({size} bytes, more than the journal's {MAX_JOURNAL_BYTES})")
             line = entry.to_line(self.notebook)
+        known, self._known = self._known, None  # unknown until this append is done
+        fd = self._open_for_append()
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        # A torn last line (a crash while appending) must stay a line of its own (read as a barrier).
-        torn = b"\n" if data and not data.endswith(b"\n") else b""
-        data += torn
-        if data.count(b"\n") < MAX_JOURNAL_ENTRIES and len(data) + len(line) <= MAX_JOURNAL_BYTES:
-            # The common case costs an append, not a rewrite of the journal.
-            self._ensure_dir()
-            with open(self.path, "ab") as f:
-                f.write(torn + line)
-            return
+            st = os.fstat(fd)
+            data: bytes | None = None
+            if known is not None and known.describes(fd, st):
+                size, newlines, torn = known.size, known.newlines, b""
+            else:
+                data = _read_all(fd)
+                # A torn last line (a crash while appending) must stay a line of its own (read as a barrier).
+                torn = b"\n" if data and not data.endswith(b"\n") else b""
+                data += torn
+                size, newlines = len(data), data.count(b"\n")
+            if newlines < MAX_JOURNAL_ENTRIES and size + len(line) <= MAX_JOURNAL_BYTES:
+                # The common case costs an append, not a rewrite of the journal.
+                _write_all(fd, torn + line)
+                self._known = _Known(st.st_ino, size + len(line), newlines + 1, line)
+                return
+            if data is None:
+                data = _read_all(fd)
+        finally:
+            os.close(fd)
         lines = [*_complete_lines(data), line]
         total = 0
         keep: list[bytes] = []
@@ -214,15 +251,26 @@ class Journal:
     def clear(self) -> int:
         """Forget every change; returns how many there were."""
         n = len(self.entries())
+        self._known = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         return n
+
+    def _open_for_append(self) -> int:
+        # Readable too: the file is read back when it is not as this object left it.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, flags, 0o666)
+        except FileNotFoundError:
+            self._ensure_dir()
+            return os.open(self.path, flags, 0o666)
 
     def _ensure_dir(self) -> None:
         # The journal holds notebook contents: readable by its owner only.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _replace(self, data: bytes) -> None:
+        self._known = None
         if not data:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
@@ -232,11 +280,35 @@ class Journal:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                inode = os.fstat(f.fileno()).st_ino
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        # Whole lines only (`_complete_lines`): the last one ends the file.
+        last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
+        self._known = _Known(inode, len(data), data.count(b"\n"), last)
+
+
+def _read_all(fd: int) -> bytes:
+    """The whole file open at `fd`, whatever its offset."""
+    size = os.fstat(fd).st_size
+    chunks: list[bytes] = []
+    at = 0
+    while True:
+        piece = os.pread(fd, max(size - at, 0) + 65536, at)
+        if not piece:
+            return b"".join(chunks)
+        chunks.append(piece)
+        at += len(piece)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 # -- entries for each kind of change (built inside the edit, from the notebook it changes) ------------
