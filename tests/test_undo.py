@@ -25,6 +25,7 @@ from nbmcp.config import Settings
 from nbmcp.errors import UndoConflictError, UsageError
 from nbmcp.jupyter.client import JupyterServer
 from nbmcp.notebook import journal
+from nbmcp.notebook.atomic import discards_done
 from nbmcp.notebook.contents import ContentsStore
 from nbmcp.notebook.journal import BARRIER, MAX_JOURNAL_BYTES, MAX_JOURNAL_ENTRIES, TRIM_TO, Journal, state_dir
 from nbmcp.server.app import build_server
@@ -404,6 +405,7 @@ async def test_journal_lives_in_the_state_folder_never_beside_the_notebook(
     session: NotebookSession, nb_path: Path
 ) -> None:
     await session.insert_cell(0, "markdown", "a")
+    assert discards_done()  # the file the save replaced, deleted after the save returns
     assert sorted(p.name for p in nb_path.parent.iterdir()) == [nb_path.name]
     files = list((state_dir() / "journal").iterdir())
     assert files == [Journal(nb_path).path]

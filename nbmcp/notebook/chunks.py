@@ -63,6 +63,9 @@ class Chunks:
 
     def same_as_file(self, fd: int) -> bool:
         """Whether the file open at `fd` (read from its current position) holds exactly these bytes."""
+        if self.size < BLOCK:
+            # A small file: one read of it all (and one byte more, to see that it ends there).
+            return self.same_as(os.read(fd, self.size + 1))
         block = bytearray(BLOCK)
         view = memoryview(block)
         for buf, start, stop in self.parts:

@@ -348,18 +348,23 @@ class LocalStore(CachedStore):
 
     def _holds(self, expected: Chunks) -> bool:
         """Whether the file holds exactly `expected`, read block by block (no copy of the whole file)."""
-        with self._open() as f:
-            return expected.same_as_file(f.fileno())
+        fd = self._open_fd()
+        try:
+            return expected.same_as_file(fd)
+        finally:
+            os.close(fd)
 
     def _open(self) -> BinaryIO:
+        return os.fdopen(self._open_fd(), "rb")
+
+    def _open_fd(self) -> int:
         # O_NONBLOCK: a FIFO put in the file's place after the stat must not block the open.
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        f = os.fdopen(fd, "rb")
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         mode = os.fstat(fd).st_mode
         if not stat_mod.S_ISREG(mode):
-            f.close()
+            os.close(fd)
             raise NotebookFormatError(self.path, f"not a regular file ({_file_kind(mode)}); a notebook is a file")
-        return f
+        return fd
 
     def _unchanged(self, expected: Fingerprint) -> bool:
         """Whether the file still holds the bytes `expected` describes: a stat, and the bytes when it is racy."""
@@ -439,7 +444,9 @@ class LocalStore(CachedStore):
         `create`: only if there is no file (else False): an editor may create it while we do.
         """
         data = self._writer.encode(nb, changed)
-        target = Path(os.path.realpath(self.path))  # write through a symlink to its target
+        # Write through a symlink to its target (one lstat when the notebook is no symlink; a folder on
+        # the way that is one needs no resolving: the temp file goes beside the notebook either way).
+        target = Path(os.path.realpath(self.path)) if os.path.islink(self.path) else self.path
         mode = file_mode(target)
 
         def unchanged() -> bool:
