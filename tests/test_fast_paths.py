@@ -9,10 +9,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from filelock import FileLock
 from mcp import Client
 
+from nbmcp.notebook import store as store_module
 from nbmcp.notebook.fingerprint import RACY_WINDOW_NS
-from nbmcp.notebook.store import LocalStore, new_notebook
+from nbmcp.notebook.store import LocalStore, lock_dir, new_notebook
+from nbmcp.session.session import NotebookSession
+
+from .conftest import read_nb
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +107,53 @@ def test_the_command_does_not_import_format_checkers_nbformat_never_uses() -> No
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _append(source: str):  # type: ignore[no-untyped-def]
+    return lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell(source)) or len(nb.cells)
+
+
+def test_edit_now_saves_a_small_notebook_when_nothing_is_to_be_waited_for(
+    nb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 23: an edit with nothing to wait for is saved on the caller's thread (an event loop skips the
+    # hop to a worker thread); anything else is left to `edit`, with nothing applied.
+    nbformat.write(new_notebook(), nb_path)
+    store = LocalStore(nb_path, lock_timeout=0.2)
+    assert store.edit_now(_append("unread")) == (False, None)  # never read: `edit` loads it first
+    store.read()
+    saved: list[int] = []
+    assert store.edit_now(_append("a"), on_saved=lambda: saved.append(1)) == (True, 1)
+    assert saved == [1] and [c.source for c in read_nb(nb_path).cells] == ["a"]
+
+    applied: list[str] = []
+
+    def watched(source: str):  # type: ignore[no-untyped-def]
+        return lambda nb: applied.append(source) or _append(source)(nb)
+
+    with FileLock(next(lock_dir().glob("*.lock")), thread_local=False):  # another process is editing
+        assert store.edit_now(watched("locked")) == (False, None)
+    monkeypatch.setattr(store_module, "INLINE_EDIT_BYTES", 100)  # a large notebook: its write takes a while
+    assert store.edit_now(watched("large")) == (False, None)
+    monkeypatch.undo()
+    other = read_nb(nb_path)
+    other.cells.append(nbformat.v4.new_raw_cell("someone else"))
+    nbformat.write(other, nb_path)  # the file is not the one last seen: reloaded by `edit`
+    assert store.edit_now(watched("changed")) == (False, None)
+    assert applied == []
+    assert store.edit(_append("b")) == 3
+    assert [c.source for c in read_nb(nb_path).cells] == ["a", "someone else", "b"]
+
+
+async def test_small_edits_run_on_the_event_loop_and_wait_for_the_lock_on_a_thread(nb_path: Path) -> None:
+    nbformat.write(new_notebook(), nb_path)
+    session = NotebookSession(nb_path)
+    await session.open(create=False, start_kernel=False)
+    loop = threading.get_ident()
+    assert await session.document.edit(lambda nb: threading.get_ident()) == loop
+    lock = FileLock(next(lock_dir().glob("*.lock")), thread_local=False)
+    lock.acquire()  # another process is editing: the edit waits for it on a worker thread
+    threading.Timer(0.2, lock.release).start()
+    assert await session.document.edit(lambda nb: threading.get_ident()) != loop
+    assert not lock.is_locked
+    await session.close()

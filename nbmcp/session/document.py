@@ -79,6 +79,13 @@ class Document:
             return apply(nb)
 
         store = self.store
+        if isinstance(store, LocalStore):
+            # A small notebook whose lock is free is saved right here: the hop to a worker thread and
+            # back cost more than such an edit (issue 23). Anything to wait for goes to the thread.
+            done, result = store.edit_now(with_ids, on_saved=on_saved)
+            if done:
+                self.activity.changed()
+                return result
         try:
             # abandon_on_cancel: a cancelled call returns at once instead of waiting for the lock,
             # and the flag keeps its edit from being applied afterwards.
