@@ -155,6 +155,7 @@ def _changes() -> list[tuple[str, Callable[[NotebookNode], object]]]:
         ("swap two cells", lambda nb: nb.cells.__setitem__(slice(1, 3), [nb.cells[2], nb.cells[1]])),
         ("replace a cell by an equal copy", lambda nb: nb.cells.__setitem__(4, copy.deepcopy(nb.cells[4]))),
         ("top-level metadata", lambda nb: nb.metadata.__setitem__("title", "T")),
+        ("nested top-level metadata, in place", lambda nb: nb.metadata.setdefault("kernelspec", {}).update(name="k")),
         ("transient metadata", lambda nb: nb.cells[6].metadata.__setitem__("trusted", True)),
         ("a unicode source", lambda nb: nb.cells[8].__setitem__("source", "é \u2028 \U0001f600 \x00")),
         ("an execution count", lambda nb: _first_code(nb).__setitem__("execution_count", 99)),
@@ -197,10 +198,14 @@ def test_incremental_writes_reencode_only_the_changed_cell(monkeypatch: pytest.M
         return real(cell)
 
     monkeypatch.setattr(store, "_cell_for_disk", spy)
+    frames: list[object] = []
+    real_frame = store._frame
+    monkeypatch.setattr(store, "_frame", lambda nb, minor=None: frames.append(nb) or real_frame(nb, minor))
     nb.cells[100]["source"] = "changed"
     nb.cells.insert(50, nbformat.v4.new_markdown_cell("# new"))
     assert writer.dumps(nb) == nbformat_bytes(nb)
     assert encoded == [nb.cells[50], nb.cells[101]]
+    assert frames == []  # the top level is unchanged: its bytes are reused (issue 23)
 
 
 def test_the_fast_parse_reads_what_nbformat_reads() -> None:

@@ -201,6 +201,9 @@ class IncrementalWriter:
         self._starts: list[int] = []  # where they start in it
         self._lengths: list[int] = []  # and how long they are
         self._bounds: list[int] = []  # where each run of cells written as one slice starts (and n)
+        #: The bytes around the cells list, and a copy of what they encode (all but the cells), to reuse them.
+        self._frame_cache: tuple[bytes, bytes] | None = None
+        self._frame_key: tuple[int | None, dict[str, Any]] | None = None
         #: Bytes encoded by the last call (not reused from earlier ones).
         self.encoded_bytes = 0
 
@@ -305,7 +308,7 @@ class IncrementalWriter:
             bufs[i] = _encode(disk, _CELL_NEWLINE).encode("utf-8")
             starts[i], lengths[i] = 0, len(bufs[i])
             self.encoded_bytes += lengths[i]
-        head, tail = _frame(nb, self.file_format[0] if self.file_format is not None else None)
+        head, tail = self._frame_bytes(nb)
         self._cells, self._copies = cells, copies
         if not cells:
             self._bufs, self._starts, self._lengths, self._bounds = [], [], [], []
@@ -339,6 +342,15 @@ class IncrementalWriter:
             bounds = [0, n]
         self._bufs, self._starts, self._lengths, self._bounds = bufs, starts, lengths, bounds
         return chunks
+
+    def _frame_bytes(self, nb: NotebookNode) -> tuple[bytes, bytes]:
+        """`_frame` of `nb`, reused while the notebook's top level (its metadata, nbformat) is unchanged."""
+        minor = self.file_format[0] if self.file_format is not None else None
+        now = (minor, {k: v for k, v in nb.items() if k != "cells"})
+        if self._frame_cache is None or self._frame_key != now:  # compared in C, like the cells
+            self._frame_cache = _frame(nb, minor)
+            self._frame_key = (minor, _copy_containers(now[1]))
+        return self._frame_cache
 
 
 def _frame(nb: NotebookNode, minor: int | None = None) -> tuple[bytes, bytes]:
