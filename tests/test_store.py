@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import shutil
 import stat
-import threading
 from pathlib import Path
 
 import nbformat
 import pytest
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from nbmcp.errors import LockTimeoutError, NotebookFormatError
-from nbmcp.notebook import lock as lock_module
 from nbmcp.notebook.atomic import TEMP_MARKER, discards_done
 from nbmcp.notebook.encoder import dumps_notebook
-from nbmcp.notebook.lock import NotebookLock
 from nbmcp.notebook.store import LocalStore, lock_dir, new_notebook
 
 from .conftest import read_nb
@@ -142,56 +136,6 @@ def test_lock_held_by_another_writer_gives_a_clear_timeout(nb_path: Path) -> Non
         store.edit(add_cell("blocked"))
     store.edit(add_cell("after"))
     assert [c.source for c in read_nb(nb_path).cells] == ["after"]
-
-
-def test_a_lock_folder_deleted_between_edits_is_made_again_and_still_excludes(nb_path: Path) -> None:
-    # The lock file stays open between edits (issue 23): once someone deletes it (`rm -rf` of the lock
-    # folder), a lock on the open one would exclude no one, so the next edit locks the file at that name.
-    store = LocalStore(nb_path, lock_timeout=0.3)
-    store.create_if_missing()
-    store.edit(add_cell("before"))
-    lock_file = next(lock_dir().glob("*.lock"))
-    shutil.rmtree(lock_file.parent)
-    with FileLock(lock_file, thread_local=False), pytest.raises(LockTimeoutError):
-        store.edit(add_cell("blocked"))
-    store.edit(add_cell("after"))
-    assert [c.source for c in read_nb(nb_path).cells] == ["before", "after"]
-
-
-def test_the_lock_excludes_this_process_threads_too(tmp_path: Path) -> None:
-    lock = NotebookLock(tmp_path / "locks" / "a.lock")
-    assert lock.acquire(1.0) and lock.acquire(1.0)  # reentrant in its thread
-    outcome: list[bool] = []
-    other = threading.Thread(target=lambda: outcome.append(lock.acquire(0.1)))
-    other.start()
-    other.join()
-    assert outcome == [False]
-    lock.release()
-    lock.release()
-    other = threading.Thread(target=lambda: outcome.append(lock.acquire(0.1)) or lock.release())
-    other.start()
-    other.join()
-    assert outcome == [False, True]
-
-
-def test_where_flock_fails_the_lock_is_filelocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Some network file systems answer flock with ENOLCK: filelock knows what to do there.
-    class NoFlock:
-        LOCK_EX, LOCK_NB, LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN
-
-        @staticmethod
-        def flock(fd: int, op: int) -> None:
-            raise OSError(errno.ENOLCK, "no locks available")
-
-    monkeypatch.setattr(lock_module, "fcntl", NoFlock)
-    path = tmp_path / "locks" / "a.lock"
-    lock = NotebookLock(path)
-    assert lock.acquire(1.0)
-    with pytest.raises(Timeout):
-        FileLock(path, thread_local=False).acquire(timeout=0.1)
-    lock.release()
-    with FileLock(path, thread_local=False, timeout=1):
-        assert not lock.acquire(0.1)
 
 
 def test_stale_temp_files_are_removed_on_start(nb_path: Path) -> None:
