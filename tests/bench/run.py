@@ -599,34 +599,25 @@ def table(results: dict[str, Any]) -> str:
                     mark,
                 )
             )
-            if "vs_write" in r:
-                w = r["vs_write"]
-                rows.append(
-                    (
-                        str(n),
-                        f"{tool} vs write + round trip",
-                        f"{r['median_ms']:.1f}",
-                        f"{r['p90_ms']:.1f}",
-                        f"{w['floor_ms']:.1f}",
-                        f"{w['ratio']:.2f}",
-                        w["target"],
-                        "ok" if w["ok"] else "MISS",
+            # The edit against other floors: the write + round trip (a ratio), and that + 1 ms (milliseconds over).
+            for key, label, shown in (
+                ("vs_write", "vs write + round trip", lambda w: f"{w['ratio']:.2f}"),
+                ("small_edit", "vs write + round trip + 1 ms", lambda w: f"{w['over_ms']:+.1f} ms"),
+            ):
+                if key in r:
+                    w = r[key]
+                    rows.append(
+                        (
+                            str(n),
+                            f"{tool} {label}",
+                            f"{r['median_ms']:.1f}",
+                            f"{r['p90_ms']:.1f}",
+                            f"{w['floor_ms']:.1f}",
+                            shown(w),
+                            w["target"],
+                            "ok" if w["ok"] else "MISS",
+                        )
                     )
-                )
-            if "small_edit" in r:
-                w = r["small_edit"]
-                rows.append(
-                    (
-                        str(n),
-                        f"{tool} vs write + round trip + 1 ms",
-                        f"{r['median_ms']:.1f}",
-                        f"{r['p90_ms']:.1f}",
-                        f"{w['floor_ms']:.1f}",
-                        f"{w['over_ms']:+.1f} ms",
-                        w["target"],
-                        "ok" if w["ok"] else "MISS",
-                    )
-                )
         rl = size["reload"]
         rows.append(
             (
