@@ -330,7 +330,7 @@ def _described(name: str, fn: Callable[..., Any], *, structured: bool) -> Tool:
     """Tool `name`, running `fn`, as the SDK describes it: its argument model and JSON schemas.
 
     Making the description builds pydantic models from the signature, milliseconds per tool; a process
-    that makes many servers (one per HTTP session, or per test) makes it once and gives each server a
+    that makes many servers (a test suite, a program that embeds nbmcp) makes it once and gives each a
     copy with its own function (the `_guarded` one bound to that server's toolbox).
     """
     described = _DESCRIBED.get((name, structured))
