@@ -62,6 +62,53 @@ def test_the_command_module_leaves_the_notebook_stack_to_cli() -> None:
     assert done.stdout.strip() == "[]"
 
 
+#: Two first uses of jupyter_client at once, as when a server with a live view opens its notebook: the
+#: kernel is looked up on one worker thread while the view's renderer loads nbconvert (and with it nbclient,
+#: which imports jupyter_client.manager) on another. A finder holds the look-up early in jupyter_client's
+#: own import, starts the renderer, and lets the look-up go on once the renderer reaches
+#: jupyter_client.manager (or after a second): the collision that once failed a tool call. What else
+#: nbconvert imports is loaded first, so that the renderer gets there in time. Without the lock in
+#: load_jupyter_client this script failed in 3 of 8 runs, the rest passing by luck of timing.
+FIRST_USES_AT_ONCE = """
+import sys, threading
+import bleach, jinja2, mistune, nbformat, pygments.lexers, traitlets
+from nbmcp.kernels.choice import check_kernel_options
+from nbmcp.view.render import warm_up
+assert "jupyter_client" not in sys.modules
+look_up_held, renderer_there, errors = threading.Event(), threading.Event(), []
+class Collide:
+    def find_spec(self, name, path, target=None):
+        if name == "jupyter_client.asynchronous" and threading.current_thread().name == "look-up":
+            look_up_held.set()
+            renderer_there.wait(1.0)
+        elif name == "jupyter_client.manager" and threading.current_thread().name != "look-up":
+            renderer_there.set()
+        return None
+sys.meta_path.insert(0, Collide())
+def run(first_use):
+    try:
+        first_use()
+    except Exception as exc:
+        errors.append(repr(exc))
+look_up = threading.Thread(target=run, args=(lambda: check_kernel_options(kernel_name="python3", probe=False),))
+look_up.name = "look-up"
+look_up.start()
+look_up_held.wait(30)
+render = threading.Thread(target=run, args=(warm_up,))
+render.start()
+look_up.join()
+render.join()
+print(errors)
+"""
+
+
+def test_jupyter_client_first_used_by_two_threads_at_once_is_whole_in_both() -> None:
+    # Without load_jupyter_client's lock, CPython breaks the import deadlock by handing one thread a
+    # half-imported module ("cannot import name 'AsyncKernelManager' from 'jupyter_client.manager'").
+    done = subprocess.run([sys.executable, "-c", FIRST_USES_AT_ONCE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
 def _write_golden() -> None:
     with tempfile.TemporaryDirectory() as folder:
         lists = anyio.run(tool_lists, Path(folder))

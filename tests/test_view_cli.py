@@ -93,6 +93,7 @@ def test_view_beside_mcp_over_stdio_logs_its_url_once_and_keeps_stdout_clean(nb_
         server.handshake()
         rid = server.send("tools/call", {"name": "get_notebook_info", "arguments": {}})
         text = "\n".join(c.get("text", "") for c in server.response(rid)["result"]["content"])
+        assert "{" in text, text
         info = json.loads(text[text.index("{") :])
         url = info["live_view"]
         assert URL.fullmatch(url), url

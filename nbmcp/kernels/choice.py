@@ -9,10 +9,12 @@ to ask whether they have ipykernel.
 from __future__ import annotations
 
 import glob
+import importlib
 import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "install_command",
     "ipykernel_import_error",
     "ipykernel_python",
+    "load_jupyter_client",
     "made_by_uv",
     "no_ipykernel_message",
     "runs_on_own_python",
@@ -85,8 +88,29 @@ PROBE_TIMEOUT = 30.0
 #: Environment variables naming an activated environment, in the order they are consulted.
 ACTIVATED_ENV_VARS = ("VIRTUAL_ENV", "CONDA_PREFIX")
 
+_jupyter_client_import = threading.Lock()
+
+
+def load_jupyter_client(*also: str) -> None:
+    """Import jupyter_client whole, and then the packages `also` (ones that import it, as nbconvert), one
+    thread at a time: call it before importing any module of theirs.
+
+    They are imported on first use, and first uses overlap: a kernel is chosen on a worker thread while
+    the event loop starts another kernel or a live view loads its renderer. Two threads importing modules
+    of one package at once can deadlock on CPython's module locks, and Python breaks the deadlock by
+    handing one of them an unfinished module: a tool then failed with "cannot import name
+    'AsyncKernelManager' from partially initialized module 'jupyter_client.manager'". Once they are
+    imported, this costs a lock and a dict lookup each.
+    """
+    with _jupyter_client_import:
+        import jupyter_client  # noqa: F401
+
+        for name in also:
+            importlib.import_module(name)
+
 
 def _python_spec(python: str, display: str) -> KernelSpec:
+    load_jupyter_client()
     from jupyter_client.kernelspec import KernelSpec
 
     return KernelSpec(
@@ -231,6 +255,7 @@ def check_kernel_options(
     Returns the kernelspec of `kernel_name`, if given.
     """
     if kernel_name:
+        load_jupyter_client()
         from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
         ksm = spec_manager or KernelSpecManager()
@@ -325,6 +350,7 @@ def choose_kernel(
     that happens to be valid Python must not pass); a Python notebook's falls through to the project's
     environment, which runs its code the same (a `conda-env-NAME-py` kernelspec from another machine).
     """
+    load_jupyter_client()
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     environ = os.environ if environ is None else environ

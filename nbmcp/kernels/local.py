@@ -42,7 +42,7 @@ from .base import (
     Run,
     leave_failure_to_next_call,
 )
-from .choice import KernelChoice, ipykernel_python
+from .choice import KernelChoice, ipykernel_python, load_jupyter_client
 from .frontend import CommSender
 from .iopub import queue_every_message, send_every_message
 from .outputs import OutputCollector
@@ -201,6 +201,7 @@ class LocalKernel(Kernel):
             self._begin_start()
 
     def _begin_start(self) -> asyncio.Task[None]:
+        load_jupyter_client()
         from jupyter_client.manager import AsyncKernelManager
 
         spec = self.choice.spec
@@ -208,10 +209,9 @@ class LocalKernel(Kernel):
         if spec is not None:
             km.kernel_spec_manager = _one_spec_manager(spec)
         if os.name == "posix" and spec is not None and any("ipykernel" in arg for arg in spec.argv):
-            # Unix sockets, private to this user, instead of loopback TCP: ipykernel 7 warns at every TCP start
-            # that it runs unencrypted. The sockets live in Jupyter's runtime folder (an absolute path: the
-            # kernel runs in the notebook's folder), and cleanup_resources removes them. Only for ipykernel:
-            # other kernels (IRkernel, say) do not all understand the ipc transport.
+            # Unix sockets, private to this user, not loopback TCP (ipykernel 7 warns at each TCP start that it
+            # runs unencrypted), in Jupyter's runtime folder (absolute: the kernel runs in the notebook's folder);
+            # cleanup_resources removes them. Only for ipykernel: not every kernel (IRkernel) knows ipc.
             km.transport = "ipc"
             km.ip = _ipc_prefix()
         inst = _Instance(km)

@@ -31,6 +31,8 @@ from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+from ..kernels.choice import load_jupyter_client
+
 __all__ = [
     "FRAME_SCRIPT",
     "LONG_OUTPUT_CHARS",
@@ -136,7 +138,9 @@ _MD_ATTRIBUTES = {
 
 @functools.cache
 def _filters() -> tuple[Any, Any, Any, Any]:
-    # nbconvert takes about a second to import: only a view pays it, once.
+    # nbconvert takes about a second to import: only a view pays it, once. It imports nbclient and with it
+    # jupyter_client, which a worker thread may be importing at the same moment to choose the kernel.
+    load_jupyter_client("nbconvert")
     from nbconvert.filters.ansi import ansi2html
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
