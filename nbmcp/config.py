@@ -103,6 +103,10 @@ class Settings:
     """Only these tools are listed (--tools); None lists all."""
     read_only: bool = False
     """List only tools that change nothing (--read-only); the others refuse when called. No kernel starts."""
+    kernel_at_open: bool = True
+    """Start the kernel in the background as soon as a notebook is opened, so that the first execution
+    does not wait for it. Off (no flag; for programs that embed the server and mostly edit), the kernel
+    starts at the first call that needs it."""
     #: A Jupyter server holding the notebook (then `path` is relative to its root), else a local file.
     document_url: str | None = None
     document_token: str | None = field(default=None, repr=False)

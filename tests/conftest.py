@@ -143,7 +143,7 @@ def text_of(result: Any) -> str:
 
 @pytest.fixture
 async def client(nb_path: Path) -> AsyncIterator[Client]:
-    server = build_server(Settings(path=nb_path, timeout=60))
+    server = build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     async with Client(server) as c:
         yield c
 
@@ -151,7 +151,7 @@ async def client(nb_path: Path) -> AsyncIterator[Client]:
 @pytest.fixture
 async def structured_client(nb_path: Path) -> AsyncIterator[Client]:
     """`client` with --structured-output: for tests that read an answer's fields (cell_id, status, ...)."""
-    server = build_server(Settings(path=nb_path, timeout=60, structured_output=True))
+    server = build_server(Settings(path=nb_path, timeout=60, structured_output=True, kernel_at_open=False))
     async with Client(server) as c:
         yield c
 

@@ -195,7 +195,9 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i}\n")]
         cell.execution_count = i + 1
     path = write_nb(tmp_path / "work" / "big.ipynb", cells)
-    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
+    async with Client(
+        build_server(Settings(path=path, timeout=60, kernel_at_open=False, structured_output=True))
+    ) as client:
         r = await ok(client, "read_all_cells", "of 2000", "read_notebook(start_index=")
         sc = r.structured_content
         assert (
@@ -215,7 +217,9 @@ async def test_a_2000_cell_notebook_reads_whole_cells_until_the_budget(tmp_path:
 async def test_a_10_mb_source_is_paged_not_sent(tmp_path: Path) -> None:
     source = "".join(f"line_{i} = {i}\n" for i in range(700_000))[:10_000_000]
     path = write_nb(tmp_path / "work" / "huge.ipynb", [nbformat.v4.new_code_cell(source)])
-    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
+    async with Client(
+        build_server(Settings(path=path, timeout=60, kernel_at_open=False, structured_output=True))
+    ) as client:
         r = await ok(client, "read_cell", "source continues", "source_offset=", cell_index=0)
         sc = r.structured_content
         assert sc["source_chars"] == len(source) and sc["next_source_offset"] == MAX_OUTPUT_CHARS

@@ -116,7 +116,7 @@ EXTERNAL_WRITER = textwrap.dedent(
 
 @pytest.mark.timeout(120)
 async def test_external_writer_and_nbmcp_appending_in_loops_keep_every_cell(nb_path: Path) -> None:
-    server, _workspace = create_server(Settings(path=nb_path, timeout=60))
+    server, _workspace = create_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     async with Client(server) as client:
         await client.call_tool("get_notebook_info", {})
         lock_file = next(lock_dir().glob("*.lock"))
@@ -255,7 +255,7 @@ async def test_cell_deleted_during_execution_is_not_resurrected(client: Client, 
 
 
 async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_own_writes(nb_path: Path) -> None:
-    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    server, workspace = create_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     host = workspace.default
     assert host is not None
     async with Client(server) as client:
@@ -286,7 +286,7 @@ async def test_watcher_tells_a_subscribed_client_within_a_second_but_not_of_its_
 
 async def test_watcher_tells_of_a_save_that_kept_the_stat_of_nbmcps_own_write(nb_path: Path) -> None:
     """Another program saves right after nbmcp, within the same timestamp tick: only the bytes differ."""
-    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    server, workspace = create_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     host = workspace.default
     assert host is not None
     async with Client(server) as client:
@@ -303,7 +303,7 @@ async def test_watcher_tells_of_a_save_that_kept_the_stat_of_nbmcps_own_write(nb
 
 
 async def test_handshake_era_client_gets_a_log_message_and_resource_update(nb_path: Path) -> None:
-    server, workspace = create_server(Settings(path=nb_path, timeout=60))
+    server, workspace = create_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     host = workspace.default
     assert host is not None
     logs: list[str] = []
@@ -422,7 +422,7 @@ CAREFUL_UNLOCKED_WRITER = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the editor saves with renameat2 (Linux)")
 @pytest.mark.timeout(240)
 async def test_an_unlocked_careful_writer_and_nbmcp_appending_in_parallel_keep_every_cell(nb_path: Path) -> None:
-    server, _workspace = create_server(Settings(path=nb_path, timeout=60, watch=False))
+    server, _workspace = create_server(Settings(path=nb_path, timeout=60, kernel_at_open=False, watch=False))
     overwritten: list[str] = []
     async with Client(server) as client:
         for round_ in range(3):

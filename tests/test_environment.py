@@ -192,7 +192,7 @@ async def test_an_nbformat_3_notebook_is_reported_as_upgraded(tmp_path: Path, ca
 async def test_the_diff_of_a_source_without_final_newline_keeps_lines_apart(tmp_path: Path) -> None:
     nb = tmp_path / "work" / "old.ipynb"
     shutil.copy(FILES / "v3.ipynb", nb)  # its cell's source "a = 1\nb = 2" has no final newline
-    async with Client(build_server(Settings(path=nb, timeout=60))) as client:
+    async with Client(build_server(Settings(path=nb, timeout=60, kernel_at_open=False))) as client:
         r = await call(client, "overwrite_cell_source", cell_index=0, cell_source="a = 1\nb = 3")
     text = text_of(r)
     assert "-b = 2\n\\ No newline at end of cell\n+b = 3\n" in text, text

@@ -62,7 +62,7 @@ async def test_read_only_lists_no_mutating_tool_and_refuses_one_called_by_name(n
 
 
 async def test_tools_flag_exposes_only_the_named_tools(nb_path: Path) -> None:
-    settings = Settings(path=nb_path, timeout=60, tools=("insert_cell", "read_notebook"))
+    settings = Settings(path=nb_path, timeout=60, tools=("insert_cell", "read_notebook"), kernel_at_open=False)
     async with Client(build_server(settings)) as client:
         assert await listed(client) == {"insert_cell", "read_notebook"}
         await call(client, "insert_cell", cell_index=-1, cell_type="markdown", cell_source="# hi")

@@ -319,7 +319,7 @@ async def test_a_created_notebook_is_said_with_a_similar_name_in_its_folder(tmp_
     nbformat.write(nbformat.v4.new_notebook(), folder / "analysis.ipynb")
     nbformat.write(nbformat.v4.new_notebook(), folder / "report.ipynb")
     async with Client(
-        build_server(Settings(path=folder / "analysys.ipynb", timeout=60, structured_output=True))
+        build_server(Settings(path=folder / "analysys.ipynb", timeout=60, kernel_at_open=False, structured_output=True))
     ) as client:
         answers = [await client.call_tool("get_notebook_info", {}) for _ in range(CREATED_NOTE_ANSWERS + 1)]
     for r in answers[:CREATED_NOTE_ANSWERS]:
@@ -332,9 +332,20 @@ async def test_a_created_notebook_is_said_with_a_similar_name_in_its_folder(tmp_
 
 
 @pytest.mark.anyio
+async def test_with_kernel_at_open_off_the_kernel_starts_at_the_first_execution(nb_path: Path) -> None:
+    async with Client(build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))) as client:
+        await client.call_tool("append_markdown_cell", {"cell_source": "edited without a kernel"})
+        info = text_of(await client.call_tool("get_notebook_info", {}))
+        assert '"state": "not started"' in info, info
+        assert "2" in text_of(await client.call_tool("execute_code", {"code": "1 + 1"}))
+        info = text_of(await client.call_tool("get_notebook_info", {}))
+        assert '"state": "idle"' in info, info
+
+
+@pytest.mark.anyio
 async def test_a_created_notebook_without_a_similar_name_is_said_alone(nb_path: Path) -> None:
     nbformat.write(nbformat.v4.new_notebook(), nb_path.parent / "quarterly_sales_model.ipynb")
-    async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))) as client:
         text = text_of(await client.call_tool("read_notebook", {}))
     assert (
         text.splitlines()[-1] == f"Note: notebook.ipynb did not exist in {nb_path.parent}, so nbmcp created it (empty)"
@@ -345,7 +356,7 @@ async def test_two_servers_in_one_process_keep_their_own_notebook_and_limits(tmp
     # Servers in one process share the tools' descriptions (made once) but each calls its own toolbox.
     first, second = tmp_path / "work" / "first.ipynb", tmp_path / "work" / "second.ipynb"
     async with (
-        Client(build_server(Settings(path=first, max_output_chars=1000, read_only=False))) as a,
+        Client(build_server(Settings(path=first, max_output_chars=1000, kernel_at_open=False))) as a,
         Client(build_server(Settings(path=second, read_only=True))) as b,
     ):
         assert [t.name for t in (await a.list_tools()).tools] != [t.name for t in (await b.list_tools()).tools]

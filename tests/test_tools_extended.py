@@ -209,7 +209,9 @@ async def test_read_notebook_pages_a_1000_cell_notebook(tmp_path: Path) -> None:
             nb.cells.append(nbformat.v4.new_markdown_cell(f"## Section {i}\ntext"))
     nbformat.write(nb, path)
     ids = [c.id for c in nb.cells]
-    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
+    async with Client(
+        build_server(Settings(path=path, timeout=60, kernel_at_open=False, structured_output=True))
+    ) as client:
         t0 = time.monotonic()
         r = await call(client, "read_notebook")
         sc = r.structured_content
@@ -336,7 +338,9 @@ async def test_execute_cell_progress_interrupt_kernel_and_restart_kernel(client:
 async def test_a_4_4_notebook_is_read_by_index_without_ids(tmp_path: Path) -> None:
     path = copy_golden("v44_no_ids.ipynb", tmp_path / "work" / "old.ipynb")
     before = path.read_bytes()
-    async with Client(build_server(Settings(path=path, timeout=60, structured_output=True))) as client:
+    async with Client(
+        build_server(Settings(path=path, timeout=60, kernel_at_open=False, structured_output=True))
+    ) as client:
         r = await call(client, "read_notebook")
         assert re.findall(r"^ *\d+ (\S+) ", r.structured_content["text"], flags=re.MULTILINE) == ["-", "-"]
         assert "   1 - markdown: # Old notebook" in text_of(r)

@@ -375,7 +375,7 @@ def test_cli_undo_by_change_and_drop_stale(nb_path: Path, capsys: pytest.Capture
 
 async def test_undo_tool_by_change_id_and_drop(nb_path: Path) -> None:
     _original(nb_path)
-    server = build_server(Settings(path=nb_path, timeout=60, watch=False))
+    server = build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False, watch=False))
     async with Client(server) as client:
         for args in ({"cell_index": 1, "cell_source": "x = 10"}, {"cell_index": 3, "cell_source": "raw, edited"}):
             r = await client.call_tool("overwrite_cell_source", args)
@@ -599,7 +599,7 @@ def _nbmcp(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(180)
 async def test_cli_history_and_undo_on_what_a_server_changed(nb_path: Path) -> None:
     before = _original(nb_path)
-    server = build_server(Settings(path=nb_path, timeout=60, watch=False))
+    server = build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False, watch=False))
     async with Client(server) as client:
         r = await client.call_tool("overwrite_cell_source", {"cell_index": 1, "cell_source": "x = 10"})
         assert not r.is_error, text_of(r)

@@ -98,7 +98,7 @@ async def test_the_resource_is_listed_and_reads_back_as_the_app(nb_path: Path) -
 @pytest.mark.anyio
 async def test_the_tools_name_the_app_and_their_answers_do_not_change(nb_path: Path) -> None:
     write_notebook(nb_path)
-    async with Client(build_server(Settings(path=nb_path, timeout=60))) as client:
+    async with Client(build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         # A client that does not render apps lists the same tools as before: no app-only tool.
         assert set(tools) == set(ALL_TOOLS) - set(WORKSPACE_TOOLS)
@@ -117,7 +117,7 @@ async def test_the_tools_name_the_app_and_their_answers_do_not_change(nb_path: P
 @pytest.mark.anyio
 async def test_view_notebook_is_for_apps_and_answers_with_rendered_cells(nb_path: Path) -> None:
     write_notebook(nb_path)
-    server = build_server(Settings(path=nb_path, timeout=60))
+    server = build_server(Settings(path=nb_path, timeout=60, kernel_at_open=False))
     async with Client(server, extensions=[RendersApps()]) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert tools[APP_TOOL].meta == {"ui": {"resourceUri": APP_URI, "visibility": ["app"]}}

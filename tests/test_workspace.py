@@ -72,7 +72,7 @@ async def test_folder_server_lists_uses_and_unuses_notebooks(folder: Path) -> No
 
 
 async def test_notebook_path_names_the_notebook_outright(folder: Path) -> None:
-    server, _ = create_server(Settings(path=folder, timeout=60))
+    server, _ = create_server(Settings(path=folder, timeout=60, kernel_at_open=False))
     async with Client(server) as client:
         await call(client, "use_notebook", path="a.ipynb")
         await call(client, "append_markdown_cell", cell_source="to b", notebook_path="sub/b.ipynb")
@@ -103,7 +103,7 @@ async def test_every_traversal_is_refused_before_any_file_is_touched(folder: Pat
 
 
 async def test_single_notebook_server_refuses_other_notebooks(folder: Path) -> None:
-    server, _ = create_server(Settings(path=folder / "a.ipynb", timeout=60))
+    server, _ = create_server(Settings(path=folder / "a.ipynb", timeout=60, kernel_at_open=False))
     async with Client(server) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert "use_notebook" not in names
@@ -157,7 +157,7 @@ async def test_stateless_http_clients_name_the_notebook_on_each_call(folder: Pat
 @pytest.mark.timeout(60)
 async def test_a_fifo_notebook_gets_an_error_at_once_and_blocks_no_other(folder: Path) -> None:
     os.mkfifo(folder / "x.ipynb")
-    server, _ = create_server(Settings(path=folder, timeout=60))
+    server, _ = create_server(Settings(path=folder, timeout=60, kernel_at_open=False))
     async with Client(server) as client:
         for _ in range(2):  # the second call too: nothing was left holding a lock
             with anyio.fail_after(20):
@@ -180,7 +180,7 @@ async def test_a_notebook_slow_to_open_holds_up_no_other(folder: Path, monkeypat
         return real_read(self)
 
     monkeypatch.setattr(LocalStore, "read", read)
-    server, _ = create_server(Settings(path=folder, timeout=60))
+    server, _ = create_server(Settings(path=folder, timeout=60, kernel_at_open=False))
     async with Client(server) as client, anyio.create_task_group() as tg:
         slow: list[str] = []
 

@@ -336,7 +336,7 @@ class Workspace:
             if host.session.kernel is None:
                 if self._tg is None:
                     raise UsageError("the server is not running")
-                await host.start(self._tg)
+                await host.start(self._tg, start_kernel=self.settings.kernel_at_open)
             async with self._lock:
                 self._opening.pop(path, None)
                 self.hosts[path] = host
