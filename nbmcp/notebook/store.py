@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 import nbformat
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from nbformat import NotebookNode
 
 from ..errors import LockTimeoutError, NotebookFormatError, NotebookWriteError
@@ -41,6 +41,7 @@ from .atomic import TEMP_MARKER, file_mode, write_atomic
 from .chunks import Chunks
 from .encoder import IncrementalWriter, file_format_of, noting_changes
 from .fingerprint import Fingerprint
+from .lock import NotebookLock
 from .memory import release_free_memory
 from .reader import parse_notebook
 
@@ -94,21 +95,19 @@ def lock_dir() -> Path:
     return Path(jupyter_runtime_dir()) / "nbmcp-locks"
 
 
-_locks: dict[str, FileLock] = {}
+_locks: dict[str, NotebookLock] = {}
 _locks_guard = threading.Lock()
 
 
-def _lock_for(resolved: Path, timeout: float) -> FileLock:
-    """One `FileLock` per notebook per process, shared by every store on that notebook."""
+def _lock_for(resolved: Path, timeout: float) -> NotebookLock:
+    """One lock per notebook per process, shared by every store on that notebook."""
     key = hashlib.sha256(str(resolved).encode()).hexdigest()[:24]
     with _locks_guard:
         lock = _locks.get(key)
         if lock is None:
             folder = lock_dir()
             folder.mkdir(parents=True, exist_ok=True)
-            # thread_local=False: an edit may acquire on one worker thread; the lock is reentrant
-            # per object and the in-process mutex below serializes our own threads.
-            lock = FileLock(folder / f"{key}.lock", timeout=timeout, thread_local=False)
+            lock = NotebookLock(folder / f"{key}.lock", timeout=timeout)
             _locks[key] = lock
         return lock
 
@@ -294,9 +293,7 @@ class LocalStore(CachedStore):
         if seen is None or seen.size > INLINE_EDIT_BYTES or not self._mutex.acquire(blocking=False):
             return False, None
         try:
-            try:
-                self._lock.acquire(blocking=False)
-            except Timeout:
+            if not self._lock.try_acquire():
                 return False, None
             try:
                 nb, seen = self._nb, self._seen
@@ -375,7 +372,7 @@ class LocalStore(CachedStore):
     def _locked(self) -> Iterator[None]:
         with self._mutex:
             try:
-                self._lock.acquire(timeout=self.lock_timeout)
+                self._lock.acquire(self.lock_timeout)
             except Timeout as exc:
                 raise LockTimeoutError(self.path, self.lock_timeout) from exc
             try:
