@@ -278,7 +278,8 @@ class Workspace:
                 self._register_resource(self.default)
                 # Opened in the background (its kernel starts at once), so that `initialize` is answered
                 # without waiting for it (issue 14); a tool call meanwhile waits for the opening to end.
-                self.default.opening_in_background = True
+                # The health check calls its kernel "starting" meanwhile, unless it starts later.
+                self.default.opening_in_background = self.settings.kernel_at_open
             tg.start_soon(self._settle, self.default)
             try:
                 yield
